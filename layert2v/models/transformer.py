@@ -1,0 +1,272 @@
+"""LayeredWanTransformer: Wan2.1's DiT with LayerT2V's layer awareness.
+
+The layers of a sample are serialised along the latent time axis (see :class:`~layert2v.layout.LayerLayout`)
+and run through an unchanged Wan backbone with three additions:
+
+* **LayerAdaLN** — a learnable (6, dim) modulation per layer category, shared by all blocks, zero-initialised,
+  added to the timestep modulation of every token of that layer (LayerT2V eq. 5-6).
+* **Layer-routed cross-attention** — every prompt is encoded on its own; a token reads only the prompts its layer
+  may see (fg -> its fg prompt, bg -> bg prompt, full -> all, alpha -> its fg's prompt). Attention is computed per
+  routing group with dense fused SDPA, which is exactly the masked attention of eq. 7 without building the mask.
+* **Per-segment timesteps** — a segment may be given clean (t = 0) as a condition (LayerFlow's variants).
+
+Optionally, LayerFlow's learnable layer embedding is added to each prompt's text embedding.
+
+RoPE is Wan's 3D RoPE over the concatenated time axis; the paper's 4D RoPE (an extra layer axis) was its failed
+ablation and is deliberately absent. All Wan parameter names are kept, so Wan2.1 weights load unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+from diffusers.configuration_utils import register_to_config
+from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.models.transformers.transformer_wan import WanAttention, WanTransformer3DModel, WanTransformerBlock
+
+from ..layout import LayerLayout
+
+LAYER_PARAMETER_NAMES = ("layer_adaln", "layer_text_embedding")
+
+
+class LayeredWanTransformer(WanTransformer3DModel):
+    """Wan transformer over layout-serialised latents.
+
+    ``forward(hidden_states, timestep, encoder_hidden_states, layout)`` takes
+    ``hidden_states`` (B, C, S * T', H', W') with S = ``layout.num_segments``,
+    ``timestep`` (B,) or per segment (B, S), and ``encoder_hidden_states`` (B, P, L, text_dim): one independently
+    encoded prompt per RGB layer, in ``layout.prompt_names`` order.
+
+    Extra config (all with defaults, so ``from_config(wan_config)`` works):
+        max_foregrounds: foreground layers the LayerAdaLN table has rows for.
+        layer_text_embedding: add LayerFlow's learnable per-layer embedding to each prompt's text embedding.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        patch_size: tuple[int, ...] = (1, 2, 2),
+        num_attention_heads: int = 40,
+        attention_head_dim: int = 128,
+        in_channels: int = 16,
+        out_channels: int = 16,
+        text_dim: int = 4096,
+        freq_dim: int = 256,
+        ffn_dim: int = 13824,
+        num_layers: int = 40,
+        cross_attn_norm: bool = True,
+        qk_norm: str | None = "rms_norm_across_heads",
+        eps: float = 1e-6,
+        image_dim: int | None = None,
+        added_kv_proj_dim: int | None = None,
+        rope_max_seq_len: int = 1024,
+        pos_embed_seq_len: int | None = None,
+        max_foregrounds: int = 1,
+        layer_text_embedding: bool = False,
+    ) -> None:
+        if image_dim is not None or added_kv_proj_dim is not None:
+            raise ValueError("LayeredWanTransformer builds on Wan text-to-video; image-conditioned (I2V) configs "
+                             "are not supported")
+        super().__init__(
+            patch_size=patch_size, num_attention_heads=num_attention_heads, attention_head_dim=attention_head_dim,
+            in_channels=in_channels, out_channels=out_channels, text_dim=text_dim, freq_dim=freq_dim,
+            ffn_dim=ffn_dim, num_layers=num_layers, cross_attn_norm=cross_attn_norm, qk_norm=qk_norm, eps=eps,
+            image_dim=image_dim, added_kv_proj_dim=added_kv_proj_dim, rope_max_seq_len=rope_max_seq_len,
+            pos_embed_seq_len=pos_embed_seq_len,
+        )
+        inner_dim = num_attention_heads * attention_head_dim
+        rows = LayerLayout.adaln_rows_needed(max_foregrounds)
+        self.layer_adaln = nn.Parameter(torch.zeros(rows, 6, inner_dim))
+        self.layer_text_embedding = (
+            nn.Parameter(torch.zeros(LayerLayout(max_foregrounds).num_prompts, text_dim))
+            if layer_text_embedding else None
+        )
+
+    # Wan keeps its modulation tables in fp32; LayerAdaLN is added to them.
+    _keep_in_fp32_modules = [*WanTransformer3DModel._keep_in_fp32_modules, "layer_adaln"]
+
+    @property
+    def max_foregrounds(self) -> int:
+        return self.config.max_foregrounds
+
+    def check_layout(self, layout: LayerLayout) -> None:
+        if layout.num_foregrounds > self.max_foregrounds:
+            raise ValueError(
+                f"this model supports at most {self.max_foregrounds} foreground layer(s), got "
+                f"{layout.num_foregrounds}; use fewer --fg prompts or a model trained for more (stage 3)"
+            )
+
+    @torch.no_grad()
+    def extend_foregrounds(self, max_foregrounds: int) -> None:
+        """Stage 3: grow to more foregrounds; new (fg, alpha) rows start from the trained fg_1 / alpha_1 rows."""
+        old = self.max_foregrounds
+        if max_foregrounds <= old:
+            return
+        table = self.layer_adaln.data
+        fg1, a1 = table[LayerLayout(1).adaln_rows[2]], table[LayerLayout(1).adaln_rows[3]]
+        extra = []
+        for _ in range(old + 1, max_foregrounds + 1):
+            extra += [fg1.clone(), a1.clone()]
+        self.layer_adaln = nn.Parameter(torch.cat([table, torch.stack(extra)], dim=0))
+        if self.layer_text_embedding is not None:
+            emb = self.layer_text_embedding.data
+            fg_row = emb[LayerLayout(1).prompt_names.index("foreground_1")]
+            new = fg_row.expand(max_foregrounds - old, -1).clone()
+            self.layer_text_embedding = nn.Parameter(torch.cat([emb, new], dim=0))
+        self.register_to_config(max_foregrounds=max_foregrounds)
+
+    # ----------------------------------------------------------------- forward
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        layout: LayerLayout | None = None,
+        encoder_hidden_states_image: torch.Tensor | None = None,
+        return_dict: bool = True,
+        attention_kwargs: dict[str, Any] | None = None,
+    ) -> torch.Tensor | Transformer2DModelOutput:
+        if layout is None:  # plain Wan call (e.g. text-to-video pretraining on full clips)
+            return super().forward(hidden_states, timestep, encoder_hidden_states, encoder_hidden_states_image,
+                                   return_dict, attention_kwargs)
+        self.check_layout(layout)
+        batch, _, frames, height, width = hidden_states.shape
+        segs = layout.num_segments
+        if frames % segs:
+            raise ValueError(f"latent time axis {frames} is not {segs} equal segments for {layout}")
+        if encoder_hidden_states.ndim != 4 or encoder_hidden_states.shape[1] != layout.num_prompts:
+            raise ValueError(
+                f"expected one embedding per prompt, (B, {layout.num_prompts}, L, D); got "
+                f"{tuple(encoder_hidden_states.shape)}"
+            )
+        p_t, p_h, p_w = self.config.patch_size
+        post_t, post_h, post_w = frames // p_t, height // p_h, width // p_w
+
+        rotary_emb = self.rope(hidden_states)
+        x = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()  # (B, L, D)
+
+        # Timestep modulation per segment (B, S, ...), plus LayerAdaLN per segment's layer category.
+        if timestep.ndim == 1:
+            timestep = timestep[:, None].expand(batch, segs)
+        emb = self.condition_embedder
+        t_freq = emb.timesteps_proj(timestep.reshape(-1))
+        t_dtype = next(iter(emb.time_embedder.parameters())).dtype
+        if t_freq.dtype != t_dtype and t_dtype != torch.int8:
+            t_freq = t_freq.to(t_dtype)
+        temb = emb.time_embedder(t_freq).type_as(encoder_hidden_states)
+        timestep_proj = emb.time_proj(emb.act_fn(temb)).unflatten(1, (6, -1))  # (B*S, 6, D)
+        rows = torch.tensor(layout.adaln_rows, device=x.device)
+        modulation = timestep_proj.unflatten(0, (batch, segs)).float() + self.layer_adaln[rows].float()
+        temb = temb.unflatten(0, (batch, segs))  # (B, S, D)
+
+        # Text: each prompt embedded on its own (plus LayerFlow's layer embedding when enabled).
+        context = encoder_hidden_states
+        if self.layer_text_embedding is not None:
+            prompt_rows = torch.tensor(layout.prompt_rows, device=x.device)
+            context = context + self.layer_text_embedding[prompt_rows][None, :, None].to(context.dtype)
+        context = emb.text_embedder(context)  # (B, P, L, D)
+
+        for block in self.blocks:
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                x = self._gradient_checkpointing_func(layered_block_forward, block, x, context, modulation,
+                                                      rotary_emb, layout)
+            else:
+                x = layered_block_forward(block, x, context, modulation, rotary_emb, layout)
+
+        shift, scale = (self.scale_shift_table[None] + temb[:, :, None]).chunk(2, dim=2)  # (B, S, 1, D)
+        x = per_segment(self.norm_out(x.float()), segs) * (1 + scale) + shift
+        x = self.proj_out(x.flatten(1, 2).type_as(hidden_states))
+
+        x = x.reshape(batch, post_t, post_h, post_w, p_t, p_h, p_w, -1)
+        out = x.permute(0, 7, 1, 4, 2, 5, 3, 6).flatten(6, 7).flatten(4, 5).flatten(2, 3)
+        if not return_dict:
+            return (out,)
+        return Transformer2DModelOutput(sample=out)
+
+
+def per_segment(x: torch.Tensor, segments: int) -> torch.Tensor:
+    """View (B, L, D) tokens as (B, S, L/S, D): segments are contiguous runs of latent frames."""
+    return x.unflatten(1, (segments, -1))
+
+
+def layered_block_forward(
+    block: WanTransformerBlock,
+    x: torch.Tensor,
+    context: torch.Tensor,
+    modulation: torch.Tensor,
+    rotary_emb: tuple[torch.Tensor, torch.Tensor],
+    layout: LayerLayout,
+) -> torch.Tensor:
+    """One Wan block with per-segment modulation and routed cross-attention.
+
+    Same arithmetic as ``WanTransformerBlock.forward``; only the modulation broadcasts per segment instead of per
+    sample, and cross-attention reads each token's visible prompts.
+    """
+    segs = layout.num_segments
+    mod = (block.scale_shift_table[None] + modulation).unsqueeze(3)  # (B, S, 6, 1, D)
+    shift_msa, scale_msa, gate_msa, c_shift, c_scale, c_gate = mod.unbind(2)  # each (B, S, 1, D)
+
+    norm_x = (per_segment(block.norm1(x.float()), segs) * (1 + scale_msa) + shift_msa).flatten(1, 2).type_as(x)
+    attn_out = block.attn1(norm_x, None, None, rotary_emb)
+    x = (per_segment(x.float(), segs) + per_segment(attn_out, segs) * gate_msa).flatten(1, 2).type_as(x)
+
+    norm_x = block.norm2(x.float()).type_as(x)
+    x = x + routed_cross_attention(block.attn2, norm_x, context, layout)
+
+    norm_x = (per_segment(block.norm3(x.float()), segs) * (1 + c_scale) + c_shift).flatten(1, 2).type_as(x)
+    ff_out = block.ffn(norm_x)
+    x = (per_segment(x.float(), segs) + per_segment(ff_out.float(), segs) * c_gate).flatten(1, 2).type_as(x)
+    return x
+
+
+def routed_cross_attention(
+    attn: WanAttention, x: torch.Tensor, context: torch.Tensor, layout: LayerLayout
+) -> torch.Tensor:
+    """Cross-attention where each segment's tokens read only the prompts ``layout`` makes visible to it.
+
+    x: (B, L, D) visual tokens; context: (B, P, Lt, D) projected prompts. Keys/values are projected once for all
+    prompts; attention then runs once per routing group over that group's tokens and prompts with the fused
+    kernel — equal to eq. 7's masked attention, without an L_visual x L_text mask.
+    """
+    batch, _, dim = x.shape
+    segs, heads = layout.num_segments, attn.heads
+    query = attn.norm_q(attn.to_q(x))
+    key = attn.norm_k(attn.to_k(context))  # (B, P, Lt, D)
+    value = attn.to_v(context)
+
+    q_seg = per_segment(query, segs)  # (B, S, Ls, D)
+    out = torch.empty_like(q_seg)
+    for seg_ids, prompt_ids in layout.routing_groups:
+        q = gather(q_seg, seg_ids).flatten(1, 2).unflatten(2, (heads, -1))
+        k = gather(key, prompt_ids).flatten(1, 2).unflatten(2, (heads, -1))
+        v = gather(value, prompt_ids).flatten(1, 2).unflatten(2, (heads, -1))
+        o = dispatch_attention_fn(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False,
+                                  backend=getattr(attn.processor, "_attention_backend", None))
+        o = o.flatten(2, 3).type_as(q).unflatten(1, (len(seg_ids), -1))
+        scatter(out, seg_ids, o)
+    out = out.flatten(1, 2)
+    out = attn.to_out[0](out)
+    return attn.to_out[1](out)
+
+
+def _as_slice(ids: tuple[int, ...]) -> slice | None:
+    if all(b - a == 1 for a, b in zip(ids, ids[1:])):
+        return slice(ids[0], ids[-1] + 1)
+    return None
+
+
+def gather(t: torch.Tensor, ids: tuple[int, ...]) -> torch.Tensor:
+    """t[:, ids] along dim 1, as a view when the ids are a contiguous run."""
+    s = _as_slice(ids)
+    return t[:, s] if s is not None else t[:, list(ids)]
+
+
+def scatter(out: torch.Tensor, ids: tuple[int, ...], values: torch.Tensor) -> None:
+    s = _as_slice(ids)
+    if s is not None:
+        out[:, s] = values
+    else:
+        out[:, list(ids)] = values

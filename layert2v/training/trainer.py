@@ -1,0 +1,392 @@
+"""One trainer for every stage, on accelerate.
+
+Stages (one YAML each, see configs/):
+  vae      - the RGB VAE from scratch (only for the built-in model; real runs start from Wan's VAE)
+  alpha    - LayerT2V stage 1: frozen encoder, projection head + decoder LoRA, on alpha mattes
+  t2v      - plain text-to-video pretraining of a Wan transformer on full clips (stands in for Wan's pretraining)
+  layered  - LayerT2V stage 2 (LoRA or full fine-tune + LayerAdaLN + routing, L_FM + L_cons + L_mask) and,
+             with a larger max_foregrounds, stage 3 (new LayerAdaLN rows start from the trained fg/alpha rows)
+
+Data are drawn by index from the step number, and the noise/timestep generator is checkpointed, so a resumed run
+continues exactly where the interrupted one would have been.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from ..flow import NUM_TRAIN_TIMESTEPS, LossWeights, interpolate, layered_flow_loss, sample_timesteps
+from ..layer_weights import add_transformer_lora, export_layer_weights, merge_transformer_lora
+from ..layout import LayerLayout
+from ..models.text import TextEncoder
+from ..models.transformer import LayeredWanTransformer
+from ..models.vae import AlphaPath, alpha_reconstruction_loss, decode_rgb, encode_rgb
+from ..pipeline import PIPELINE_FILE, PipelineConfig
+from ..utils import atomic_directory
+from ..video import LayeredVideo
+from .config import TrainConfig
+
+CHECKPOINT = "checkpoint"
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, accelerator: Accelerator | None = None):
+        self.cfg = config
+        self.out = Path(config.output_dir)
+        self.accelerator = accelerator or Accelerator(mixed_precision=config.train.mixed_precision)
+        torch.manual_seed(config.train.seed)
+        self.generator = torch.Generator("cpu").manual_seed(config.train.seed + 1000 * self.accelerator.process_index)
+        self.step = 0
+        self.text_encoder = TextEncoder.from_pretrained(config.text_encoder, max_length=config.max_sequence_length)
+        self._prompt_cache: dict[str, torch.Tensor] = {}
+        self.lora_config = None
+        self.data = build_data(config)
+        self._build_models()
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        if not trainable:
+            raise ValueError(f"stage {config.stage} has nothing to train")
+        self.trainable_names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        opt = config.train
+        self.optimizer = torch.optim.AdamW(trainable, lr=opt.lr, weight_decay=opt.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine_with_warmup(opt.warmup, opt.steps))
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, self.optimizer,
+                                                                              self.scheduler)
+        self.ema = {n: p.detach().clone() for n, p in self._named_trainable()} if opt.ema > 0 else None
+        self.resume()
+
+    # ------------------------------------------------------------------ models
+    def _build_models(self) -> None:
+        cfg, init = self.cfg, Path(self.cfg.init) if self.cfg.init else None
+        if init is not None and not init.exists():
+            raise FileNotFoundError(f"init {init} does not exist; point it at the previous stage's output_dir")
+        self.vae = (AutoencoderKLWan.from_pretrained(init / "vae") if init and (init / "vae").is_dir()
+                    else AutoencoderKLWan(**cfg.model.get("vae", {})))
+        if cfg.stage == "vae":
+            self.model = self.vae.train()
+            return
+        self.vae.requires_grad_(False).eval()
+        self.alpha_path = (AlphaPath.from_pretrained(init / "alpha_path") if init and (init / "alpha_path").is_dir()
+                           else AlphaPath.for_vae(self.vae, rank=cfg.alpha_lora_rank))
+        if cfg.stage == "alpha":
+            self.model = self.alpha_path.train()
+            return
+        self.alpha_path.requires_grad_(False).eval()
+        self.vae.to(self.accelerator.device)
+        self.alpha_path.to(self.accelerator.device)
+        if cfg.stage == "t2v":
+            self.model = (WanTransformer3DModel.from_pretrained(init / "transformer")
+                          if init and (init / "transformer").is_dir()
+                          else WanTransformer3DModel(**cfg.model["transformer"])).train()
+            return
+        # layered: from a plain or layered Wan transformer; layer modules added with defaults
+        if init and (init / "transformer").is_dir():
+            base_cfg = dict(LayeredWanTransformer.load_config(init / "transformer"))
+            transformer = LayeredWanTransformer.from_config(
+                {**base_cfg, "layer_text_embedding": cfg.layer_text_embedding,
+                 "max_foregrounds": min(base_cfg.get("max_foregrounds", 1), cfg.max_foregrounds)})
+            from ..layer_weights import _load_folder_state
+
+            result = transformer.load_state_dict(_load_folder_state(init / "transformer"), strict=False)
+            bad = [k for k in result.missing_keys if not k.startswith(("layer_adaln", "layer_text_embedding"))]
+            if bad or result.unexpected_keys:
+                raise ValueError(f"{init / 'transformer'} does not fit this model (missing {bad[:3]}, "
+                                 f"unexpected {result.unexpected_keys[:3]})")
+        else:
+            transformer = LayeredWanTransformer(**cfg.model["transformer"], max_foregrounds=cfg.max_foregrounds,
+                                                layer_text_embedding=cfg.layer_text_embedding)
+        transformer.extend_foregrounds(cfg.max_foregrounds)  # stage 3: new rows from fg_1/alpha_1
+        if cfg.lora_rank > 0:
+            transformer.requires_grad_(False)
+            self.lora_config = add_transformer_lora(transformer, cfg.lora_rank)
+            transformer.layer_adaln.requires_grad_(True)
+            if transformer.layer_text_embedding is not None:
+                transformer.layer_text_embedding.requires_grad_(True)
+        if cfg.train.gradient_checkpointing:
+            transformer.enable_gradient_checkpointing()
+        self.model = transformer.train()
+
+    def _unwrapped(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    def _named_trainable(self) -> list[tuple[str, torch.nn.Parameter]]:
+        params = dict(self._unwrapped().named_parameters())
+        return [(n, params[n]) for n in self.trainable_names]
+
+    # -------------------------------------------------------------------- data
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._prompt_cache]
+        if missing:
+            for p, e in zip(missing, self.text_encoder.encode(missing)):
+                self._prompt_cache[p] = e
+        return torch.stack([self._prompt_cache[p] for p in prompts]).to(self.accelerator.device)
+
+    def batch(self, step: int) -> list[LayeredVideo]:
+        cfg = self.cfg
+        rng = random.Random(cfg.data.seed * 1_000_003 + step)
+        k = rng.randint(*cfg.data.num_foregrounds)
+        size = cfg.train.batch_size
+        first = (step * self.accelerator.num_processes + self.accelerator.process_index) * size
+        return [self.data(first + i, k) for i in range(size)]
+
+    # -------------------------------------------------------------------- loss
+    def loss(self, samples: list[LayeredVideo]) -> dict[str, torch.Tensor]:
+        stage, dev = self.cfg.stage, self.accelerator.device
+        if stage == "vae":
+            frames = torch.cat([to_tensor(x) for s in samples for x in
+                                (s.full, s.background, *(s.premultiplied(k) for k in range(1, s.num_foregrounds + 1)))])
+            return self._vae_loss(frames.to(dev))
+        if stage == "alpha":
+            alphas = torch.cat([to_tensor(a[..., None]) for s in samples for a in s.alphas]).to(dev)
+            pred = self.model(self.vae, alphas)
+            loss = alpha_reconstruction_loss(pred, alphas, self.cfg.loss.lambda_edge, self.cfg.loss.lambda_struct)
+            return {"loss": loss}
+        if stage == "t2v":
+            with torch.no_grad():
+                z0 = encode_rgb(self.vae, torch.cat([to_tensor(s.full) for s in samples]).to(dev))
+            context = self.encode_prompts([s.prompts["full"] for s in samples])
+            t = sample_timesteps(len(samples), self.cfg.loss.logit_mean, self.cfg.loss.logit_std,
+                                 self.generator).to(dev)
+            z1 = torch.randn(z0.shape, generator=self.generator).to(dev)
+            z_t = (1 - t.view(-1, 1, 1, 1, 1)) * z0 + t.view(-1, 1, 1, 1, 1) * z1
+            v = self.model(z_t, t * NUM_TRAIN_TIMESTEPS, context).sample
+            return {"loss": F.mse_loss(v.float(), (z1 - z0).float())}
+        return self._layered_loss(samples)
+
+    def _vae_loss(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = frames * 2 - 1
+        posterior = self.model.encode(x).latent_dist
+        z = posterior.sample(generator=None)
+        rec = self.model.decode(z).sample
+        l1 = F.l1_loss(rec, x)
+        kl = posterior.kl().mean() / x[0].numel()
+        return {"loss": l1 + self.cfg.loss.kl * kl, "l1": l1}
+
+    def _layered_loss(self, samples: list[LayeredVideo]) -> dict[str, torch.Tensor]:
+        dev = self.accelerator.device
+        k = samples[0].num_foregrounds
+        layout = LayerLayout(k, conditions=self.cfg.conditions)
+        with torch.no_grad():
+            z0 = encode_layers(self.vae, self.alpha_path, samples, layout, dev)
+        prompts = [[s.prompts["full"], s.prompts["background"], *s.prompts["foregrounds"]] for s in samples]
+        context = torch.stack([self.encode_prompts(p) for p in prompts])
+        t = sample_timesteps(len(samples), self.cfg.loss.logit_mean, self.cfg.loss.logit_std, self.generator)
+        t_seg = layout.segment_timesteps(t.to(dev))
+        z1 = torch.randn(z0.shape, generator=self.generator).to(dev)  # one shared noise over all segments
+        z_t = interpolate(z0, z1, t_seg, layout)
+        v = self.model(z_t, t_seg * NUM_TRAIN_TIMESTEPS, context, layout=layout).sample
+        alphas = torch.stack([torch.from_numpy(np.stack(s.alphas)) for s in samples]).to(dev)
+        w = self.cfg.loss
+        decode = (lambda z: self.alpha_path.decode(self.vae, z)) if w.lambda_mask > 0 else None
+        return layered_flow_loss(v, z0, z1, z_t, t_seg, layout, alphas=alphas, decode_alpha=decode,
+                                 weights=LossWeights(w.lambda_cons, w.lambda_mask, w.lambda_grad))
+
+    # ------------------------------------------------------------------- train
+    def train(self, max_steps: int | None = None) -> list[dict[str, float]]:
+        """Run until `train.steps` (or `max_steps` more steps); returns the logged losses of this call."""
+        cfg = self.cfg.train
+        end = cfg.steps if max_steps is None else min(cfg.steps, self.step + max_steps)
+        history: list[dict[str, float]] = []
+        bar = tqdm(total=end, initial=self.step, desc=f"train {self.cfg.stage}",
+                   disable=not self.accelerator.is_local_main_process)
+        log_file = self.out / "loss_log.jsonl"
+        self.out.mkdir(parents=True, exist_ok=True)
+        while self.step < end:
+            start = time.perf_counter()
+            losses = self.loss(self.batch(self.step))
+            self.optimizer.zero_grad(set_to_none=True)
+            self.accelerator.backward(losses["loss"])
+            if cfg.grad_clip > 0:
+                self.accelerator.clip_grad_norm_([p for _, p in self._named_trainable()], cfg.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            if self.ema is not None:
+                with torch.no_grad():
+                    for n, p in self._named_trainable():
+                        self.ema[n].lerp_(p.detach(), 1 - cfg.ema)
+            record = {"step": self.step, **{k: float(v.detach()) for k, v in losses.items()},
+                      "lr": self.scheduler.get_last_lr()[0], "seconds": time.perf_counter() - start}
+            history.append(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if self.accelerator.is_main_process and (self.step % cfg.log_every == 0 or self.step == end):
+                with log_file.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+            if self.step % cfg.checkpoint_every == 0 or self.step == end:
+                self.save_checkpoint()
+        bar.close()
+        if self.step >= cfg.steps:
+            self.save_result()
+        return history
+
+    # ------------------------------------------------------------- checkpoints
+    def save_checkpoint(self) -> None:
+        """Trainable weights (safetensors), optimizer/scheduler/generator state, step: written atomically."""
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return
+        with atomic_directory(self.out / CHECKPOINT, overwrite=True) as tmp:
+            save_file({n: p.detach().contiguous().cpu() for n, p in self._named_trainable()},
+                      str(tmp / "trainable.safetensors"))
+            if self.ema is not None:
+                save_file({n: t.contiguous().cpu() for n, t in self.ema.items()}, str(tmp / "ema.safetensors"))
+            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                        "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state()},
+                       tmp / "state.pt")
+            (tmp / "progress.json").write_text(json.dumps({"step": self.step, "stage": self.cfg.stage,
+                                                           "config": self.cfg.to_dict()}, indent=2))
+
+    def resume(self) -> None:
+        ckpt = self.out / CHECKPOINT
+        if not (ckpt / "progress.json").is_file():
+            return
+        progress = json.loads((ckpt / "progress.json").read_text())
+        if progress["stage"] != self.cfg.stage:
+            raise ValueError(f"{ckpt} holds a {progress['stage']} checkpoint, not {self.cfg.stage}; use another "
+                             "output_dir")
+        weights = load_file(str(ckpt / "trainable.safetensors"))
+        if sorted(weights) != sorted(self.trainable_names):
+            raise ValueError(f"{ckpt} was saved by a different model configuration; use another output_dir")
+        with torch.no_grad():
+            for n, p in self._named_trainable():
+                p.copy_(weights[n])
+        if self.ema is not None and (ckpt / "ema.safetensors").is_file():
+            self.ema = {k: v.to(self.accelerator.device) for k, v in load_file(str(ckpt / "ema.safetensors")).items()}
+        state = torch.load(ckpt / "state.pt", weights_only=True)  # tensors and plain containers only
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = progress["step"]
+
+    def save_result(self) -> Path:
+        """The stage's output: the components it has so far, loadable by the next stage (init) or the pipeline."""
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return self.out
+        if self.ema is not None:
+            with torch.no_grad():
+                for n, p in self._named_trainable():
+                    p.copy_(self.ema[n])
+        stage = self.cfg.stage
+        init = Path(self.cfg.init) if self.cfg.init else None
+        with atomic_directory(self.out / "final", overwrite=True) as tmp:
+            vae = self._unwrapped() if stage == "vae" else self.vae
+            if stage == "vae":
+                set_latent_stats(vae, self.data, self.cfg)
+            vae.save_pretrained(tmp / "vae")
+            if stage in ("alpha", "t2v", "layered"):
+                alpha = self._unwrapped() if stage == "alpha" else self.alpha_path
+                alpha.save_pretrained(tmp / "alpha_path")
+            if stage == "t2v":
+                self._unwrapped().save_pretrained(tmp / "transformer")
+            if stage == "layered":
+                transformer = self._unwrapped()
+                if self.lora_config is not None:
+                    export_layer_weights(tmp / "layer_weights.safetensors", transformer, self.alpha_path,
+                                         self.lora_config)
+                    merge_transformer_lora(transformer)
+                transformer.save_pretrained(tmp / "transformer")
+                pcfg = PipelineConfig(text_encoder=self.cfg.text_encoder,
+                                      max_sequence_length=self.cfg.max_sequence_length,
+                                      num_frames=self.cfg.data.frames, height=self.cfg.data.height,
+                                      width=self.cfg.data.width, **self.cfg.pipeline)
+                meta = {"format": "layert2v-pipeline", "version": 1, "config": asdict(pcfg),
+                        "trained_from": str(init) if init else None, "steps": self.step}
+                (tmp / PIPELINE_FILE).write_text(json.dumps(meta, indent=2))
+        return self.out / "final"
+
+
+# ---------------------------------------------------------------------- helpers
+def cosine_with_warmup(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """(T, H, W, C) float [0, 1] -> (1, C, T, H, W)."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None].float()
+
+
+def encode_layers(vae: AutoencoderKLWan, alpha_path: AlphaPath, samples: list[LayeredVideo], layout: LayerLayout,
+                  device: torch.device) -> torch.Tensor:
+    """GT layers -> layout-concatenated latents (B, C, S*T', H', W'); foregrounds premultiplied (eq. 3)."""
+    k = layout.num_foregrounds
+    rgb = torch.cat([to_tensor(x) for s in samples
+                     for x in (s.full, s.background, *(s.premultiplied(i) for i in range(1, k + 1)))]).to(device)
+    rgb_lat = encode_rgb(vae, rgb).unflatten(0, (len(samples), 2 + k))
+    alphas = torch.cat([to_tensor(a[..., None]) for s in samples for a in s.alphas]).to(device)
+    alpha_lat = alpha_path.encode(vae, alphas).unflatten(0, (len(samples), k))
+    parts = {"full": rgb_lat[:, 0], "background": rgb_lat[:, 1]}
+    for i in range(1, k + 1):
+        parts[f"foreground_{i}"] = rgb_lat[:, 1 + i]
+        parts[f"alpha_{i}"] = alpha_lat[:, i - 1]
+    return layout.concat(parts)
+
+
+@torch.no_grad()
+def set_latent_stats(vae: AutoencoderKLWan, data: Any, cfg: TrainConfig, n: int = 32) -> None:
+    """Per-channel latent mean/std over data, registered in the VAE config (Wan's latents_mean/std)."""
+    vae.eval()
+    mus = []
+    for i in range(n):
+        s = data(10_000_000 + i, cfg.data.num_foregrounds[1])
+        x = torch.cat([to_tensor(s.full), to_tensor(s.background), to_tensor(s.premultiplied(1))])
+        mus.append(vae.encode(x.to(vae.device) * 2 - 1).latent_dist.mode().transpose(0, 1).flatten(1))
+    mu = torch.cat(mus, dim=1)
+    vae.register_to_config(latents_mean=mu.mean(1).tolist(), latents_std=mu.std(1).clamp_min(1e-3).tolist())
+
+
+def build_data(cfg: TrainConfig):
+    """A function (index, num_foregrounds) -> LayeredVideo for the configured source."""
+    d = cfg.data
+    if d.kind == "world":
+        from ..data.world import generate_clip
+
+        def world(index: int, k: int) -> LayeredVideo:
+            return generate_clip(d.seed * 1_000_003 + index, num_frames=d.frames, height=d.height, width=d.width,
+                                 num_foregrounds=k, split="train")
+
+        return world
+    from ..data.folder import FolderDataset
+
+    dataset = FolderDataset(d.path)
+    by_k: dict[int, list[int]] = {}
+    for i in range(len(dataset)):
+        by_k.setdefault(dataset.num_foregrounds(i), []).append(i)
+
+    def folder(index: int, k: int) -> LayeredVideo:
+        if k not in by_k:
+            raise ValueError(f"{d.path} has no sample with {k} foreground(s); set data.num_foregrounds to "
+                             f"{sorted(by_k)}")
+        items = by_k[k]
+        return dataset[items[index % len(items)]]
+
+    return folder
+
+
+def train_from_config(path: str | Path) -> Path:
+    """`layert2v train CONFIG.yaml`: run (or resume) the stage and return its output directory."""
+    trainer = Trainer(TrainConfig.from_yaml(path))
+    trainer.train()
+    return trainer.out / "final"
+
