@@ -44,8 +44,8 @@ def merge_transformer_lora(transformer: LayeredWanTransformer) -> None:
 
 def layer_state_dict(transformer: LayeredWanTransformer) -> dict[str, torch.Tensor]:
     out = {"transformer.layer_adaln": transformer.layer_adaln.detach()}
-    if transformer.layer_text_embedding is not None:
-        out["transformer.layer_text_embedding"] = transformer.layer_text_embedding.detach()
+    if transformer.layer_prompt_embedding is not None:
+        out["transformer.layer_prompt_embedding"] = transformer.layer_prompt_embedding.detach()
     return out
 
 
@@ -63,7 +63,7 @@ def export_layer_weights(path: str | Path, transformer: LayeredWanTransformer, a
         "lora": None if lora is None else {"r": lora.r, "lora_alpha": lora.lora_alpha,
                                            "target_modules": sorted(lora.target_modules)},
         "max_foregrounds": transformer.max_foregrounds,
-        "layer_text_embedding": transformer.layer_text_embedding is not None,
+        "layer_text_embedding": transformer.layer_prompt_embedding is not None,
         "alpha_path": {k: alpha_path.config[k] for k in ("z_dim", "rank", "targets")},
     }
     path = Path(path)
@@ -102,7 +102,7 @@ def load_wan_pipeline(cls: type[LayerT2VPipeline], root: Path, layer_weights: st
     state = _load_folder_state(root / "transformer")
     result = transformer.load_state_dict(state, strict=False)
     unexpected = [k for k in result.unexpected_keys if not k.startswith("norm_added_q")]
-    missing = [k for k in result.missing_keys if k.split(".")[0] not in ("layer_adaln", "layer_text_embedding")]
+    missing = [k for k in result.missing_keys if k.split(".")[0] not in ("layer_adaln", "layer_prompt_embedding")]
     if unexpected or missing:
         raise ValueError(f"{root / 'transformer'} does not match the Wan2.1 architecture "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
@@ -121,8 +121,8 @@ def load_wan_pipeline(cls: type[LayerT2VPipeline], root: Path, layer_weights: st
             merge_transformer_lora(transformer)
         with torch.no_grad():
             transformer.layer_adaln.copy_(tensors["transformer.layer_adaln"])
-            if transformer.layer_text_embedding is not None:
-                transformer.layer_text_embedding.copy_(tensors["transformer.layer_text_embedding"])
+            if transformer.layer_prompt_embedding is not None:
+                transformer.layer_prompt_embedding.copy_(tensors["transformer.layer_prompt_embedding"])
         alpha_path.load_state_dict({k[len("alpha_path."):]: v for k, v in tensors.items()
                                     if k.startswith("alpha_path.")})
 

@@ -29,7 +29,7 @@ from diffusers.models.transformers.transformer_wan import WanAttention, WanTrans
 
 from ..layout import LayerLayout
 
-LAYER_PARAMETER_NAMES = ("layer_adaln", "layer_text_embedding")
+LAYER_PARAMETER_NAMES = ("layer_adaln", "layer_prompt_embedding")
 
 
 class LayeredWanTransformer(WanTransformer3DModel):
@@ -80,7 +80,7 @@ class LayeredWanTransformer(WanTransformer3DModel):
         inner_dim = num_attention_heads * attention_head_dim
         rows = LayerLayout.adaln_rows_needed(max_foregrounds)
         self.layer_adaln = nn.Parameter(torch.zeros(rows, 6, inner_dim))
-        self.layer_text_embedding = (
+        self.layer_prompt_embedding = (
             nn.Parameter(torch.zeros(LayerLayout(max_foregrounds).num_prompts, text_dim))
             if layer_text_embedding else None
         )
@@ -110,12 +110,12 @@ class LayeredWanTransformer(WanTransformer3DModel):
         extra = []
         for _ in range(old + 1, max_foregrounds + 1):
             extra += [fg1.clone(), a1.clone()]
-        self.layer_adaln = nn.Parameter(torch.cat([table, torch.stack(extra)], dim=0))
-        if self.layer_text_embedding is not None:
-            emb = self.layer_text_embedding.data
+        self.layer_adaln.data = torch.cat([table, torch.stack(extra)], dim=0)
+        if self.layer_prompt_embedding is not None:
+            emb = self.layer_prompt_embedding.data
             fg_row = emb[LayerLayout(1).prompt_names.index("foreground_1")]
             new = fg_row.expand(max_foregrounds - old, -1).clone()
-            self.layer_text_embedding = nn.Parameter(torch.cat([emb, new], dim=0))
+            self.layer_prompt_embedding.data = torch.cat([emb, new], dim=0)
         self.register_to_config(max_foregrounds=max_foregrounds)
 
     # ----------------------------------------------------------------- forward
@@ -164,9 +164,9 @@ class LayeredWanTransformer(WanTransformer3DModel):
 
         # Text: each prompt embedded on its own (plus LayerFlow's layer embedding when enabled).
         context = encoder_hidden_states
-        if self.layer_text_embedding is not None:
+        if self.layer_prompt_embedding is not None:
             prompt_rows = torch.tensor(layout.prompt_rows, device=x.device)
-            context = context + self.layer_text_embedding[prompt_rows][None, :, None].to(context.dtype)
+            context = context + self.layer_prompt_embedding[prompt_rows][None, :, None].to(context.dtype)
         context = emb.text_embedder(context)  # (B, P, L, D)
 
         for block in self.blocks:

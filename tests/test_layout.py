@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from layert2v.layout import LayerLayout
+
+
+def test_order_and_prompts():
+    layout = LayerLayout(2)
+    assert layout.names == ["full", "background", "foreground_1", "foreground_2", "alpha_1", "alpha_2"]
+    assert layout.prompt_names == ["full", "background", "foreground_1", "foreground_2"]
+    seg = {s.name: s for s in layout.segments}
+    assert layout.visible_prompts(seg["full"]) == (0, 1, 2, 3)
+    assert layout.visible_prompts(seg["background"]) == (1,)
+    assert layout.visible_prompts(seg["foreground_2"]) == (3,)
+    assert layout.visible_prompts(seg["alpha_2"]) == (3,)  # alphas read their foreground's prompt
+
+
+def test_routing_groups_pair_foreground_with_its_alpha():
+    groups = dict(LayerLayout(2).routing_groups)
+    assert groups[(2, 4)] == (2,) and groups[(3, 5)] == (3,) and groups[(0,)] == (0, 1, 2, 3)
+
+
+def test_adaln_rows_are_stable_when_foregrounds_are_added():
+    one, three = LayerLayout(1), LayerLayout(3)
+    rows_one = dict(zip(one.names, one.adaln_rows))
+    rows_three = dict(zip(three.names, three.adaln_rows))
+    assert all(rows_three[n] == r for n, r in rows_one.items())
+    assert sorted(three.adaln_rows) == list(range(LayerLayout.adaln_rows_needed(3)))
+
+
+def test_conditions_and_timesteps():
+    layout = LayerLayout(1, conditions=["background"])
+    t = layout.segment_timesteps(torch.tensor([0.7, 0.2]))
+    assert t.shape == (2, 4) and t[:, 1].eq(0).all() and t[0, 0] == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="unknown condition"):
+        LayerLayout(1, conditions=["sky"])
+    with pytest.raises(ValueError, match="at least one foreground"):
+        LayerLayout(0)
+
+
+def test_split_concat_round_trip():
+    layout = LayerLayout(2)
+    z = torch.randn(1, 4, 12, 2, 2)
+    parts = layout.split(z)
+    assert list(parts) == layout.names and parts["alpha_2"].shape[2] == 2
+    assert torch.equal(layout.concat(parts), z)
+    with pytest.raises(ValueError):
+        layout.split(torch.randn(1, 4, 7, 2, 2))
