@@ -101,6 +101,10 @@ class FolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def num_foregrounds(self, index: int) -> int:
+        """Sample ``index``'s foreground count, from the metadata (no decoding): for grouping batches by K."""
+        return int(self.records[index]["num_foregrounds"])
+
     def __getitem__(self, index: int) -> LayeredVideo:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
