@@ -89,6 +89,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no built-in model at {model}; pass --model DIR (a directory saved by "
                                 "`layert2v train`)")
     bg, fgs = derive_prompts(args.prompt, args.bg, args.fg)
+    supported = supported_foregrounds(model)
+    if supported is not None and len(fgs) > supported:
+        raise ValueError(f"this model supports at most {supported} foreground layer(s), got {len(fgs)}; pass "
+                         "fewer --fg")
 
     start = time.perf_counter()
     pipe = LayerT2VPipeline.from_pretrained(model, layer_weights=args.layer_weights).to(args.device)
@@ -105,6 +109,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for k, f in enumerate(fgs, 1):
         print(f"  foreground {k}: {f}")
     return 0
+
+
+def supported_foregrounds(model: Path) -> int | None:
+    """Read the layer count a saved model supports from its config, before loading any weights."""
+    cfg = model / "transformer" / "config.json"
+    if not cfg.is_file():
+        return None
+    return json.loads(cfg.read_text()).get("max_foregrounds", 1)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

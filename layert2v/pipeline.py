@@ -56,6 +56,13 @@ def check_video_shape(num_frames: int, height: int, width: int) -> None:
 
 
 class LayerT2VPipeline:
+    """Prompts in, a LayeredVideo out.
+
+    Attributes that trade speed for memory without changing the result (see :meth:`enable_memory_savers`):
+        cfg_batch: run both CFG branches as one batch-2 forward (default) or as two batch-1 forwards.
+        offload_text_encoder: keep the text encoder on the CPU, on the device only while it encodes.
+    """
+
     def __init__(
         self,
         transformer: LayeredWanTransformer,
@@ -70,6 +77,8 @@ class LayerT2VPipeline:
         self.text_encoder = text_encoder
         self.config = config or PipelineConfig()
         self._prompt_cache: dict[str, torch.Tensor] = {}
+        self.cfg_batch = True
+        self.offload_text_encoder = False
 
     # ---------------------------------------------------------------- devices
     @property
@@ -78,14 +87,30 @@ class LayerT2VPipeline:
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.transformer.parameters()).dtype
+        """The transformer's compute dtype; Wan's fp32-kept modulation tables and norms do not count."""
+        return self.transformer.dtype
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> LayerT2VPipeline:
         self.transformer.to(device=device, dtype=dtype)
         self.vae.to(device=device)
         self.alpha_path.to(device=device)
-        self.text_encoder.model.to(device=device)
+        self.text_encoder.model.to(device="cpu" if self.offload_text_encoder else device)
         self._prompt_cache.clear()
+        return self
+
+    def enable_memory_savers(self, vae_tiling: bool = True, vae_slicing: bool = True,
+                             offload_text_encoder: bool = True, cfg_batch: bool = True) -> LayerT2VPipeline:
+        """Lower peak memory at large sizes: decode in spatial tiles (tiles blend at their seams, so pixels move
+        slightly) and one layer at a time (exact), keep the text encoder off the device between encodes (UMT5-XXL's
+        ~11 GB of bf16 weights) and, with ``cfg_batch=False``, run the CFG branches one after the other."""
+        if vae_tiling:
+            self.vae.enable_tiling()
+        if vae_slicing:
+            self.vae.enable_slicing()
+        self.cfg_batch = cfg_batch
+        self.offload_text_encoder = offload_text_encoder
+        if offload_text_encoder:
+            self.text_encoder.model.to("cpu")
         return self
 
     @property
@@ -121,9 +146,10 @@ class LayerT2VPipeline:
             raise ValueError(f"{root / PIPELINE_FILE} is not a layert2v pipeline file")
         config = PipelineConfig(**meta["config"])
         check_transformer_config(root / "transformer")
-        transformer = LayeredWanTransformer.from_pretrained(root / "transformer")
-        vae = AutoencoderKLWan.from_pretrained(root / "vae")
-        alpha_path = AlphaPath.from_pretrained(root / "alpha_path")
+        # weights may ship in fp16 to stay small; compute in fp32 unless the caller casts with .to()
+        transformer = LayeredWanTransformer.from_pretrained(root / "transformer", torch_dtype=torch.float32)
+        vae = AutoencoderKLWan.from_pretrained(root / "vae", torch_dtype=torch.float32)
+        alpha_path = AlphaPath.from_pretrained(root / "alpha_path", torch_dtype=torch.float32)
         source = text_encoder or config.text_encoder
         if not Path(str(source)).is_absolute() and (root / str(source)).is_dir():
             source = root / str(source)
@@ -147,8 +173,12 @@ class LayerT2VPipeline:
         """(P,) prompts -> (P, L, D), each encoded on its own (cached: layers often share negatives)."""
         missing = [p for p in dict.fromkeys(prompts) if p not in self._prompt_cache]
         if missing:
+            if self.offload_text_encoder:
+                self.text_encoder.model.to(self.device)
             for p, e in zip(missing, self.text_encoder.encode(missing)):
                 self._prompt_cache[p] = e
+            if self.offload_text_encoder:
+                self.text_encoder.model.to("cpu")
         return torch.stack([self._prompt_cache[p] for p in prompts])
 
     # --------------------------------------------------------------- sampling
@@ -247,12 +277,7 @@ class LayerT2VPipeline:
         start = time.perf_counter()
         sched = self.make_scheduler(scheduler, steps)
         for i, t in enumerate(tqdm(sched.timesteps, desc="denoising", disable=not progress)):
-            model_in = torch.cat([latents] * 2) if do_cfg else latents
-            t_seg = layout.segment_timesteps(t.reshape(1).float().expand(model_in.shape[0]))
-            v = self.transformer(model_in.to(self.dtype), t_seg, context, layout=layout).sample.float()
-            if do_cfg:
-                v_uncond, v_cond = v.chunk(2)
-                v = v_uncond + guidance * (v_cond - v_uncond)
+            v = self.guided_velocity(latents, t, context, layout, guidance)
             latents = sched.step(v, t, latents, return_dict=False)[0]
             if given is not None:
                 latents = latents * keep + given * (1 - keep)  # conditions stay bit-identical
@@ -273,6 +298,26 @@ class LayerT2VPipeline:
             metadata={"steps": steps, "guidance": guidance, "scheduler": scheduler, "model_id": cfg.model_id,
                       "negative_prompts": negatives, "conditions": sorted(conditions), "timings": timings},
         )
+
+    def guided_velocity(self, latents: torch.Tensor, t: torch.Tensor, context: torch.Tensor, layout: LayerLayout,
+                        guidance: float) -> torch.Tensor:
+        """The CFG-combined velocity at step ``t``; ``context`` is (2, P, L, D) [uncond, cond] when guidance > 1.
+
+        Both branches go through one batch-2 forward unless ``cfg_batch`` is off: then two batch-1 forwards, the
+        same result with half the activation memory.
+        """
+        if guidance <= 1.0:
+            return self._velocity(latents, t, context, layout)
+        if self.cfg_batch:
+            v_uncond, v_cond = self._velocity(torch.cat([latents] * 2), t, context, layout).chunk(2)
+        else:
+            v_uncond, v_cond = (self._velocity(latents, t, c[None], layout) for c in context)
+        return v_uncond + guidance * (v_cond - v_uncond)
+
+    def _velocity(self, latents: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+                  layout: LayerLayout) -> torch.Tensor:
+        t_seg = layout.segment_timesteps(t.reshape(1).float().expand(latents.shape[0]))
+        return self.transformer(latents.to(self.dtype), t_seg, context, layout=layout).sample.float()
 
     # ------------------------------------------------------------- VAE sides
     def encode_conditions(self, conditions: dict[str, np.ndarray], layout: LayerLayout, num_frames: int,

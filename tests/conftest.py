@@ -6,7 +6,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-torch.set_num_threads(2)
+torch.set_num_threads(min(2, torch.get_num_threads()))  # respects OMP_NUM_THREADS
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ from layert2v.layout import LayerLayout
 from layert2v.pipeline import LayerT2VPipeline
 from layert2v.training.config import TrainConfig
 from layert2v.training.trainer import Trainer, encode_layers
-from layert2v.video import over
 
 
 @pytest.fixture()

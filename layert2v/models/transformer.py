@@ -10,7 +10,8 @@ and run through an unchanged Wan backbone with three additions:
   routing group with dense fused SDPA, which is exactly the masked attention of eq. 7 without building the mask.
 * **Per-segment timesteps** — a segment may be given clean (t = 0) as a condition (LayerFlow's variants).
 
-Optionally, LayerFlow's learnable layer embedding is added to each prompt's text embedding.
+Optionally, LayerFlow's learnable layer embedding is added to each prompt's text embedding. Across GPUs the
+tokens shard per segment (:mod:`~layert2v.models.context_parallel`).
 
 RoPE is Wan's 3D RoPE over the concatenated time axis; the paper's 4D RoPE (an extra layer axis) was its failed
 ablation and is deliberately absent. All Wan parameter names are kept, so Wan2.1 weights load unchanged.
@@ -28,6 +29,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.transformers.transformer_wan import WanAttention, WanTransformer3DModel, WanTransformerBlock
 
 from ..layout import LayerLayout
+from .context_parallel import gather_segments, shard_segments
 
 LAYER_PARAMETER_NAMES = ("layer_adaln", "layer_prompt_embedding")
 
@@ -84,9 +86,31 @@ class LayeredWanTransformer(WanTransformer3DModel):
             nn.Parameter(torch.zeros(LayerLayout(max_foregrounds).num_prompts, text_dim))
             if layer_text_embedding else None
         )
+        self._layout_index_cache: dict[tuple[LayerLayout, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     # Wan keeps its modulation tables in fp32; LayerAdaLN is added to them.
     _keep_in_fp32_modules = [*WanTransformer3DModel._keep_in_fp32_modules, "layer_adaln"]
+
+    # Set by compile_blocks(); None runs the blocks eagerly.
+    _compiled_block_forward = None
+
+    def compile_blocks(self, **compile_kwargs: Any) -> None:
+        """Regional ``torch.compile``: one compiled ``layered_block_forward`` serves every block.
+
+        Wan's own ``compile_repeated_blocks`` compiles ``WanTransformerBlock.forward``, which this model never calls.
+        All blocks share one structure, so they share one graph (compile time is one block's); the graph is
+        specialised to the layout (routing groups) and recompiles for a new one.
+        """
+        self._compiled_block_forward = torch.compile(layered_block_forward, **compile_kwargs)
+
+    def layout_indices(self, layout: LayerLayout, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(LayerAdaLN row per segment, layer-embedding row per prompt) as index tensors, built once per layout
+        and device: rebuilding them every step is a host-to-device copy and a sync per forward."""
+        key = (layout, str(device))
+        if key not in self._layout_index_cache:
+            self._layout_index_cache[key] = (torch.tensor(layout.adaln_rows, device=device),
+                                             torch.tensor(layout.prompt_rows, device=device))
+        return self._layout_index_cache[key]
 
     @property
     def max_foregrounds(self) -> int:
@@ -130,6 +154,8 @@ class LayeredWanTransformer(WanTransformer3DModel):
         attention_kwargs: dict[str, Any] | None = None,
     ) -> torch.Tensor | Transformer2DModelOutput:
         if layout is None:  # plain Wan call (e.g. text-to-video pretraining on full clips)
+            if self._parallel_config is not None:
+                raise NotImplementedError("context parallelism is set up for layered forwards (pass a layout)")
             return super().forward(hidden_states, timestep, encoder_hidden_states, encoder_hidden_states_image,
                                    return_dict, attention_kwargs)
         self.check_layout(layout)
@@ -147,6 +173,10 @@ class LayeredWanTransformer(WanTransformer3DModel):
 
         rotary_emb = self.rope(hidden_states)
         x = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()  # (B, L, D)
+        parallel = self._parallel_config
+        if parallel is not None:  # context parallel: this rank keeps the same slice of every segment
+            x = shard_segments(x, segs, parallel)
+            rotary_emb = tuple(shard_segments(r, segs, parallel) for r in rotary_emb)
 
         # Timestep modulation per segment (B, S, ...), plus LayerAdaLN per segment's layer category.
         if timestep.ndim == 1:
@@ -158,27 +188,29 @@ class LayeredWanTransformer(WanTransformer3DModel):
             t_freq = t_freq.to(t_dtype)
         temb = emb.time_embedder(t_freq).type_as(encoder_hidden_states)
         timestep_proj = emb.time_proj(emb.act_fn(temb)).unflatten(1, (6, -1))  # (B*S, 6, D)
-        rows = torch.tensor(layout.adaln_rows, device=x.device)
+        rows, prompt_rows = self.layout_indices(layout, x.device)
         modulation = timestep_proj.unflatten(0, (batch, segs)).float() + self.layer_adaln[rows].float()
         temb = temb.unflatten(0, (batch, segs))  # (B, S, D)
 
         # Text: each prompt embedded on its own (plus LayerFlow's layer embedding when enabled).
         context = encoder_hidden_states
         if self.layer_prompt_embedding is not None:
-            prompt_rows = torch.tensor(layout.prompt_rows, device=x.device)
             context = context + self.layer_prompt_embedding[prompt_rows][None, :, None].to(context.dtype)
         context = emb.text_embedder(context)  # (B, P, L, D)
 
+        block_forward = self._compiled_block_forward or layered_block_forward
         for block in self.blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
-                x = self._gradient_checkpointing_func(layered_block_forward, block, x, context, modulation,
-                                                      rotary_emb, layout)
+                x = self._gradient_checkpointing_func(block_forward, block, x, context, modulation, rotary_emb,
+                                                      layout)
             else:
-                x = layered_block_forward(block, x, context, modulation, rotary_emb, layout)
+                x = block_forward(block, x, context, modulation, rotary_emb, layout)
 
         shift, scale = (self.scale_shift_table[None] + temb[:, :, None]).chunk(2, dim=2)  # (B, S, 1, D)
         x = per_segment(self.norm_out(x.float()), segs) * (1 + scale) + shift
         x = self.proj_out(x.flatten(1, 2).type_as(hidden_states))
+        if parallel is not None:
+            x = gather_segments(x, segs, parallel)
 
         x = x.reshape(batch, post_t, post_h, post_w, p_t, p_h, p_w, -1)
         out = x.permute(0, 7, 1, 4, 2, 5, 3, 6).flatten(6, 7).flatten(4, 5).flatten(2, 3)

@@ -127,7 +127,8 @@ class AlphaPath(ModelMixin, ConfigMixin):
 
     def decode(self, vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor:
         """Normalised alpha latents -> (B, 1, T, H, W) alpha in [0, 1]."""
-        with self.adapted_decoder(vae):
+        # cached(): W + B A once per decode, not once per convolution call (Wan decodes frame by frame)
+        with self.adapted_decoder(vae), parametrize.cached():
             rgb = decode_rgb(vae, latents)
         return rgb.mean(dim=1, keepdim=True).clamp(0.0, 1.0)
 

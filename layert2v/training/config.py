@@ -63,6 +63,7 @@ class TrainConfig:
     lora_rank: int = 0  # 0: train the whole transformer; > 0: peft LoRA on a frozen backbone
     alpha_lora_rank: int = 128
     conditions: list[str] = field(default_factory=list)
+    prompt_dropout: float = 0.0  # share of samples trained with empty prompts, so CFG has an unconditional model
     pipeline: dict[str, Any] = field(default_factory=dict)  # sampling defaults written into the saved pipeline
     data: DataConfig = field(default_factory=DataConfig)
     train: OptimConfig = field(default_factory=OptimConfig)

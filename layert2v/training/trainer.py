@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict
 import random
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from ..layer_weights import add_transformer_lora, export_layer_weights, merge_tr
 from ..layout import LayerLayout
 from ..models.text import TextEncoder
 from ..models.transformer import LayeredWanTransformer
-from ..models.vae import AlphaPath, alpha_reconstruction_loss, decode_rgb, encode_rgb
+from ..models.vae import AlphaPath, alpha_reconstruction_loss, encode_rgb
 from ..pipeline import PIPELINE_FILE, PipelineConfig
 from ..utils import atomic_directory
 from ..video import LayeredVideo
@@ -142,6 +142,13 @@ class Trainer:
         first = (step * self.accelerator.num_processes + self.accelerator.process_index) * size
         return [self.data(first + i, k) for i in range(size)]
 
+    def prompts_of(self, sample: LayeredVideo, index: int) -> list[str]:
+        """The layer prompts in layout order; all empty for a `prompt_dropout` share (deterministic per step)."""
+        prompts = [sample.prompts["full"], sample.prompts["background"], *sample.prompts["foregrounds"]]
+        if random.Random(self.cfg.train.seed * 7919 + self.step * 131 + index).random() < self.cfg.prompt_dropout:
+            return [""] * len(prompts)
+        return prompts
+
     # -------------------------------------------------------------------- loss
     def loss(self, samples: list[LayeredVideo]) -> dict[str, torch.Tensor]:
         stage, dev = self.cfg.stage, self.accelerator.device
@@ -157,7 +164,7 @@ class Trainer:
         if stage == "t2v":
             with torch.no_grad():
                 z0 = encode_rgb(self.vae, torch.cat([to_tensor(s.full) for s in samples]).to(dev))
-            context = self.encode_prompts([s.prompts["full"] for s in samples])
+            context = self.encode_prompts([self.prompts_of(s, i)[0] for i, s in enumerate(samples)])
             t = sample_timesteps(len(samples), self.cfg.loss.logit_mean, self.cfg.loss.logit_std,
                                  self.generator).to(dev)
             z1 = torch.randn(z0.shape, generator=self.generator).to(dev)
@@ -181,8 +188,7 @@ class Trainer:
         layout = LayerLayout(k, conditions=self.cfg.conditions)
         with torch.no_grad():
             z0 = encode_layers(self.vae, self.alpha_path, samples, layout, dev)
-        prompts = [[s.prompts["full"], s.prompts["background"], *s.prompts["foregrounds"]] for s in samples]
-        context = torch.stack([self.encode_prompts(p) for p in prompts])
+        context = torch.stack([self.encode_prompts(self.prompts_of(s, i)) for i, s in enumerate(samples)])
         t = sample_timesteps(len(samples), self.cfg.loss.logit_mean, self.cfg.loss.logit_std, self.generator)
         t_seg = layout.segment_timesteps(t.to(dev))
         z1 = torch.randn(z0.shape, generator=self.generator).to(dev)  # one shared noise over all segments

@@ -1,0 +1,87 @@
+"""`layert2v` command line: generation end to end with a saved tiny model, and bad input caught up front."""
+
+import json
+
+import pytest
+
+from layert2v.cli import main
+
+
+@pytest.fixture()
+def saved_model(tiny_pipeline, tmp_path):
+    return tiny_pipeline.save_pretrained(tmp_path / "model")
+
+
+def test_generate_writes_a_layered_directory(saved_model, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["generate", "a red circle moving right over a blue striped background", "--model",
+                 str(saved_model), "--out", str(out), "--steps", "2", "--seed", "7"])
+    assert code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    # --bg/--fg derived from the full prompt by the documented rule
+    assert manifest["prompts"]["background"] == "a blue striped background"
+    assert manifest["prompts"]["foregrounds"] == ["a red circle moving right"]
+    assert manifest["seed"] == 7 and manifest["steps"] == 2
+    for name in ("full.mp4", "background.mp4", "foreground_1.mov", "foreground_1.webm", "alpha_1.mp4",
+                 "composite.mp4", "preview.png"):
+        assert (out / name).is_file(), name
+    assert main(["info", str(out)]) == 0
+    assert '"layered video"' in capsys.readouterr().out
+
+
+def test_two_fg_flags_give_two_layers(saved_model, tmp_path):
+    out = tmp_path / "two"
+    assert main(["generate", "x", "--bg", "sky", "--fg", "a ball", "--fg", "a box", "--model", str(saved_model),
+                 "--out", str(out), "--steps", "1"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["num_foregrounds"] == 2
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--frames", "8"], "4k+1"),
+        (["--size", "40x32"], "multiple of 16"),
+        (["--fg", "a", "--fg", "b", "--fg", "c"], "at most 2"),
+        (["--bg", " "], "--bg prompt is empty"),
+    ],
+)
+def test_bad_generate_input_exits_with_one_line(saved_model, tmp_path, capsys, extra, message):
+    out = tmp_path / "bad"
+    code = main(["generate", "a red circle", "--model", str(saved_model), "--out", str(out), "--steps", "1", *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.glob(".bad*"))  # nothing half-written
+
+
+def test_unknown_model_and_other_architecture(tmp_path, capsys):
+    assert main(["generate", "a", "--model", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    other = tmp_path / "other"
+    (other / "transformer").mkdir(parents=True)
+    (other / "layert2v.json").write_text(json.dumps({"format": "layert2v-pipeline", "version": 1, "config": {}}))
+    (other / "transformer" / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel"}))
+    assert main(["generate", "a", "--model", str(other), "--out", str(tmp_path / "o")]) == 2
+    assert "not a Wan transformer" in capsys.readouterr().err
+
+
+def test_non_empty_output_needs_overwrite(saved_model, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["generate", "a", "--model", str(saved_model), "--out", str(out), "--steps", "1"]) == 2
+    assert "--overwrite" in capsys.readouterr().err and (out / "keep.txt").read_text() == "mine"
+
+
+def test_empty_prompt_and_bad_size_syntax(tmp_path, capsys):
+    assert main(["generate", "  ", "--out", str(tmp_path / "o")]) == 2
+    assert "prompt is empty" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["generate", "a", "--size", "big", "--out", str(tmp_path / "o")])
+
+
+def test_train_command_rejects_bad_config(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("stage: layered\noutput_dir: x\nmodel: {a: 1}\ndata: {frames: 6}\n")
+    assert main(["train", str(cfg)]) == 2
+    assert "4k+1" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
