@@ -40,11 +40,30 @@ def encode_rgb(vae: AutoencoderKLWan, video: torch.Tensor) -> torch.Tensor:
     return (mu - mean) / std
 
 
-def decode_rgb(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor:
-    """Normalised latents -> (B, 3, T, H, W) in [0, 1]."""
+def decode_unclamped(vae: AutoencoderKLWan, z: torch.Tensor) -> torch.Tensor:
+    """``vae.decode(z)`` without its final clamp to [-1, 1], for training losses.
+
+    The clamp has no gradient outside [-1, 1]. Targets here sit on that edge (black premultiplied foregrounds,
+    binary alphas), so a decoder that overshoots them stops learning everywhere. The decoder's own output is
+    captured with a hook, so diffusers' frame-by-frame causal decoding is used unchanged.
+    """
+    if vae.use_tiling or vae.config.patch_size is not None:
+        raise ValueError("decode_unclamped needs an untiled VAE without patchification (Wan2.1 layout)")
+    chunks: list[torch.Tensor] = []
+    handle = vae.decoder.register_forward_hook(lambda module, args, out: chunks.append(out))
+    try:
+        vae.decode(z)
+    finally:
+        handle.remove()
+    return torch.cat(chunks, dim=2)
+
+
+def decode_rgb(vae: AutoencoderKLWan, latents: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+    """Normalised latents -> (B, 3, T, H, W) in [0, 1] (unclamped for training losses: see decode_unclamped)."""
     mean, std = _latent_stats(vae, latents)
     z = (latents * std + mean).to(vae.dtype)
-    return (vae.decode(z).sample.float() + 1.0) / 2.0
+    out = vae.decode(z).sample if clamp else decode_unclamped(vae, z)
+    return (out.float() + 1.0) / 2.0
 
 
 class _LowRankDelta(nn.Module):
@@ -122,15 +141,15 @@ class AlphaPath(ModelMixin, ConfigMixin):
         return z + self.projection(z.to(self.projection.weight.dtype)).to(z.dtype)
 
     def forward(self, vae: AutoencoderKLWan, alpha: torch.Tensor) -> torch.Tensor:
-        """Round trip (stage 1's training forward): alpha -> latents -> alpha."""
-        return self.decode(vae, self.encode(vae, alpha))
+        """Round trip (stage 1's training forward): alpha -> latents -> alpha, unclamped for the loss."""
+        return self.decode(vae, self.encode(vae, alpha), clamp=False)
 
-    def decode(self, vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor:
-        """Normalised alpha latents -> (B, 1, T, H, W) alpha in [0, 1]."""
+    def decode(self, vae: AutoencoderKLWan, latents: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """Normalised alpha latents -> (B, 1, T, H, W) alpha in [0, 1] (unclamped for training losses)."""
         # cached(): W + B A once per decode, not once per convolution call (Wan decodes frame by frame)
         with self.adapted_decoder(vae), parametrize.cached():
-            rgb = decode_rgb(vae, latents)
-        return rgb.mean(dim=1, keepdim=True).clamp(0.0, 1.0)
+            alpha = decode_rgb(vae, latents, clamp=clamp).mean(dim=1, keepdim=True)
+        return alpha.clamp(0.0, 1.0) if clamp else alpha
 
 
 # ------------------------------------------------------------------ stage-1 losses
