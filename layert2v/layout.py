@@ -101,6 +101,14 @@ class LayerLayout:
         """One prompt per RGB layer: full, background, foreground_1..K. Alphas read their foreground's."""
         return [s.name for s in self.segments if s.is_rgb]
 
+    def layer_prompts(self, full: str, background: str, foregrounds: Sequence[str]) -> list[str]:
+        """The per-layer prompts in ``prompt_names`` order (foregrounds bottom to top)."""
+        if len(foregrounds) != self.num_foregrounds:
+            raise ValueError(f"need {self.num_foregrounds} foreground prompt(s), got {len(foregrounds)}")
+        by_name = {FULL: full, BACKGROUND: background,
+                   **{f"{FOREGROUND}_{k}": p for k, p in zip(self.composite_order, foregrounds)}}
+        return [by_name[name] for name in self.prompt_names]
+
     @property
     def num_prompts(self) -> int:
         return len(self.prompt_names)

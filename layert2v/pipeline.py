@@ -249,7 +249,7 @@ class LayerT2VPipeline:
         timings: dict[str, float] = {}
 
         start = time.perf_counter()
-        prompts = [prompt, background_prompt, *foreground_prompts]
+        prompts = layout.layer_prompts(prompt, background_prompt, foreground_prompts)
         negatives = negative_prompt if negative_prompt is not None else cfg.negative_prompt
         negatives = [negatives] * len(prompts) if isinstance(negatives, str) else list(negatives)
         if len(negatives) != len(prompts):

@@ -46,3 +46,12 @@ def test_split_concat_round_trip():
     assert torch.equal(layout.concat(parts), z)
     with pytest.raises(ValueError):
         layout.split(torch.randn(1, 4, 7, 2, 2))
+
+
+def test_layer_prompts_follow_the_prompt_names():
+    layout = LayerLayout(2)
+    prompts = layout.layer_prompts("all", "sky", ["cat", "dog"])
+    assert dict(zip(layout.prompt_names, prompts)) == {"full": "all", "background": "sky", "foreground_1": "cat",
+                                                       "foreground_2": "dog"}
+    with pytest.raises(ValueError, match="2 foreground"):
+        layout.layer_prompts("all", "sky", ["cat"])
