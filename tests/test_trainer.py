@@ -76,6 +76,8 @@ def test_stage_mismatch_and_bad_config(tmp_path, toy_data):
         config(tmp_path, data={"frames": 6})
     with pytest.raises(ValueError, match="unknown key"):
         config(tmp_path, data={"fps": 6})
+    with pytest.raises(ValueError, match="data.cache"):
+        config(tmp_path, data={"cache": -1})
 
 
 def _sample(pipe, clip):
@@ -110,3 +112,25 @@ def test_tiny_model_overfits_one_clip_and_samples_it_back(tmp_path, monkeypatch)
         d_before = float((b - target).norm() / target.norm())
         d_after = float((a - target).norm() / target.norm())
         assert d_after < 0.6 and d_after < 0.25 * d_before, (name, d_before, d_after)
+
+
+def test_latent_cache_encodes_each_clip_once_and_trains_the_same(tmp_path, toy_data):
+    def losses(cache, out):
+        trainer = Trainer(config(tmp_path / out, data={"cache": cache}, train={"steps": 4, "batch_size": 2}))
+        return trainer, [r["loss"] for r in trainer.train()]
+
+    plain, expected = losses(0, "plain")
+    cached, got = losses(2, "cached")
+    assert len(cached._encoded) == 2  # steps 1-3 reuse the two clips of step 0
+    assert got[0] == expected[0]  # same first clips, same noise: the cache changes nothing but reuse
+    assert got[1:] != expected[1:]  # later steps see the cached clips again, not new ones
+
+    encode_calls = []
+    original = trainer_module.encode_layers
+    trainer_module.encode_layers = lambda *a, **k: encode_calls.append(1) or original(*a, **k)
+    try:
+        cached.loss(7)
+    finally:
+        trainer_module.encode_layers = original
+    assert encode_calls == []
+    assert plain._encoded == {}

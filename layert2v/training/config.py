@@ -20,6 +20,9 @@ class DataConfig:
     width: int = 32
     num_foregrounds: list[int] = field(default_factory=lambda: [1, 1])  # [min, max] per sample
     seed: int = 0
+    # t2v/layered: reuse N distinct clips per foreground count, each VAE-encoded once (0: a new clip every
+    # sample). Encoding dominates a small model's step; the trade is less data variety.
+    cache: int = 0
 
 
 @dataclass
@@ -108,6 +111,8 @@ class TrainConfig:
         if not 1 <= lo <= hi <= self.max_foregrounds:
             raise ValueError(f"data.num_foregrounds {d.num_foregrounds} must lie within [1, max_foregrounds="
                              f"{self.max_foregrounds}]")
+        if d.cache < 0:
+            raise ValueError(f"data.cache must be 0 (no cache) or a number of clips, got {d.cache}")
         if d.kind not in ("world", "folder"):
             raise ValueError(f"data.kind must be world or folder, got {d.kind!r}")
         if d.kind == "folder" and not d.path:

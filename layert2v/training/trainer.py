@@ -17,7 +17,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +34,22 @@ from ..layer_weights import add_transformer_lora, export_layer_weights, merge_tr
 from ..layout import LayerLayout
 from ..models.text import TextEncoder
 from ..models.transformer import LayeredWanTransformer
-from ..models.vae import AlphaPath, alpha_reconstruction_loss, encode_rgb
+from ..models.vae import AlphaPath, alpha_reconstruction_loss, decode_unclamped, encode_rgb
 from ..pipeline import PIPELINE_FILE, PipelineConfig
 from ..utils import atomic_directory
 from ..video import LayeredVideo
 from .config import TrainConfig
 
 CHECKPOINT = "checkpoint"
+
+
+@dataclass
+class EncodedClip:
+    """A clip as the transformer stages use it: its latents, ground-truth alphas and layer prompts."""
+
+    latents: torch.Tensor  # (1, C, S*T', H', W') in layout order; stage t2v: the full video's only
+    alphas: torch.Tensor  # (K, T, H, W), float16 (L_cons and L_mask targets)
+    prompts: list[str]  # layout.prompt_names order
 
 
 class Trainer:
@@ -53,6 +62,7 @@ class Trainer:
         self.step = 0
         self.text_encoder = TextEncoder.from_pretrained(config.text_encoder, max_length=config.max_sequence_length)
         self._prompt_cache: dict[str, torch.Tensor] = {}
+        self._encoded: dict[tuple[int, int], EncodedClip] = {}
         self.lora_config = None
         self.data = build_data(config)
         self._build_models()
@@ -134,69 +144,93 @@ class Trainer:
                 self._prompt_cache[p] = e
         return torch.stack([self._prompt_cache[p] for p in prompts]).to(self.accelerator.device)
 
-    def batch(self, step: int) -> list[LayeredVideo]:
+    def batch_indices(self, step: int) -> tuple[list[int], int]:
+        """The data indices of a step's batch and its number of foregrounds (one K per batch)."""
         cfg = self.cfg
-        rng = random.Random(cfg.data.seed * 1_000_003 + step)
-        k = rng.randint(*cfg.data.num_foregrounds)
+        k = random.Random(cfg.data.seed * 1_000_003 + step).randint(*cfg.data.num_foregrounds)
         size = cfg.train.batch_size
         first = (step * self.accelerator.num_processes + self.accelerator.process_index) * size
-        return [self.data(first + i, k) for i in range(size)]
+        return [first + i for i in range(size)], k
 
-    def prompts_of(self, sample: LayeredVideo, index: int) -> list[str]:
+    def batch(self, step: int) -> list[LayeredVideo]:
+        indices, k = self.batch_indices(step)
+        return [self.data(i, k) for i in indices]
+
+    def encoded(self, index: int, k: int) -> EncodedClip:
+        """A clip's latents for the transformer stages; with ``data.cache`` = N, clip ``index % N`` encoded once."""
+        n = self.cfg.data.cache
+        key = (index % n, k) if n else None
+        if key in self._encoded:
+            return self._encoded[key]
+        sample = self.data(index % n if n else index, k)
+        layout = LayerLayout(k, conditions=self.cfg.conditions)
+        dev = self.accelerator.device
+        with torch.no_grad():
+            if self.cfg.stage == "t2v":
+                latents = encode_rgb(self.vae, to_tensor(sample.full).to(dev))
+            else:
+                latents = encode_layers(self.vae, self.alpha_path, [sample], layout, dev)
+        text = sample.prompts
+        clip = EncodedClip(latents.cpu(), torch.from_numpy(np.stack(sample.alphas)).half(),
+                           layout.layer_prompts(text["full"], text["background"], text["foregrounds"]))
+        if key is not None:
+            self._encoded[key] = clip
+        return clip
+
+    def prompts_of(self, clip: EncodedClip, index: int) -> list[str]:
         """The layer prompts in layout order; all empty for a `prompt_dropout` share (deterministic per step)."""
-        prompts = [sample.prompts["full"], sample.prompts["background"], *sample.prompts["foregrounds"]]
         if random.Random(self.cfg.train.seed * 7919 + self.step * 131 + index).random() < self.cfg.prompt_dropout:
-            return [""] * len(prompts)
-        return prompts
+            return [""] * len(clip.prompts)
+        return clip.prompts
 
     # -------------------------------------------------------------------- loss
-    def loss(self, samples: list[LayeredVideo]) -> dict[str, torch.Tensor]:
+    def loss(self, step: int) -> dict[str, torch.Tensor]:
         stage, dev = self.cfg.stage, self.accelerator.device
         if stage == "vae":
-            frames = torch.cat([to_tensor(x) for s in samples for x in
+            frames = torch.cat([to_tensor(x) for s in self.batch(step) for x in
                                 (s.full, s.background, *(s.premultiplied(k) for k in range(1, s.num_foregrounds + 1)))])
             return self._vae_loss(frames.to(dev))
         if stage == "alpha":
-            alphas = torch.cat([to_tensor(a[..., None]) for s in samples for a in s.alphas]).to(dev)
+            alphas = torch.cat([to_tensor(a[..., None]) for s in self.batch(step) for a in s.alphas]).to(dev)
             pred = self.model(self.vae, alphas)
             loss = alpha_reconstruction_loss(pred, alphas, self.cfg.loss.lambda_edge, self.cfg.loss.lambda_struct)
             return {"loss": loss}
+        indices, k = self.batch_indices(step)
+        clips = [self.encoded(i, k) for i in indices]
         if stage == "t2v":
-            with torch.no_grad():
-                z0 = encode_rgb(self.vae, torch.cat([to_tensor(s.full) for s in samples]).to(dev))
-            context = self.encode_prompts([self.prompts_of(s, i)[0] for i, s in enumerate(samples)])
-            t = sample_timesteps(len(samples), self.cfg.loss.logit_mean, self.cfg.loss.logit_std,
+            z0 = torch.cat([c.latents for c in clips]).to(dev)
+            full = LayerLayout(k).prompt_names.index("full")
+            context = self.encode_prompts([self.prompts_of(c, i)[full] for i, c in enumerate(clips)])
+            t = sample_timesteps(len(clips), self.cfg.loss.logit_mean, self.cfg.loss.logit_std,
                                  self.generator).to(dev)
             z1 = torch.randn(z0.shape, generator=self.generator).to(dev)
             z_t = (1 - t.view(-1, 1, 1, 1, 1)) * z0 + t.view(-1, 1, 1, 1, 1) * z1
             v = self.model(z_t, t * NUM_TRAIN_TIMESTEPS, context).sample
             return {"loss": F.mse_loss(v.float(), (z1 - z0).float())}
-        return self._layered_loss(samples)
+        return self._layered_loss(clips, k)
 
     def _vae_loss(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
         x = frames * 2 - 1
         posterior = self.model.encode(x).latent_dist
         z = posterior.sample(generator=None)
-        rec = self.model.decode(z).sample
+        rec = decode_unclamped(self._unwrapped(), z)
         l1 = F.l1_loss(rec, x)
         kl = posterior.kl().mean() / x[0].numel()
         return {"loss": l1 + self.cfg.loss.kl * kl, "l1": l1}
 
-    def _layered_loss(self, samples: list[LayeredVideo]) -> dict[str, torch.Tensor]:
+    def _layered_loss(self, clips: list[EncodedClip], k: int) -> dict[str, torch.Tensor]:
         dev = self.accelerator.device
-        k = samples[0].num_foregrounds
         layout = LayerLayout(k, conditions=self.cfg.conditions)
-        with torch.no_grad():
-            z0 = encode_layers(self.vae, self.alpha_path, samples, layout, dev)
-        context = torch.stack([self.encode_prompts(self.prompts_of(s, i)) for i, s in enumerate(samples)])
-        t = sample_timesteps(len(samples), self.cfg.loss.logit_mean, self.cfg.loss.logit_std, self.generator)
+        z0 = torch.cat([c.latents for c in clips]).to(dev)
+        context = torch.stack([self.encode_prompts(self.prompts_of(c, i)) for i, c in enumerate(clips)])
+        t = sample_timesteps(len(clips), self.cfg.loss.logit_mean, self.cfg.loss.logit_std, self.generator)
         t_seg = layout.segment_timesteps(t.to(dev))
         z1 = torch.randn(z0.shape, generator=self.generator).to(dev)  # one shared noise over all segments
         z_t = interpolate(z0, z1, t_seg, layout)
         v = self.model(z_t, t_seg * NUM_TRAIN_TIMESTEPS, context, layout=layout).sample
-        alphas = torch.stack([torch.from_numpy(np.stack(s.alphas)) for s in samples]).to(dev)
+        alphas = torch.stack([c.alphas for c in clips]).float().to(dev)
         w = self.cfg.loss
-        decode = (lambda z: self.alpha_path.decode(self.vae, z)) if w.lambda_mask > 0 else None
+        decode = (lambda z: self.alpha_path.decode(self.vae, z, clamp=False)) if w.lambda_mask > 0 else None
         return layered_flow_loss(v, z0, z1, z_t, t_seg, layout, alphas=alphas, decode_alpha=decode,
                                  weights=LossWeights(w.lambda_cons, w.lambda_mask, w.lambda_grad))
 
@@ -212,7 +246,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         while self.step < end:
             start = time.perf_counter()
-            losses = self.loss(self.batch(self.step))
+            losses = self.loss(self.step)
             self.optimizer.zero_grad(set_to_none=True)
             self.accelerator.backward(losses["loss"])
             if cfg.grad_clip > 0:
