@@ -313,3 +313,12 @@ def test_benchmark_calls_the_pipeline_with_its_signature():
     assert video.num_foregrounds == len(spec.objects)
     inspect.signature(pipeline.LayerT2VPipeline.__call__).bind(None, **calls[0])  # raises if the call is wrong
     assert calls[0]["foreground_prompts"] == spec.prompts["foregrounds"] and calls[0]["seed"] == 3
+
+
+def test_a_still_is_the_first_frame_of_its_clip():
+    """Stills (num_frames=1) pretrain the VAE on images; they are the clip's opening frame."""
+    for seed in range(6):
+        still, clip = generate_clip(seed, num_frames=1), generate_clip(seed, num_frames=9)
+        assert still.full.shape == (1, 64, 64, 3)
+        np.testing.assert_allclose(still.full[0], clip.full[0], atol=1e-6)
+        np.testing.assert_allclose(still.alphas[0][0], clip.alphas[0][0], atol=1e-6)

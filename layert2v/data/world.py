@@ -307,8 +307,8 @@ def sample_spec(
         raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
-    if num_frames < 2 or height < 16 or width < 16:
-        raise ValueError(f"clips need >= 2 frames and >= 16x16 pixels, got {num_frames}x{height}x{width}")
+    if num_frames < 1 or height < 16 or width < 16:  # one frame: a still, for the VAE's image pretraining
+        raise ValueError(f"clips need >= 1 frame and >= 16x16 pixels, got {num_frames}x{height}x{width}")
     rng = np.random.default_rng([seed, _SPLIT_IDS[split]])
     k = int(rng.integers(1, 4)) if num_foregrounds is None else int(num_foregrounds)
     if not 1 <= k <= len(COLOURS) - 1:
