@@ -134,3 +134,20 @@ def test_latent_cache_encodes_each_clip_once_and_trains_the_same(tmp_path, toy_d
         trainer_module.encode_layers = original
     assert encode_calls == []
     assert plain._encoded == {}
+
+
+def test_shipped_configs_validate_and_chain():
+    """Every YAML under configs/ loads; in configs/world each stage starts from an earlier stage's output."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    paths = sorted(root.rglob("*.yaml"))
+    assert paths
+    for path in paths:
+        TrainConfig.from_yaml(path)
+    outputs = set()
+    for path in sorted((root / "world").glob("*.yaml")):
+        cfg = TrainConfig.from_yaml(path)
+        if cfg.init is not None:
+            assert cfg.init.removesuffix("/final") in outputs, f"{path.name} starts from {cfg.init}"
+        outputs.add(cfg.output_dir)

@@ -107,7 +107,7 @@ class Trainer:
             base_cfg = dict(LayeredWanTransformer.load_config(init / "transformer"))
             transformer = LayeredWanTransformer.from_config(
                 {**base_cfg, "layer_text_embedding": cfg.layer_text_embedding,
-                 "max_foregrounds": min(base_cfg.get("max_foregrounds", 1), cfg.max_foregrounds)})
+                 "max_foregrounds": base_cfg.get("max_foregrounds", 1)})  # grown below if needed
             from ..layer_weights import _load_folder_state
 
             result = transformer.load_state_dict(_load_folder_state(init / "transformer"), strict=False)
