@@ -74,7 +74,7 @@ def train_variant(variant: str, config: Path, init: Path, steps: int, out: Path)
         trainer = trainer_module.Trainer(TrainConfig.from_dict(raw))
         if variant == "concat":  # LayerAdaLN stays at its zero init: plain Wan modulation for every segment
             layer_adaln = trainer._unwrapped().layer_adaln
-            layer_adaln.requires_grad_(False)
+            layer_adaln.requires_grad_(False).zero_()
             trainer.trainable_names.remove("layer_adaln")
             trainer.optimizer.param_groups[0]["params"] = [p for p in trainer.optimizer.param_groups[0]["params"]
                                                           if p is not layer_adaln]
