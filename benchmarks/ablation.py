@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 import layert2v.pipeline as pipeline_module
 import layert2v.training.trainer as trainer_module
@@ -33,6 +32,7 @@ from layert2v.data.world import heldout_prompts
 from layert2v.layout import LayerLayout, Segment
 from layert2v.pipeline import LayerT2VPipeline
 from layert2v.training.config import TrainConfig
+from layert2v.video_io import contact_sheet
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("concat", "adaln", "routed")
@@ -89,13 +89,7 @@ def evaluate(variant: str, model: Path, cases: list, seeds: int, frames: int, pr
         summary, rows = wq.run(cases, lambda spec, s: wq.generate(pipe, spec.prompts, s, num_frames=frames),
                                seeds=seeds)
         video = wq.generate(pipe, cases[0].prompts, 0, num_frames=frames)
-    layers = [video.full, video.background]
-    for k in range(1, video.num_foregrounds + 1):
-        layers += [video.premultiplied(k), np.repeat(video.alphas[k - 1][..., None], 3, axis=-1)]
-    strip = np.concatenate([np.concatenate([layer[t] for layer in layers], axis=1)
-                            for t in (0, video.num_frames // 2, video.num_frames - 1)], axis=0)
-    Image.fromarray((np.clip(strip, 0, 1) * 255).round().astype(np.uint8)).resize(
-        (strip.shape[1] * 3, strip.shape[0] * 3), Image.NEAREST).save(preview)
+    contact_sheet(video, rows=3).save(preview)
     return summary
 
 

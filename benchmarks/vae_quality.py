@@ -15,12 +15,9 @@ import torch
 from diffusers import AutoencoderKLWan
 
 from layert2v.data.world import heldout_prompts, render
+from layert2v.eval.layers import iou, psnr
 from layert2v.models.vae import AlphaPath, decode_rgb, encode_rgb
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float((a.float() - b.float()).pow(2).mean())
-    return 10 * np.log10(1.0 / max(mse, 1e-10))
+from layert2v.training.trainer import to_tensor
 
 
 @torch.no_grad()
@@ -33,14 +30,12 @@ def measure(model: Path, n: int, frames: int, size: int) -> dict[str, float]:
         clip = render(spec)
         for name, frames_ in (("full", clip.full), ("background", clip.background),
                               ("foreground (premultiplied)", clip.premultiplied(1))):
-            x = torch.from_numpy(np.ascontiguousarray(frames_)).permute(3, 0, 1, 2)[None]
-            scores[name].append(psnr(decode_rgb(vae, encode_rgb(vae, x)), x))
+            x = to_tensor(frames_)
+            scores[name].append(psnr(decode_rgb(vae, encode_rgb(vae, x)).numpy(), x.numpy()))
         a = torch.from_numpy(clip.alphas[0])[None, None]
-        rec = alpha_path.decode(vae, alpha_path.encode(vae, a))
-        scores["alpha"].append(psnr(rec, a))
-        inter = ((rec > 0.5) & (a > 0.5)).sum().item()
-        union = ((rec > 0.5) | (a > 0.5)).sum().item()
-        scores["alpha IoU@0.5"].append(inter / max(union, 1))
+        rec = alpha_path.decode(vae, alpha_path.encode(vae, a)).numpy()
+        scores["alpha"].append(psnr(rec, a.numpy()))
+        scores["alpha IoU@0.5"].append(iou(rec, a.numpy()))
     return {k: float(np.mean(v)) for k, v in scores.items()}
 
 

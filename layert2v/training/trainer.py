@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ..flow import NUM_TRAIN_TIMESTEPS, LossWeights, interpolate, layered_flow_loss, sample_timesteps
 from ..layer_weights import add_transformer_lora, export_layer_weights, merge_transformer_lora
-from ..layout import LayerLayout
+from ..layout import FULL, LayerLayout
 from ..models.text import TextEncoder
 from ..models.transformer import LayeredWanTransformer
 from ..models.vae import AlphaPath, alpha_reconstruction_loss, decode_unclamped, encode_rgb
@@ -199,7 +199,7 @@ class Trainer:
         clips = [self.encoded(i, k) for i in indices]
         if stage == "t2v":
             z0 = torch.cat([c.latents for c in clips]).to(dev)
-            full = LayerLayout(k).prompt_names.index("full")
+            full = LayerLayout(k).prompt_names.index(FULL)
             context = self.encode_prompts([self.prompts_of(c, i)[full] for i, c in enumerate(clips)])
             t = sample_timesteps(len(clips), self.cfg.loss.logit_mean, self.cfg.loss.logit_std,
                                  self.generator).to(dev)
