@@ -49,6 +49,14 @@ def test_checkpoint_is_atomic_and_described(tmp_path, toy_data):
     assert [r["step"] for r in log] == [1, 2]
 
 
+def test_vae_stage_from_scratch_starts_inflated_and_a_vae_init_is_kept(tmp_path, toy_data):
+    scratch = Trainer(config(tmp_path, "vae", train={"steps": 1}))
+    assert scratch.vae.decoder.mid_block.resnets[0].conv2.weight.abs().max() == 0  # init_from_scratch ran
+    scratch.train()
+    again = Trainer(config(tmp_path / "b", "vae", init=str(tmp_path / "vae" / "final")))
+    torch.testing.assert_close(again.vae.state_dict(), scratch.vae.state_dict())  # not re-initialised
+
+
 def test_all_stages_chain_into_a_pipeline(tmp_path, toy_data):
     Trainer(config(tmp_path, "vae", train={"steps": 2})).train()
     Trainer(config(tmp_path, "alpha", init=str(tmp_path / "vae" / "final"), train={"steps": 2})).train()

@@ -6,7 +6,7 @@ import torch
 from diffusers import AutoencoderKLWan
 from helpers import TINY_VAE
 
-from layert2v.models.vae import AlphaPath, decode_rgb, decode_unclamped
+from layert2v.models.vae import AlphaPath, compression, decode_rgb, decode_unclamped, init_from_scratch
 
 
 def _saturating_vae() -> AutoencoderKLWan:
@@ -58,3 +58,32 @@ def test_alpha_path_trains_through_saturation_and_decodes_clamped():
         rgb = decode_rgb(vae, torch.randn(1, 4, 2, 4, 4))
     assert out.min() >= 0 and out.max() <= 1
     assert rgb.min() >= 0 and rgb.max() <= 1
+
+
+def test_from_scratch_init_is_an_image_network_inflated_in_time():
+    """A still video must encode to the still's latent at every latent frame and decode back to it at every frame:
+    only the newest temporal tap is non-zero and the resamplers' time convolutions copy frames."""
+    torch.manual_seed(0)
+    vae = init_from_scratch(AutoencoderKLWan(**TINY_VAE)).eval()
+    image = torch.rand(1, 3, 1, 16, 16) * 2 - 1
+    with torch.no_grad():
+        z_image = vae.encode(image).latent_dist.mode()
+        z_video = vae.encode(image.expand(-1, -1, 9, -1, -1)).latent_dist.mode()
+        frames = vae.decode(z_video).sample
+    assert z_video.shape[2] == 3
+    torch.testing.assert_close(z_video, z_image.expand_as(z_video), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(frames, frames[:, :, :1].expand_as(frames), atol=1e-5, rtol=1e-4)
+    assert z_image.std() > 0.05  # and the latent is not vanishingly small
+
+
+def test_from_scratch_init_starts_every_residual_block_as_the_identity():
+    vae = init_from_scratch(AutoencoderKLWan(**TINY_VAE))
+    block = vae.decoder.mid_block.resnets[0]
+    x = torch.randn(1, block.conv1.weight.shape[1], 1, 4, 4)
+    torch.testing.assert_close(block(x), x)
+
+
+def test_compression_reads_the_vae_config():
+    assert compression(AutoencoderKLWan(**TINY_VAE)) == (4, 8)
+    small = AutoencoderKLWan(**{**TINY_VAE, "dim_mult": [1, 2, 4], "temperal_downsample": [True, True]})
+    assert compression(small) == (4, 4)

@@ -32,6 +32,11 @@ def _latent_stats(vae: AutoencoderKLWan, like: torch.Tensor) -> tuple[torch.Tens
     return mean, std
 
 
+def compression(vae: AutoencoderKLWan) -> tuple[int, int]:
+    """(temporal, spatial) downsampling factors: (4, 8) for Wan2.1's VAE; frames map as (T - 1) / temporal + 1."""
+    return 2 ** sum(vae.config.temperal_downsample), 2 ** (len(vae.config.dim_mult) - 1)
+
+
 def encode_rgb(vae: AutoencoderKLWan, video: torch.Tensor) -> torch.Tensor:
     """(B, 3, T, H, W) in [0, 1] -> normalised latents (B, z, T', H', W') (posterior mode, Wan's normalisation)."""
     x = video.to(vae.dtype) * 2.0 - 1.0
@@ -64,6 +69,39 @@ def decode_rgb(vae: AutoencoderKLWan, latents: torch.Tensor, clamp: bool = True)
     z = (latents * std + mean).to(vae.dtype)
     out = vae.decode(z).sample if clamp else decode_unclamped(vae, z)
     return (out.float() + 1.0) / 2.0
+
+
+@torch.no_grad()
+def init_from_scratch(vae: AutoencoderKLWan) -> AutoencoderKLWan:
+    """Initialise a Wan VAE for training from scratch as an image network inflated in time.
+
+    With PyTorch's default init, a from-scratch Wan VAE learns to decode the mean colour within a few dozen steps
+    and then ignores its latent: on the first frame two of the three temporal taps of every causal convolution
+    see only zero padding, so each one shrinks the signal ~3x, and the latent's path fades before it can be
+    learned. Here every 3x3x3 convolution keeps its weight on the newest frame only (He-normal over the spatial
+    fan-in), the time convolutions of the resamplers start as frame copies, each residual branch and attention
+    output starts at zero (every block is the identity), and biases start at zero. Later temporal training
+    grows the other taps from zero.
+    """
+    for name, module in vae.named_modules():
+        if not isinstance(module, (nn.Conv2d, nn.Conv3d)):
+            continue
+        w = module.weight
+        if module.bias is not None:
+            module.bias.zero_()
+        if name.endswith(("conv2", "proj")):  # last layer of a residual branch / attention output
+            w.zero_()
+        elif w.dim() == 5 and w.shape[2] > 1 and w.shape[3] == 1 and w.shape[4] == 1:  # resampler time_conv
+            w.zero_()
+            eye = torch.eye(w.shape[1], dtype=w.dtype)
+            for start in range(0, w.shape[0], w.shape[1]):  # upsampling ones emit two frames: copy into both
+                w[start:start + w.shape[1], :, -1, 0, 0] = eye
+        elif w.dim() == 5 and w.shape[2] > 1:
+            w.zero_()
+            nn.init.kaiming_normal_(w[:, :, -1], nonlinearity="relu")
+        else:
+            nn.init.kaiming_normal_(w, nonlinearity="linear")
+    return vae
 
 
 class _LowRankDelta(nn.Module):

@@ -34,7 +34,7 @@ from ..layer_weights import add_transformer_lora, export_layer_weights, merge_tr
 from ..layout import FULL, LayerLayout
 from ..models.text import TextEncoder
 from ..models.transformer import LayeredWanTransformer
-from ..models.vae import AlphaPath, alpha_reconstruction_loss, decode_unclamped, encode_rgb
+from ..models.vae import AlphaPath, alpha_reconstruction_loss, decode_unclamped, encode_rgb, init_from_scratch
 from ..pipeline import PIPELINE_FILE, PipelineConfig
 from ..utils import atomic_directory
 from ..video import LayeredVideo
@@ -83,8 +83,12 @@ class Trainer:
         cfg, init = self.cfg, Path(self.cfg.init) if self.cfg.init else None
         if init is not None and not init.exists():
             raise FileNotFoundError(f"init {init} does not exist; point it at the previous stage's output_dir")
-        self.vae = (AutoencoderKLWan.from_pretrained(init / "vae") if init and (init / "vae").is_dir()
-                    else AutoencoderKLWan(**cfg.model.get("vae", {})))
+        if init and (init / "vae").is_dir():
+            self.vae = AutoencoderKLWan.from_pretrained(init / "vae")
+        else:
+            self.vae = AutoencoderKLWan(**cfg.model.get("vae", {}))
+            if cfg.stage == "vae":
+                init_from_scratch(self.vae)
         if cfg.stage == "vae":
             self.model = self.vae.train()
             return
