@@ -22,7 +22,7 @@ from .flow import NUM_TRAIN_TIMESTEPS
 from .layout import ALPHA, FOREGROUND, LayerLayout
 from .models.text import TextEncoder
 from .models.transformer import LayeredWanTransformer
-from .models.vae import AlphaPath, decode_rgb, encode_rgb
+from .models.vae import AlphaPath, compression, decode_rgb, encode_rgb
 from .video import LayeredVideo
 
 PIPELINE_FILE = "layert2v.json"
@@ -263,9 +263,9 @@ class LayerT2VPipeline:
 
         # One shared noise tensor over all segments (eq. 4 and §3.3 inference).
         start = time.perf_counter()
-        t_lat = (num_frames - 1) // 4 + 1
-        z_dim = self.vae.config.z_dim
-        shape = (1, z_dim, layout.num_segments * t_lat, height // 8, width // 8)
+        temporal, spatial = compression(self.vae)
+        t_lat = (num_frames - 1) // temporal + 1
+        shape = (1, self.vae.config.z_dim, layout.num_segments * t_lat, height // spatial, width // spatial)
         generator = torch.Generator("cpu").manual_seed(seed)
         latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
         given = self.encode_conditions(conditions, layout, num_frames, height, width)
