@@ -66,12 +66,14 @@ def routing(variant: str) -> Iterator[None]:
         trainer_module.LayerLayout, pipeline_module.LayerLayout = saved
 
 
-def train_variant(variant: str, config: Path, init: Path, steps: int, out: Path) -> Path:
+def train_variant(variant: str, config: Path, init: Path, steps: int, out: Path, latents: dict) -> Path:
+    """``latents``: the clips' cached latents, shared by the variants (they depend on the data and VAE only)."""
     raw = TrainConfig.from_yaml(config).to_dict()
     raw.update(init=str(init), output_dir=str(out / variant))
     raw["train"]["steps"] = steps
     with routing(variant):
         trainer = trainer_module.Trainer(TrainConfig.from_dict(raw))
+        trainer._encoded = latents
         if variant == "concat":  # LayerAdaLN stays at its zero init: plain Wan modulation for every segment
             layer_adaln = trainer._unwrapped().layer_adaln
             layer_adaln.requires_grad_(False).zero_()
@@ -111,10 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     cases = heldout_prompts(args.n, seed=0, num_frames=args.frames, height=64, width=64, num_foregrounds=1)
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {}
+    results, latents = {}, {}
     for variant in args.variants:
         start = time.perf_counter()
-        model = train_variant(variant, args.config, args.init, args.steps, args.runs)
+        model = train_variant(variant, args.config, args.init, args.steps, args.runs, latents)
         results[variant] = evaluate(variant, model, cases, args.seeds, args.frames, args.out / f"{variant}.png")
         print(f"{variant}: {time.perf_counter() - start:.0f} s", flush=True)
 
