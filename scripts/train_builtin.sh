@@ -3,8 +3,8 @@
 # Latents of a fixed set of clips are cached (data.cache), so the transformer stages are cheap on CPU.
 # Every stage resumes from its checkpoint when re-run; finished stages are skipped.
 # Usage: bash scripts/train_builtin.sh
-# This recipe has not yet been run to the end: its VAE stages still settle on a constant output on CPU budgets
-# (see layert2v/weights/world/MODEL_CARD.md). Check each VAE with benchmarks/vae_quality.py before going on.
+# On 2 CPU cores the whole recipe takes about an hour; layert2v/weights/world/MODEL_CARD.md says what it reaches.
+# Check the VAE with benchmarks/vae_quality.py before training anything on top of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for stage in 0_vae_images 1_vae 2_alpha 3_t2v 4_layered 5_multi; do
