@@ -129,8 +129,9 @@ def test_latent_cache_encodes_each_clip_once_and_trains_the_same(tmp_path, toy_d
 
     plain, expected = losses(0, "plain")
     cached, got = losses(2, "cached")
-    assert len(cached._encoded) == 2  # steps 1-3 reuse the two clips of step 0
-    assert got[0] == expected[0]  # same first clips, same noise: the cache changes nothing but reuse
+    assert len(cached._encoded) == 2  # encoded up front; steps 1-3 reuse the two clips of step 0
+    # same first clips, same noise: the cache changes nothing but reuse (encoded as one batch: float rounding)
+    assert got[0] == pytest.approx(expected[0], rel=1e-5)
     assert got[1:] != expected[1:]  # later steps see the cached clips again, not new ones
 
     encode_calls = []
@@ -142,6 +143,23 @@ def test_latent_cache_encodes_each_clip_once_and_trains_the_same(tmp_path, toy_d
         trainer_module.encode_layers = original
     assert encode_calls == []
     assert plain._encoded == {}
+
+
+def test_fill_cache_encodes_every_foreground_count_and_prompt_up_front(tmp_path, toy_data):
+    trainer = Trainer(config(tmp_path, max_foregrounds=2, data={"cache": 3, "num_foregrounds": [1, 2]}))
+    trainer.fill_cache(batch=2)  # 3 clips per count: a batch of 2 and a batch of 1
+    assert sorted(trainer._encoded) == [(i, k) for i in range(3) for k in (1, 2)]
+    for (i, k), clip in trainer._encoded.items():
+        alone = trainer._encode([i], k)[0]
+        assert clip.prompts == alone.prompts and torch.equal(clip.alphas, alone.alphas)
+        assert torch.allclose(clip.latents, alone.latents, atol=1e-5)  # batched = one at a time
+        assert clip.latents.shape[2] % LayerLayout(k).num_segments == 0  # K + 2 RGB + K alpha segments
+    prompts = {p for c in trainer._encoded.values() for p in c.prompts} | {""}
+    assert prompts <= set(trainer._prompt_cache)
+    calls = []
+    trainer.text_encoder.encode = lambda ps: calls.append(ps)
+    trainer.loss(0)
+    assert calls == []  # a step encodes nothing
 
 
 def test_shipped_configs_validate_and_chain():

@@ -20,8 +20,8 @@ class DataConfig:
     width: int = 32
     num_foregrounds: list[int] = field(default_factory=lambda: [1, 1])  # [min, max] per sample
     seed: int = 0
-    # t2v/layered: reuse N distinct clips per foreground count, each VAE-encoded once (0: a new clip every
-    # sample). Encoding dominates a small model's step; the trade is less data variety.
+    # t2v/layered: reuse N distinct clips per foreground count, VAE-encoded in batches before the first step
+    # (0: a new clip every sample). Encoding dominates a small model's step; the trade is less data variety.
     cache: int = 0
 
 

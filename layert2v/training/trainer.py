@@ -61,6 +61,7 @@ class Trainer:
         self.generator = torch.Generator("cpu").manual_seed(config.train.seed + 1000 * self.accelerator.process_index)
         self.step = 0
         self.text_encoder = TextEncoder.from_pretrained(config.text_encoder, max_length=config.max_sequence_length)
+        self.text_encoder.model.to(self.accelerator.device)
         self._prompt_cache: dict[str, torch.Tensor] = {}
         self._encoded: dict[tuple[int, int], EncodedClip] = {}
         self.lora_config = None
@@ -163,23 +164,46 @@ class Trainer:
     def encoded(self, index: int, k: int) -> EncodedClip:
         """A clip's latents for the transformer stages; with ``data.cache`` = N, clip ``index % N`` encoded once."""
         n = self.cfg.data.cache
-        key = (index % n, k) if n else None
-        if key in self._encoded:
-            return self._encoded[key]
-        sample = self.data(index % n if n else index, k)
+        if not n:
+            return self._encode([index], k)[0]
+        if (index % n, k) not in self._encoded:
+            self._encoded[(index % n, k)] = self._encode([index % n], k)[0]
+        return self._encoded[(index % n, k)]
+
+    def _encode(self, indices: list[int], k: int) -> list[EncodedClip]:
+        """Generate and VAE-encode clips in one batch (a GPU encodes a batch in about the time of one clip)."""
+        samples = [self.data(i, k) for i in indices]
         layout = LayerLayout(k, conditions=self.cfg.conditions)
         dev = self.accelerator.device
         with torch.no_grad():
             if self.cfg.stage == "t2v":
-                latents = encode_rgb(self.vae, to_tensor(sample.full).to(dev))
+                latents = encode_rgb(self.vae, torch.cat([to_tensor(s.full) for s in samples]).to(dev))
             else:
-                latents = encode_layers(self.vae, self.alpha_path, [sample], layout, dev)
-        text = sample.prompts
-        clip = EncodedClip(latents.cpu(), torch.from_numpy(np.stack(sample.alphas)).half(),
-                           layout.layer_prompts(text["full"], text["background"], text["foregrounds"]))
-        if key is not None:
-            self._encoded[key] = clip
-        return clip
+                latents = encode_layers(self.vae, self.alpha_path, samples, layout, dev)
+        return [EncodedClip(latents[j:j + 1], torch.from_numpy(np.stack(s.alphas)).half().to(dev),
+                            layout.layer_prompts(s.prompts["full"], s.prompts["background"],
+                                                 s.prompts["foregrounds"]))
+                for j, s in enumerate(samples)]
+
+    def fill_cache(self, batch: int = 32) -> None:
+        """Encode the ``data.cache`` clips of every foreground count, and their prompts, before the first step."""
+        n = self.cfg.data.cache
+        if not n or self.cfg.stage not in ("t2v", "layered"):
+            return
+        lo, hi = self.cfg.data.num_foregrounds
+        todo = [(i, k) for k in range(lo, hi + 1) for i in range(n) if (i, k) not in self._encoded]
+        bar = tqdm(total=len(todo), desc="encode clips", disable=not todo or not self.accelerator.is_local_main_process)
+        for k in range(lo, hi + 1):
+            missing = [i for i, kk in todo if kk == k]
+            for start in range(0, len(missing), batch):
+                chunk = missing[start:start + batch]
+                for i, clip in zip(chunk, self._encode(chunk, k)):
+                    self._encoded[(i, k)] = clip
+                bar.update(len(chunk))
+        bar.close()
+        prompts = list(dict.fromkeys([""] + [p for c in self._encoded.values() for p in c.prompts]))
+        for start in range(0, len(prompts), 256):
+            self.encode_prompts(prompts[start:start + 256])
 
     def prompts_of(self, clip: EncodedClip, index: int) -> list[str]:
         """The layer prompts in layout order; all empty for a `prompt_dropout` share (deterministic per step)."""
@@ -243,6 +267,7 @@ class Trainer:
         """Run until `train.steps` (or `max_steps` more steps); returns the logged losses of this call."""
         cfg = self.cfg.train
         end = cfg.steps if max_steps is None else min(cfg.steps, self.step + max_steps)
+        self.fill_cache()
         history: list[dict[str, float]] = []
         bar = tqdm(total=end, initial=self.step, desc=f"train {self.cfg.stage}",
                    disable=not self.accelerator.is_local_main_process)
