@@ -85,3 +85,20 @@ def test_train_command_rejects_bad_config(tmp_path, capsys):
     assert main(["train", str(cfg)]) == 2
     assert "4k+1" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_without_model_the_built_in_model_generates(tmp_path):
+    """The default-model path: the shipped weights load and give every layer at the model's native size."""
+    from layert2v.cli import BUILTIN_MODEL
+
+    weights = sorted(BUILTIN_MODEL.rglob("*.safetensors"))
+    assert {p.parent.name for p in weights} == {"transformer", "vae", "alpha_path"}
+    assert sum(p.stat().st_size for p in weights) <= 60e6  # the issue's budget for weights in the repo
+    native = json.loads((BUILTIN_MODEL / "layert2v.json").read_text())["config"]
+    out = tmp_path / "out"
+    assert main(["generate", "a red circle moving right over a blue striped background", "--out", str(out),
+                 "--steps", "2", "--fg", "a red circle moving right", "--fg", "a green square moving up"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model_id"] == native["model_id"]
+    assert manifest["frames"] == native["num_frames"] and manifest["size"] == [native["width"], native["height"]]
+    assert manifest["num_foregrounds"] == 2 and (out / "alpha_2.mp4").is_file()
