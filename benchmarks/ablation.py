@@ -10,6 +10,8 @@ with the layered-stage config (``--config``) for ``--steps`` steps, then generat
 prompts to all segments; the variants exist only here, so the library keeps one code path.
 
     python benchmarks/ablation.py --init runs/world/3_t2v/final --steps 1000 --n 16 --out docs/ablation
+    python benchmarks/ablation.py --init runs/world/3_t2v/final --config configs/ablation_world_cpu.yaml \
+        --steps 400 --n 16 --out docs/ablation   # CPU budget: about 50 minutes on 2 cores
 """
 
 from __future__ import annotations
