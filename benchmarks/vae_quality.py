@@ -1,5 +1,7 @@
 """Reconstruction quality of a model's VAE and alpha path on held-out world clips: the ceiling for everything the
-transformer generates, since every layer it makes is decoded by them.
+transformer generates, since every layer it makes is decoded by them. Two temporal rows: the worst frame's
+full-clip PSNR, and how much an error in one latent frame reaches the next one's frames through the causal
+decoder (noise of std 0.3 added to latent frame k; PSNR of latent frame k+1's frames against the clean decode).
 
     python benchmarks/vae_quality.py --model layert2v/weights/world --n 16
 """
@@ -16,7 +18,7 @@ from diffusers import AutoencoderKLWan
 
 from layert2v.data.world import heldout_prompts, render
 from layert2v.eval.layers import iou, psnr
-from layert2v.models.vae import AlphaPath, decode_rgb, encode_rgb
+from layert2v.models.vae import AlphaPath, compression, decode_rgb, encode_rgb
 from layert2v.training.trainer import to_tensor
 
 
@@ -25,11 +27,19 @@ def measure(model: Path, n: int, frames: int, size: int) -> dict[str, float]:
     vae = AutoencoderKLWan.from_pretrained(model / "vae", torch_dtype=torch.float32).eval()
     alpha_path = AlphaPath.from_pretrained(model / "alpha_path").float().eval()
     scores: dict[str, list[float]] = {"full": [], "background": [], "foreground (premultiplied)": [],
-                                      "alpha": [], "alpha IoU@0.5": []}
+                                      "alpha": [], "alpha IoU@0.5": [], "full, worst frame": [],
+                                      "error carried to the next latent frame": []}
+    generator = torch.Generator().manual_seed(0)
     for spec in heldout_prompts(n, seed=0, num_frames=frames, height=size, width=size):
         clip = render(spec)
-        for name, frames_ in (("full", clip.full), ("background", clip.background),
-                              ("foreground (premultiplied)", clip.premultiplied(1))):
+        x = to_tensor(clip.full)
+        z = encode_rgb(vae, x)
+        clean = decode_rgb(vae, z)
+        scores["full, worst frame"].append(min(psnr(clean[:, :, f].numpy(), x[:, :, f].numpy())
+                                               for f in range(x.shape[2])))
+        scores["error carried to the next latent frame"].append(carried_error(vae, z, clean, generator))
+        scores["full"].append(psnr(clean.numpy(), x.numpy()))
+        for name, frames_ in (("background", clip.background), ("foreground (premultiplied)", clip.premultiplied(1))):
             x = to_tensor(frames_)
             scores[name].append(psnr(decode_rgb(vae, encode_rgb(vae, x)).numpy(), x.numpy()))
         a = torch.from_numpy(clip.alphas[0])[None, None]
@@ -37,6 +47,25 @@ def measure(model: Path, n: int, frames: int, size: int) -> dict[str, float]:
         scores["alpha"].append(psnr(rec, a.numpy()))
         scores["alpha IoU@0.5"].append(iou(rec, a.numpy()))
     return {k: float(np.mean(v)) for k, v in scores.items()}
+
+
+def latent_frame_pixels(vae: AutoencoderKLWan, index: int) -> list[int]:
+    """The pixel frames decoded from latent frame ``index`` (Wan's causal VAE: the first alone, then chunks)."""
+    t = compression(vae)[0]
+    return [0] if index == 0 else list(range((index - 1) * t + 1, index * t + 1))
+
+
+def carried_error(vae: AutoencoderKLWan, z: torch.Tensor, clean: torch.Tensor, generator: torch.Generator,
+                  sigma: float = 0.3) -> float:
+    """Mean PSNR, over k, of latent frame k+1's pixels after noise on latent frame k (high: errors stay put)."""
+    values = []
+    for k in range(z.shape[2] - 1):
+        noisy = z.clone()
+        noisy[:, :, k] += sigma * torch.randn(noisy[:, :, k].shape, generator=generator)
+        out = decode_rgb(vae, noisy)
+        nxt = latent_frame_pixels(vae, k + 1)
+        values.append(psnr(out[:, :, nxt].numpy(), clean[:, :, nxt].numpy()))
+    return float(np.mean(values))
 
 
 def main(argv: list[str] | None = None) -> int:

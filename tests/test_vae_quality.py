@@ -1,0 +1,38 @@
+"""The VAE benchmark's temporal rows: which pixel frames a latent frame decodes to, and the carried error."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKLWan
+from helpers import TINY_VAE
+
+from layert2v.models.vae import compression, decode_rgb
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("vae_quality", ROOT / "benchmarks" / "vae_quality.py")
+vae_quality = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(vae_quality)
+
+
+def test_latent_frames_cover_the_decoded_frames_in_order():
+    for downsample in ([False, True, True], [False, False, True]):  # 4x and 2x in time
+        vae = AutoencoderKLWan(**TINY_VAE, temperal_downsample=downsample).eval()
+        z = torch.randn(1, 4, 3, 4, 4)
+        with torch.no_grad():
+            frames = decode_rgb(vae, z).shape[2]
+        pixels = [f for k in range(3) for f in vae_quality.latent_frame_pixels(vae, k)]
+        assert pixels == list(range(frames)) and frames == 1 + 2 * compression(vae)[0]
+
+
+def test_carried_error_is_finite_and_grows_with_the_noise():
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(**TINY_VAE).eval()
+    z = torch.randn(1, 4, 3, 4, 4)
+    with torch.no_grad():
+        clean = decode_rgb(vae, z)
+        small = vae_quality.carried_error(vae, z, clean, torch.Generator().manual_seed(1), sigma=0.01)
+        large = vae_quality.carried_error(vae, z, clean, torch.Generator().manual_seed(1), sigma=3.0)
+    assert 0 < large < small < 100
