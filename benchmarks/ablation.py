@@ -11,7 +11,7 @@ prompts to all segments; the variants exist only here, so the library keeps one 
 
     python benchmarks/ablation.py --init runs/world/3_t2v/final --steps 1000 --n 16 --out docs/ablation
     python benchmarks/ablation.py --init runs/world/3_t2v/final --config configs/ablation_world_cpu.yaml \
-        --steps 400 --n 16 --out docs/ablation   # CPU budget: about 50 minutes on 2 cores
+        --steps 400 --n 16 --out docs/ablation   # CPU budget: about 41 minutes on 2 cores
 """
 
 from __future__ import annotations

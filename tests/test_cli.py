@@ -89,12 +89,17 @@ def test_train_command_rejects_bad_config(tmp_path, capsys):
 
 def test_without_model_the_built_in_model_generates(tmp_path):
     """The default-model path: the shipped weights load and give every layer at the model's native size."""
+    from diffusers import AutoencoderKLWan
+
     from layert2v.cli import BUILTIN_MODEL
+    from layert2v.models.vae import compression
 
     weights = sorted(BUILTIN_MODEL.rglob("*.safetensors"))
     assert {p.parent.name for p in weights} == {"transformer", "vae", "alpha_path"}
     assert sum(p.stat().st_size for p in weights) <= 60e6  # the issue's budget for weights in the repo
     native = json.loads((BUILTIN_MODEL / "layert2v.json").read_text())["config"]
+    vae = AutoencoderKLWan.from_config(AutoencoderKLWan.load_config(BUILTIN_MODEL / "vae"))
+    assert compression(vae) == (vae.config.scale_factor_temporal, vae.config.scale_factor_spatial)  # tiling reads these
     out = tmp_path / "out"
     assert main(["generate", "a red circle moving right over a blue striped background", "--out", str(out),
                  "--steps", "2", "--fg", "a red circle moving right", "--fg", "a green square moving up"]) == 0

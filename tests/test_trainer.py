@@ -134,15 +134,19 @@ def test_latent_cache_encodes_each_clip_once_and_trains_the_same(tmp_path, toy_d
     assert got[0] == pytest.approx(expected[0], rel=1e-5)
     assert got[1:] != expected[1:]  # later steps see the cached clips again, not new ones
 
-    encode_calls = []
-    original = trainer_module.encode_layers
-    trainer_module.encode_layers = lambda *a, **k: encode_calls.append(1) or original(*a, **k)
-    try:
-        cached.loss(7)
-    finally:
-        trainer_module.encode_layers = original
-    assert encode_calls == []
     assert plain._encoded == {}
+
+
+def test_cache_encodes_a_clip_on_first_use_only(tmp_path, toy_data, monkeypatch):
+    """Without fill_cache (a stage that only evaluates, or the ablation's shared dict), clips encode lazily."""
+    trainer = Trainer(config(tmp_path, data={"cache": 2}))
+    calls = []
+    original = trainer_module.encode_layers
+    monkeypatch.setattr(trainer_module, "encode_layers", lambda *a, **k: calls.append(1) or original(*a, **k))
+    first = trainer.encoded(5, 1)  # clip 5 % 2 = 1
+    assert calls == [1] and trainer.encoded(3, 1) is first and calls == [1]
+    trainer.encoded(4, 1)  # clip 0: a new one
+    assert calls == [1, 1] and sorted(trainer._encoded) == [(0, 1), (1, 1)]
 
 
 def test_fill_cache_encodes_every_foreground_count_and_prompt_up_front(tmp_path, toy_data):
@@ -158,8 +162,13 @@ def test_fill_cache_encodes_every_foreground_count_and_prompt_up_front(tmp_path,
     assert prompts <= set(trainer._prompt_cache)
     calls = []
     trainer.text_encoder.encode = lambda ps: calls.append(ps)
-    trainer.loss(0)
-    assert calls == []  # a step encodes nothing
+    trainer_module_encode = trainer_module.encode_layers
+    trainer_module.encode_layers = lambda *a, **k: calls.append(a)
+    try:
+        trainer.loss(0)
+    finally:
+        trainer_module.encode_layers = trainer_module_encode
+    assert calls == []  # a step encodes nothing: no text, no VAE
 
 
 def test_shipped_configs_validate_and_chain():

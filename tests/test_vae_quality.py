@@ -25,6 +25,13 @@ def test_latent_frames_cover_the_decoded_frames_in_order():
             frames = decode_rgb(vae, z).shape[2]
         pixels = [f for k in range(3) for f in vae_quality.latent_frame_pixels(vae, k)]
         assert pixels == list(range(frames)) and frames == 1 + 2 * compression(vae)[0]
+        with torch.no_grad():
+            clean = decode_rgb(vae, z, clamp=False)
+            for k in range(3):  # the causal decoder: latent frame k first changes its own first pixel frame
+                noisy = z.clone()
+                noisy[:, :, k] += 1.0
+                changed = (decode_rgb(vae, noisy, clamp=False) - clean).abs().amax(dim=(0, 1, 3, 4)) > 1e-6
+                assert changed.nonzero()[0].item() == vae_quality.latent_frame_pixels(vae, k)[0]
 
 
 def test_carried_error_is_finite_and_grows_with_the_noise():

@@ -48,7 +48,7 @@ class EncodedClip:
     """A clip as the transformer stages use it: its latents, ground-truth alphas and layer prompts."""
 
     latents: torch.Tensor  # (1, C, S*T', H', W') in layout order; stage t2v: the full video's only
-    alphas: torch.Tensor  # (K, T, H, W), float16 (L_cons and L_mask targets)
+    alphas: torch.Tensor  # (K, T, H, W), float16 (L_cons and L_mask targets); empty in stage t2v
     prompts: list[str]  # layout.prompt_names order
 
 
@@ -61,7 +61,8 @@ class Trainer:
         self.generator = torch.Generator("cpu").manual_seed(config.train.seed + 1000 * self.accelerator.process_index)
         self.step = 0
         self.text_encoder = TextEncoder.from_pretrained(config.text_encoder, max_length=config.max_sequence_length)
-        self.text_encoder.model.to(self.accelerator.device)
+        if config.stage in ("t2v", "layered"):  # the stages that read prompts encode them where they train
+            self.text_encoder.model.to(self.accelerator.device)
         self._prompt_cache: dict[str, torch.Tensor] = {}
         self._encoded: dict[tuple[int, int], EncodedClip] = {}
         self.lora_config = None
@@ -146,7 +147,7 @@ class Trainer:
         missing = [p for p in dict.fromkeys(prompts) if p not in self._prompt_cache]
         if missing:
             for p, e in zip(missing, self.text_encoder.encode(missing)):
-                self._prompt_cache[p] = e
+                self._prompt_cache[p] = e.cpu()  # held in host memory, as the clip cache
         return torch.stack([self._prompt_cache[p] for p in prompts]).to(self.accelerator.device)
 
     def batch_indices(self, step: int) -> tuple[list[int], int]:
@@ -180,13 +181,18 @@ class Trainer:
                 latents = encode_rgb(self.vae, torch.cat([to_tensor(s.full) for s in samples]).to(dev))
             else:
                 latents = encode_layers(self.vae, self.alpha_path, samples, layout, dev)
-        return [EncodedClip(latents[j:j + 1], torch.from_numpy(np.stack(s.alphas)).half().to(dev),
+        latents = latents.cpu()  # host memory: a step moves only its batch to the device
+        no_alphas = torch.empty(0, dtype=torch.float16)  # stage t2v never reads them
+        return [EncodedClip(latents[j:j + 1],
+                            torch.from_numpy(np.stack(s.alphas)).half() if self.cfg.stage == "layered" else no_alphas,
                             layout.layer_prompts(s.prompts["full"], s.prompts["background"],
                                                  s.prompts["foregrounds"]))
                 for j, s in enumerate(samples)]
 
-    def fill_cache(self, batch: int = 32) -> None:
-        """Encode the ``data.cache`` clips of every foreground count, and their prompts, before the first step."""
+    def fill_cache(self, batch: int | None = None) -> None:
+        """Encode the ``data.cache`` clips of every foreground count, and their prompts, before the first step,
+        ``batch`` clips per VAE call (default: ``train.batch_size``, which the stage already fits in memory)."""
+        batch = batch or self.cfg.train.batch_size
         n = self.cfg.data.cache
         if not n or self.cfg.stage not in ("t2v", "layered"):
             return
@@ -267,7 +273,8 @@ class Trainer:
         """Run until `train.steps` (or `max_steps` more steps); returns the logged losses of this call."""
         cfg = self.cfg.train
         end = cfg.steps if max_steps is None else min(cfg.steps, self.step + max_steps)
-        self.fill_cache()
+        if self.step < end:
+            self.fill_cache()
         history: list[dict[str, float]] = []
         bar = tqdm(total=end, initial=self.step, desc=f"train {self.cfg.stage}",
                    disable=not self.accelerator.is_local_main_process)
