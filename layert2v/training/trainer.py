@@ -41,6 +41,7 @@ from ..video import LayeredVideo
 from .config import TrainConfig
 
 CHECKPOINT = "checkpoint"
+TRANSFORMER_STAGES = ("t2v", "layered")  # the stages that read prompts and cached clip latents
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Trainer:
         self.generator = torch.Generator("cpu").manual_seed(config.train.seed + 1000 * self.accelerator.process_index)
         self.step = 0
         self.text_encoder = TextEncoder.from_pretrained(config.text_encoder, max_length=config.max_sequence_length)
-        if config.stage in ("t2v", "layered"):  # the stages that read prompts encode them where they train
+        if config.stage in TRANSFORMER_STAGES:  # prompts are encoded where the model trains
             self.text_encoder.model.to(self.accelerator.device)
         self._prompt_cache: dict[str, torch.Tensor] = {}
         self._encoded: dict[tuple[int, int], EncodedClip] = {}
@@ -144,11 +145,14 @@ class Trainer:
 
     # -------------------------------------------------------------------- data
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        self._cache_prompts(prompts)
+        return torch.stack([self._prompt_cache[p] for p in prompts]).to(self.accelerator.device)
+
+    def _cache_prompts(self, prompts: list[str]) -> None:
         missing = [p for p in dict.fromkeys(prompts) if p not in self._prompt_cache]
         if missing:
             for p, e in zip(missing, self.text_encoder.encode(missing)):
                 self._prompt_cache[p] = e.cpu()  # held in host memory, as the clip cache
-        return torch.stack([self._prompt_cache[p] for p in prompts]).to(self.accelerator.device)
 
     def batch_indices(self, step: int) -> tuple[list[int], int]:
         """The data indices of a step's batch and its number of foregrounds (one K per batch)."""
@@ -194,22 +198,22 @@ class Trainer:
         ``batch`` clips per VAE call (default: ``train.batch_size``, which the stage already fits in memory)."""
         batch = batch or self.cfg.train.batch_size
         n = self.cfg.data.cache
-        if not n or self.cfg.stage not in ("t2v", "layered"):
+        if not n or self.cfg.stage not in TRANSFORMER_STAGES:
             return
         lo, hi = self.cfg.data.num_foregrounds
-        todo = [(i, k) for k in range(lo, hi + 1) for i in range(n) if (i, k) not in self._encoded]
-        bar = tqdm(total=len(todo), desc="encode clips", disable=not todo or not self.accelerator.is_local_main_process)
-        for k in range(lo, hi + 1):
-            missing = [i for i, kk in todo if kk == k]
-            for start in range(0, len(missing), batch):
-                chunk = missing[start:start + batch]
+        missing = {k: [i for i in range(n) if (i, k) not in self._encoded] for k in range(lo, hi + 1)}
+        total = sum(len(indices) for indices in missing.values())
+        bar = tqdm(total=total, desc="encode clips", disable=not total or not self.accelerator.is_local_main_process)
+        for k, indices in missing.items():
+            for start in range(0, len(indices), batch):
+                chunk = indices[start:start + batch]
                 for i, clip in zip(chunk, self._encode(chunk, k)):
                     self._encoded[(i, k)] = clip
                 bar.update(len(chunk))
         bar.close()
         prompts = list(dict.fromkeys([""] + [p for c in self._encoded.values() for p in c.prompts]))
         for start in range(0, len(prompts), 256):
-            self.encode_prompts(prompts[start:start + 256])
+            self._cache_prompts(prompts[start:start + 256])
 
     def prompts_of(self, clip: EncodedClip, index: int) -> list[str]:
         """The layer prompts in layout order; all empty for a `prompt_dropout` share (deterministic per step)."""
