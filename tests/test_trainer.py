@@ -154,7 +154,7 @@ def test_fill_cache_encodes_every_foreground_count_and_prompt_up_front(tmp_path,
     trainer.fill_cache(batch=2)  # 3 clips per count: a batch of 2 and a batch of 1
     assert sorted(trainer._encoded) == [(i, k) for i in range(3) for k in (1, 2)]
     for (i, k), clip in trainer._encoded.items():
-        alone = trainer._encode([i], k)[0]
+        alone = trainer._encode([trainer.data(i, k)], k)[0]
         assert clip.prompts == alone.prompts and torch.equal(clip.alphas, alone.alphas)
         assert torch.allclose(clip.latents, alone.latents, atol=1e-5)  # batched = one at a time
         assert clip.latents.shape[2] % LayerLayout(k).num_segments == 0  # K + 2 RGB + K alpha segments
@@ -169,6 +169,26 @@ def test_fill_cache_encodes_every_foreground_count_and_prompt_up_front(tmp_path,
     finally:
         trainer_module.encode_layers = trainer_module_encode
     assert calls == []  # a step encodes nothing: no text, no VAE
+
+
+def test_cache_made_by_worker_processes_equals_one_made_here(tmp_path):
+    """data.workers makes the world's clips in DataLoader processes: the cache and the first loss do not change."""
+    def filled(workers):
+        trainer = Trainer(config(tmp_path / str(workers), max_foregrounds=2,
+                                 data={"kind": "world", "height": 32, "width": 32, "seed": 5, "cache": 3,
+                                       "num_foregrounds": [1, 2], "workers": workers}))
+        trainer.fill_cache(batch=2)
+        return trainer
+
+    here, workers = filled(0), filled(2)
+    assert sorted(here._encoded) == sorted(workers._encoded) == [(i, k) for i in range(3) for k in (1, 2)]
+    for key, clip in here._encoded.items():
+        other = workers._encoded[key]
+        assert clip.prompts == other.prompts and torch.equal(clip.alphas, other.alphas)
+        assert torch.equal(clip.latents, other.latents)
+    assert here.loss(0)["loss"].item() == workers.loss(0)["loss"].item()
+    with pytest.raises(ValueError, match="data.workers"):
+        config(tmp_path, data={"workers": -1})
 
 
 def test_shipped_configs_validate_and_chain():

@@ -23,6 +23,7 @@ class DataConfig:
     # t2v/layered: reuse N distinct clips per foreground count, VAE-encoded in batches before the first step
     # (0: a new clip every sample). Encoding dominates a small model's step; the trade is less data variety.
     cache: int = 0
+    workers: int = 0  # processes making clips for the cache (DataLoader num_workers); 0: this process
 
 
 @dataclass
@@ -111,6 +112,8 @@ class TrainConfig:
         if not 1 <= lo <= hi <= self.max_foregrounds:
             raise ValueError(f"data.num_foregrounds {d.num_foregrounds} must lie within [1, max_foregrounds="
                              f"{self.max_foregrounds}]")
+        if d.workers < 0:
+            raise ValueError(f"data.workers must be 0 (make clips in this process) or more, got {d.workers}")
         if d.cache < 0:
             raise ValueError(f"data.cache must be 0 (no cache) or a number of clips, got {d.cache}")
         if d.kind not in ("world", "folder"):

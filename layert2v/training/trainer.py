@@ -7,8 +7,9 @@ Stages (one YAML each, see configs/):
   layered  - LayerT2V stage 2 (LoRA or full fine-tune + LayerAdaLN + routing, L_FM + L_cons + L_mask) and,
              with a larger max_foregrounds, stage 3 (new LayerAdaLN rows start from the trained fg/alpha rows)
 
-Data are drawn by index from the step number, and the noise/timestep generator is checkpointed, so a resumed run
-continues exactly where the interrupted one would have been.
+Data are drawn by index from the step number, and the noise/timestep generator (on the training device, so a
+step's noise never crosses the bus) is checkpointed, so a resumed run continues exactly where the interrupted one
+would have been.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..flow import NUM_TRAIN_TIMESTEPS, LossWeights, interpolate, layered_flow_loss, sample_timesteps
@@ -38,7 +40,7 @@ from ..models.vae import AlphaPath, alpha_reconstruction_loss, decode_unclamped,
 from ..pipeline import PIPELINE_FILE, PipelineConfig
 from ..utils import atomic_directory
 from ..video import LayeredVideo
-from .config import TrainConfig
+from .config import DataConfig, TrainConfig
 
 CHECKPOINT = "checkpoint"
 TRANSFORMER_STAGES = ("t2v", "layered")  # the stages that read prompts and cached clip latents
@@ -53,19 +55,34 @@ class EncodedClip:
     prompts: list[str]  # layout.prompt_names order
 
 
+class _Clips(Dataset):
+    """The clips ``data(i, k)`` for the given indices, so DataLoader workers can make them."""
+
+    def __init__(self, data: Any, indices: list[int], k: int):
+        self.data, self.indices, self.k = data, indices, k
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, j: int) -> LayeredVideo:
+        return self.data(self.indices[j], self.k)
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, accelerator: Accelerator | None = None):
         self.cfg = config
         self.out = Path(config.output_dir)
         self.accelerator = accelerator or Accelerator(mixed_precision=config.train.mixed_precision)
         torch.manual_seed(config.train.seed)
-        self.generator = torch.Generator("cpu").manual_seed(config.train.seed + 1000 * self.accelerator.process_index)
+        self.generator = torch.Generator(self.accelerator.device).manual_seed(
+            config.train.seed + 1000 * self.accelerator.process_index)
         self.step = 0
         self.text_encoder = TextEncoder.from_pretrained(config.text_encoder, max_length=config.max_sequence_length)
         if config.stage in TRANSFORMER_STAGES:  # prompts are encoded where the model trains
             self.text_encoder.model.to(self.accelerator.device)
         self._prompt_cache: dict[str, torch.Tensor] = {}
         self._encoded: dict[tuple[int, int], EncodedClip] = {}
+        self._empty_latents: dict[tuple[int, int, int], torch.Tensor] = {}
         self.lora_config = None
         self.data = build_data(config)
         self._build_models()
@@ -170,14 +187,13 @@ class Trainer:
         """A clip's latents for the transformer stages; with ``data.cache`` = N, clip ``index % N`` encoded once."""
         n = self.cfg.data.cache
         if not n:
-            return self._encode([index], k)[0]
+            return self._encode([self.data(index, k)], k)[0]
         if (index % n, k) not in self._encoded:
-            self._encoded[(index % n, k)] = self._encode([index % n], k)[0]
+            self._encoded[(index % n, k)] = self._encode([self.data(index % n, k)], k)[0]
         return self._encoded[(index % n, k)]
 
-    def _encode(self, indices: list[int], k: int) -> list[EncodedClip]:
-        """Generate and VAE-encode clips in one batch (a GPU encodes a batch in about the time of one clip)."""
-        samples = [self.data(i, k) for i in indices]
+    def _encode(self, samples: list[LayeredVideo], k: int) -> list[EncodedClip]:
+        """VAE-encode clips in one batch (a GPU encodes a batch in about the time of one clip)."""
         layout = LayerLayout(k, conditions=self.cfg.conditions)
         dev = self.accelerator.device
         with torch.no_grad():
@@ -195,7 +211,8 @@ class Trainer:
 
     def fill_cache(self, batch: int | None = None) -> None:
         """Encode the ``data.cache`` clips of every foreground count, and their prompts, before the first step,
-        ``batch`` clips per VAE call (default: ``train.batch_size``, which the stage already fits in memory)."""
+        ``batch`` clips per VAE call (default: ``train.batch_size``, which the stage already fits in memory).
+        ``data.workers`` processes make the clips while the VAE encodes."""
         batch = batch or self.cfg.train.batch_size
         n = self.cfg.data.cache
         if not n or self.cfg.stage not in TRANSFORMER_STAGES:
@@ -205,11 +222,12 @@ class Trainer:
         total = sum(len(indices) for indices in missing.values())
         bar = tqdm(total=total, desc="encode clips", disable=not total or not self.accelerator.is_local_main_process)
         for k, indices in missing.items():
-            for start in range(0, len(indices), batch):
-                chunk = indices[start:start + batch]
-                for i, clip in zip(chunk, self._encode(chunk, k)):
+            loader = DataLoader(_Clips(self.data, indices, k), batch_size=batch, num_workers=self.cfg.data.workers,
+                                collate_fn=list)
+            for start, samples in zip(range(0, len(indices), batch), loader):
+                for i, clip in zip(indices[start:start + batch], self._encode(samples, k)):
                     self._encoded[(i, k)] = clip
-                bar.update(len(chunk))
+                bar.update(len(samples))
         bar.close()
         prompts = list(dict.fromkeys([""] + [p for c in self._encoded.values() for p in c.prompts]))
         for start in range(0, len(prompts), 256):
@@ -240,8 +258,8 @@ class Trainer:
             full = LayerLayout(k).prompt_names.index(FULL)
             context = self.encode_prompts([self.prompts_of(c, i)[full] for i, c in enumerate(clips)])
             t = sample_timesteps(len(clips), self.cfg.loss.logit_mean, self.cfg.loss.logit_std,
-                                 self.generator).to(dev)
-            z1 = torch.randn(z0.shape, generator=self.generator).to(dev)
+                                 self.generator, device=dev)
+            z1 = torch.randn(z0.shape, generator=self.generator, device=dev)
             z_t = (1 - t.view(-1, 1, 1, 1, 1)) * z0 + t.view(-1, 1, 1, 1, 1) * z1
             v = self.model(z_t, t * NUM_TRAIN_TIMESTEPS, context).sample
             return {"loss": F.mse_loss(v.float(), (z1 - z0).float())}
@@ -260,17 +278,28 @@ class Trainer:
         dev = self.accelerator.device
         layout = LayerLayout(k, conditions=self.cfg.conditions)
         z0 = torch.cat([c.latents for c in clips]).to(dev)
-        context = torch.stack([self.encode_prompts(self.prompts_of(c, i)) for i, c in enumerate(clips)])
-        t = sample_timesteps(len(clips), self.cfg.loss.logit_mean, self.cfg.loss.logit_std, self.generator)
-        t_seg = layout.segment_timesteps(t.to(dev))
-        z1 = torch.randn(z0.shape, generator=self.generator).to(dev)  # one shared noise over all segments
+        prompts = [p for i, c in enumerate(clips) for p in self.prompts_of(c, i)]
+        context = self.encode_prompts(prompts).unflatten(0, (len(clips), layout.num_prompts))  # one copy a step
+        t = sample_timesteps(len(clips), self.cfg.loss.logit_mean, self.cfg.loss.logit_std, self.generator,
+                             device=dev)
+        t_seg = layout.segment_timesteps(t)
+        z1 = torch.randn(z0.shape, generator=self.generator, device=dev)  # one shared noise over all segments
         z_t = interpolate(z0, z1, t_seg, layout)
         v = self.model(z_t, t_seg * NUM_TRAIN_TIMESTEPS, context, layout=layout).sample
         alphas = torch.stack([c.alphas for c in clips]).float().to(dev)
         w = self.cfg.loss
         decode = (lambda z: self.alpha_path.decode(self.vae, z, clamp=False)) if w.lambda_mask > 0 else None
         return layered_flow_loss(v, z0, z1, z_t, t_seg, layout, alphas=alphas, decode_alpha=decode,
-                                 weights=LossWeights(w.lambda_cons, w.lambda_mask, w.lambda_grad))
+                                 weights=LossWeights(w.lambda_cons, w.lambda_mask, w.lambda_grad),
+                                 empty_latent=self.empty_latent(tuple(alphas.shape[2:])))
+
+    def empty_latent(self, frames_hw: tuple[int, int, int]) -> torch.Tensor:
+        """The latent of an all-black clip of (T, H, W) frames, encoded once (L_cons's empty layer)."""
+        if frames_hw not in self._empty_latents:
+            black = torch.zeros(1, 3, *frames_hw, device=self.accelerator.device)
+            with torch.no_grad():
+                self._empty_latents[frames_hw] = encode_rgb(self.vae, black).float()
+        return self._empty_latents[frames_hw]
 
     # ------------------------------------------------------------------- train
     def train(self, max_steps: int | None = None) -> list[dict[str, float]]:
@@ -436,32 +465,42 @@ def set_latent_stats(vae: AutoencoderKLWan, data: Any, cfg: TrainConfig, n: int 
     vae.register_to_config(latents_mean=mu.mean(1).tolist(), latents_std=mu.std(1).clamp_min(1e-3).tolist())
 
 
-def build_data(cfg: TrainConfig):
-    """A function (index, num_foregrounds) -> LayeredVideo for the configured source."""
-    d = cfg.data
-    if d.kind == "world":
+class WorldClips:
+    """(index, K) -> the procedural world's training clip: the same clip for the same pair, in any process."""
+
+    def __init__(self, data: DataConfig):
+        self.d = data
+
+    def __call__(self, index: int, k: int) -> LayeredVideo:
         from ..data.world import generate_clip
 
-        def world(index: int, k: int) -> LayeredVideo:
-            return generate_clip(d.seed * 1_000_003 + index, num_frames=d.frames, height=d.height, width=d.width,
-                                 num_foregrounds=k, split="train")
+        d = self.d
+        return generate_clip(d.seed * 1_000_003 + index, num_frames=d.frames, height=d.height, width=d.width,
+                             num_foregrounds=k, split="train")
 
-        return world
-    from ..data.folder import FolderDataset
 
-    dataset = FolderDataset(d.path)
-    by_k: dict[int, list[int]] = {}
-    for i in range(len(dataset)):
-        by_k.setdefault(dataset.num_foregrounds(i), []).append(i)
+class FolderClips:
+    """(index, K) -> the samples with K foregrounds of a dataset folder, in turn."""
 
-    def folder(index: int, k: int) -> LayeredVideo:
-        if k not in by_k:
-            raise ValueError(f"{d.path} has no sample with {k} foreground(s); set data.num_foregrounds to "
-                             f"{sorted(by_k)}")
-        items = by_k[k]
-        return dataset[items[index % len(items)]]
+    def __init__(self, path: str):
+        from ..data.folder import FolderDataset
 
-    return folder
+        self.path, self.dataset = path, FolderDataset(path)
+        self.by_k: dict[int, list[int]] = {}
+        for i in range(len(self.dataset)):
+            self.by_k.setdefault(self.dataset.num_foregrounds(i), []).append(i)
+
+    def __call__(self, index: int, k: int) -> LayeredVideo:
+        if k not in self.by_k:
+            raise ValueError(f"{self.path} has no sample with {k} foreground(s); set data.num_foregrounds to "
+                             f"{sorted(self.by_k)}")
+        items = self.by_k[k]
+        return self.dataset[items[index % len(items)]]
+
+
+def build_data(cfg: TrainConfig) -> WorldClips | FolderClips:
+    """A picklable function (index, num_foregrounds) -> LayeredVideo for the configured source."""
+    return WorldClips(cfg.data) if cfg.data.kind == "world" else FolderClips(cfg.data.path)
 
 
 def train_from_config(path: str | Path) -> Path:
