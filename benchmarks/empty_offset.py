@@ -19,7 +19,7 @@ import torch
 
 from layert2v.data.world import generate_clip
 from layert2v.layout import LayerLayout
-from layert2v.models.vae import encode_rgb
+from layert2v.models.vae import empty_latent
 from layert2v.training.trainer import encode_layers
 
 
@@ -29,7 +29,7 @@ def measure(model: Path, n: int, levels: tuple[float, ...] = (0.3, 0.6, 0.9)) ->
 
     pipe = LayerT2VPipeline.from_pretrained(model)
     cfg = pipe.config
-    black = encode_rgb(pipe.vae, torch.zeros(1, 3, cfg.num_frames, cfg.height, cfg.width))
+    black = empty_latent(pipe.vae, cfg.num_frames, cfg.height, cfg.width)
     results = {}
     for k in range(1, pipe.max_foregrounds + 1):
         layout = LayerLayout(k)

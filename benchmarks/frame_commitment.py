@@ -25,7 +25,7 @@ import torch
 
 from layert2v.data.world import heldout_prompts, render
 from layert2v.layout import LayerLayout
-from layert2v.models.vae import encode_rgb
+from layert2v.models.vae import empty_latent, encode_rgb
 from layert2v.training.trainer import to_tensor
 
 
@@ -68,7 +68,7 @@ def measure(model: Path, n: int, frames: int, size: int, seed: int = 0) -> dict[
     from layert2v.pipeline import LayerT2VPipeline
 
     pipe = LayerT2VPipeline.from_pretrained(model)
-    empty = encode_rgb(pipe.vae, torch.zeros(1, 3, frames, size, size, dtype=pipe.vae.dtype)).float()
+    empty = empty_latent(pipe.vae, frames, size, size)
     original = pipe.guided_velocity
     history: list[tuple[float, np.ndarray]] = []
 

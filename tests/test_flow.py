@@ -111,7 +111,7 @@ def test_world_clips_composite_in_the_shipped_vae_latent_space():
     from diffusers import AutoencoderKLWan
 
     from layert2v.data.world import generate_clip
-    from layert2v.models.vae import AlphaPath, encode_rgb
+    from layert2v.models.vae import AlphaPath, empty_latent
     from layert2v.training.trainer import encode_layers
 
     root = Path(__file__).resolve().parents[1] / "layert2v" / "weights" / "world"
@@ -121,7 +121,7 @@ def test_world_clips_composite_in_the_shipped_vae_latent_space():
     clips = [generate_clip(9000 + i, num_frames=9, height=64, width=64, num_foregrounds=3) for i in range(4)]
     with torch.no_grad():
         parts = layout.split(encode_layers(vae, alpha_path, clips, layout, torch.device("cpu")))
-        empty = encode_rgb(vae, torch.zeros(1, 3, 9, 64, 64))
+        empty = empty_latent(vae, 9, 64, 64)
     alphas = torch.stack([torch.stack([torch.from_numpy(a) for a in c.alphas]) for c in clips]).float()
     small = [downsample_alpha(alphas[:, k : k + 1], tuple(parts["full"].shape[2:])) for k in range(3)]
     error = (composite_latents(parts, small, layout, empty) - parts["full"]).pow(2).mean().item()

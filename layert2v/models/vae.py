@@ -45,6 +45,14 @@ def encode_rgb(vae: AutoencoderKLWan, video: torch.Tensor) -> torch.Tensor:
     return (mu - mean) / std
 
 
+@torch.no_grad()
+def empty_latent(vae: AutoencoderKLWan, num_frames: int, height: int, width: int) -> torch.Tensor:
+    """The normalised latent (1, z, T', H', W') of an all-black clip: what a premultiplied foreground's latent is
+    outside its object, and L_cons's empty layer (see ``flow.composite_latents``). Not 0 for a trained VAE."""
+    black = torch.zeros(1, 3, num_frames, height, width, device=vae.device, dtype=vae.dtype)
+    return encode_rgb(vae, black).float()
+
+
 def decode_unclamped(vae: AutoencoderKLWan, z: torch.Tensor) -> torch.Tensor:
     """``vae.decode(z)`` without its final clamp to [-1, 1], for training losses.
 

@@ -36,7 +36,14 @@ from ..layer_weights import add_transformer_lora, export_layer_weights, merge_tr
 from ..layout import FULL, LayerLayout
 from ..models.text import TextEncoder
 from ..models.transformer import LayeredWanTransformer
-from ..models.vae import AlphaPath, alpha_reconstruction_loss, decode_unclamped, encode_rgb, init_from_scratch
+from ..models.vae import (
+    AlphaPath,
+    alpha_reconstruction_loss,
+    decode_unclamped,
+    empty_latent,
+    encode_rgb,
+    init_from_scratch,
+)
 from ..pipeline import PIPELINE_FILE, PipelineConfig
 from ..utils import atomic_directory
 from ..video import LayeredVideo
@@ -294,11 +301,9 @@ class Trainer:
                                  empty_latent=self.empty_latent(tuple(alphas.shape[2:])))
 
     def empty_latent(self, frames_hw: tuple[int, int, int]) -> torch.Tensor:
-        """The latent of an all-black clip of (T, H, W) frames, encoded once (L_cons's empty layer)."""
+        """L_cons's empty layer for clips of (T, H, W) frames, encoded once per shape."""
         if frames_hw not in self._empty_latents:
-            black = torch.zeros(1, 3, *frames_hw, device=self.accelerator.device)
-            with torch.no_grad():
-                self._empty_latents[frames_hw] = encode_rgb(self.vae, black).float()
+            self._empty_latents[frames_hw] = empty_latent(self.vae, *frames_hw)
         return self._empty_latents[frames_hw]
 
     # ------------------------------------------------------------------- train
