@@ -141,8 +141,8 @@ def test_cache_encodes_a_clip_on_first_use_only(tmp_path, toy_data, monkeypatch)
     """Without fill_cache (a stage that only evaluates, or the ablation's shared dict), clips encode lazily."""
     trainer = Trainer(config(tmp_path, data={"cache": 2}))
     calls = []
-    original = trainer_module.encode_layers
-    monkeypatch.setattr(trainer_module, "encode_layers", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = trainer_module.encode_layer_tensors
+    monkeypatch.setattr(trainer_module, "encode_layer_tensors", lambda *a, **k: calls.append(1) or original(*a, **k))
     first = trainer.encoded(5, 1)  # clip 5 % 2 = 1
     assert calls == [1] and trainer.encoded(3, 1) is first and calls == [1]
     trainer.encoded(4, 1)  # clip 0: a new one
@@ -154,7 +154,7 @@ def test_fill_cache_encodes_every_foreground_count_and_prompt_up_front(tmp_path,
     trainer.fill_cache(batch=2)  # 3 clips per count: a batch of 2 and a batch of 1
     assert sorted(trainer._encoded) == [(i, k) for i in range(3) for k in (1, 2)]
     for (i, k), clip in trainer._encoded.items():
-        alone = trainer._encode([trainer.data(i, k)], k)[0]
+        alone = trainer._encode([trainer.clip_tensors(i, k)], k)[0]
         assert clip.prompts == alone.prompts and torch.equal(clip.alphas, alone.alphas)
         assert torch.allclose(clip.latents, alone.latents, atol=1e-5)  # batched = one at a time
         assert clip.latents.shape[2] % LayerLayout(k).num_segments == 0  # K + 2 RGB + K alpha segments
@@ -162,12 +162,12 @@ def test_fill_cache_encodes_every_foreground_count_and_prompt_up_front(tmp_path,
     assert prompts <= set(trainer._prompt_cache)
     calls = []
     trainer.text_encoder.encode = lambda ps: calls.append(ps)
-    trainer_module_encode = trainer_module.encode_layers
-    trainer_module.encode_layers = lambda *a, **k: calls.append(a)
+    trainer_module_encode = trainer_module.encode_layer_tensors
+    trainer_module.encode_layer_tensors = lambda *a, **k: calls.append(a)
     try:
         trainer.loss(0)
     finally:
-        trainer_module.encode_layers = trainer_module_encode
+        trainer_module.encode_layer_tensors = trainer_module_encode
     assert calls == []  # a step encodes nothing: no text, no VAE
 
 

@@ -62,17 +62,37 @@ class EncodedClip:
     prompts: list[str]  # layout.prompt_names order
 
 
-class _Clips(Dataset):
-    """The clips ``data(i, k)`` for the given indices, so DataLoader workers can make them."""
+@dataclass
+class ClipTensors:
+    """A clip as the VAE encodes it, made where the clip is made: DataLoader workers hand tensors to the main
+    process through shared memory, while numpy arrays would be pickled through a pipe (about 2.6 MB a clip)."""
 
-    def __init__(self, data: Any, indices: list[int], k: int):
-        self.data, self.indices, self.k = data, indices, k
+    rgb: torch.Tensor  # (2 + K, 3, T, H, W) in [0, 1]: full, background, premultiplied foregrounds; (1, ...) t2v
+    alphas: torch.Tensor  # (K, 1, T, H, W); (0,) when only the full video is needed
+    prompts: dict[str, Any]  # the clip's full / background / foreground prompts
+
+
+def clip_tensors(sample: LayeredVideo, with_layers: bool = True) -> ClipTensors:
+    """``sample`` -> the tensors to encode; ``with_layers=False`` keeps the full video only (stage t2v)."""
+    k = sample.num_foregrounds
+    layers = (sample.full, sample.background, *(sample.premultiplied(i) for i in range(1, k + 1)))
+    rgb = torch.cat([to_tensor(x) for x in (layers if with_layers else layers[:1])])
+    alphas = (torch.cat([to_tensor(a[..., None]) for a in sample.alphas]) if with_layers
+              else torch.empty(0))
+    return ClipTensors(rgb, alphas, sample.prompts)
+
+
+class _Clips(Dataset):
+    """The clips ``data(i, k)`` for the given indices, as ClipTensors, so DataLoader workers can make them."""
+
+    def __init__(self, data: Any, indices: list[int], k: int, with_layers: bool):
+        self.data, self.indices, self.k, self.with_layers = data, indices, k, with_layers
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, j: int) -> LayeredVideo:
-        return self.data(self.indices[j], self.k)
+    def __getitem__(self, j: int) -> ClipTensors:
+        return clip_tensors(self.data(self.indices[j], self.k), self.with_layers)
 
 
 class Trainer:
@@ -194,27 +214,28 @@ class Trainer:
         """A clip's latents for the transformer stages; with ``data.cache`` = N, clip ``index % N`` encoded once."""
         n = self.cfg.data.cache
         if not n:
-            return self._encode([self.data(index, k)], k)[0]
+            return self._encode([self.clip_tensors(index, k)], k)[0]
         if (index % n, k) not in self._encoded:
-            self._encoded[(index % n, k)] = self._encode([self.data(index % n, k)], k)[0]
+            self._encoded[(index % n, k)] = self._encode([self.clip_tensors(index % n, k)], k)[0]
         return self._encoded[(index % n, k)]
 
-    def _encode(self, samples: list[LayeredVideo], k: int) -> list[EncodedClip]:
+    def clip_tensors(self, index: int, k: int) -> ClipTensors:
+        return clip_tensors(self.data(index, k), with_layers=self.cfg.stage == "layered")
+
+    def _encode(self, clips: list[ClipTensors], k: int) -> list[EncodedClip]:
         """VAE-encode clips in one batch (a GPU encodes a batch in about the time of one clip)."""
         layout = LayerLayout(k, conditions=self.cfg.conditions)
         dev = self.accelerator.device
         with torch.no_grad():
             if self.cfg.stage == "t2v":
-                latents = encode_rgb(self.vae, torch.cat([to_tensor(s.full) for s in samples]).to(dev))
+                latents = encode_rgb(self.vae, torch.cat([c.rgb[:1] for c in clips]).to(dev))
             else:
-                latents = encode_layers(self.vae, self.alpha_path, samples, layout, dev)
+                latents = encode_layer_tensors(self.vae, self.alpha_path, clips, layout, dev)
         latents = latents.cpu()  # host memory: a step moves only its batch to the device
-        no_alphas = torch.empty(0, dtype=torch.float16)  # stage t2v never reads them
-        return [EncodedClip(latents[j:j + 1],
-                            torch.from_numpy(np.stack(s.alphas)).half() if self.cfg.stage == "layered" else no_alphas,
-                            layout.layer_prompts(s.prompts["full"], s.prompts["background"],
-                                                 s.prompts["foregrounds"]))
-                for j, s in enumerate(samples)]
+        return [EncodedClip(latents[j:j + 1], c.alphas[:, 0].half() if self.cfg.stage == "layered" else c.alphas,
+                            layout.layer_prompts(c.prompts["full"], c.prompts["background"],
+                                                 c.prompts["foregrounds"]))
+                for j, c in enumerate(clips)]
 
     def fill_cache(self, batch: int | None = None) -> None:
         """Encode the ``data.cache`` clips of every foreground count, and their prompts, before the first step,
@@ -229,8 +250,8 @@ class Trainer:
         total = sum(len(indices) for indices in missing.values())
         bar = tqdm(total=total, desc="encode clips", disable=not total or not self.accelerator.is_local_main_process)
         for k, indices in missing.items():
-            loader = DataLoader(_Clips(self.data, indices, k), batch_size=batch, num_workers=self.cfg.data.workers,
-                                collate_fn=list)
+            loader = DataLoader(_Clips(self.data, indices, k, with_layers=self.cfg.stage == "layered"),
+                                batch_size=batch, num_workers=self.cfg.data.workers, collate_fn=list)
             for start, samples in zip(range(0, len(indices), batch), loader):
                 for i, clip in zip(indices[start:start + batch], self._encode(samples, k)):
                     self._encoded[(i, k)] = clip
@@ -444,12 +465,15 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
 def encode_layers(vae: AutoencoderKLWan, alpha_path: AlphaPath, samples: list[LayeredVideo], layout: LayerLayout,
                   device: torch.device) -> torch.Tensor:
     """GT layers -> layout-concatenated latents (B, C, S*T', H', W'); foregrounds premultiplied (eq. 3)."""
+    return encode_layer_tensors(vae, alpha_path, [clip_tensors(s) for s in samples], layout, device)
+
+
+def encode_layer_tensors(vae: AutoencoderKLWan, alpha_path: AlphaPath, clips: list[ClipTensors],
+                         layout: LayerLayout, device: torch.device) -> torch.Tensor:
+    """:func:`encode_layers` on clips already made into tensors: one RGB and one alpha encode for the batch."""
     k = layout.num_foregrounds
-    rgb = torch.cat([to_tensor(x) for s in samples
-                     for x in (s.full, s.background, *(s.premultiplied(i) for i in range(1, k + 1)))]).to(device)
-    rgb_lat = encode_rgb(vae, rgb).unflatten(0, (len(samples), 2 + k))
-    alphas = torch.cat([to_tensor(a[..., None]) for s in samples for a in s.alphas]).to(device)
-    alpha_lat = alpha_path.encode(vae, alphas).unflatten(0, (len(samples), k))
+    rgb_lat = encode_rgb(vae, torch.cat([c.rgb for c in clips]).to(device)).unflatten(0, (len(clips), 2 + k))
+    alpha_lat = alpha_path.encode(vae, torch.cat([c.alphas for c in clips]).to(device)).unflatten(0, (len(clips), k))
     parts = {"full": rgb_lat[:, 0], "background": rgb_lat[:, 1]}
     for i in range(1, k + 1):
         parts[f"foreground_{i}"] = rgb_lat[:, 1 + i]
