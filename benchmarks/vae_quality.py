@@ -2,6 +2,9 @@
 transformer generates, since every layer it makes is decoded by them. Two temporal rows: the worst frame's
 full-clip PSNR, and how much an error in one latent frame reaches the next one's frames through the causal
 decoder (noise of std 0.3 added to latent frame k; PSNR of latent frame k+1's frames against the clean decode).
+Two reader rows: the share of objects whose shape and motion world_quality's readers still read right from a
+round-tripped matte (through the alpha path, and through the plain RGB VAE as a grey video), i.e. the ceiling of
+world_quality's fg shape and motion for any transformer on top of this VAE.
 
     python benchmarks/vae_quality.py --model layert2v/weights/world --n 16
 """
@@ -24,11 +27,15 @@ from layert2v.training.trainer import to_tensor
 
 @torch.no_grad()
 def measure(model: Path, n: int, frames: int, size: int) -> dict[str, float]:
+    from world_quality import read_motion, read_shape  # the benchmark whose ceiling the reader rows give
+
     vae = AutoencoderKLWan.from_pretrained(model / "vae", torch_dtype=torch.float32).eval()
     alpha_path = AlphaPath.from_pretrained(model / "alpha_path").float().eval()
     scores: dict[str, list[float]] = {"full": [], "background": [], "foreground (premultiplied)": [],
                                       "alpha": [], "alpha IoU@0.5": [], "full, worst frame": [],
-                                      "error carried to the next latent frame": []}
+                                      "error carried to the next latent frame": [],
+                                      "shape read after the alpha path": [], "shape read after the RGB VAE": [],
+                                      "motion read after the alpha path": []}
     generator = torch.Generator().manual_seed(0)
     for spec in heldout_prompts(n, seed=0, num_frames=frames, height=size, width=size):
         clip = render(spec)
@@ -46,6 +53,13 @@ def measure(model: Path, n: int, frames: int, size: int) -> dict[str, float]:
         rec = alpha_path.decode(vae, alpha_path.encode(vae, a)).numpy()
         scores["alpha"].append(psnr(rec, a.numpy()))
         scores["alpha IoU@0.5"].append(iou(rec, a.numpy()))
+        mattes = torch.stack([torch.from_numpy(m) for m in clip.alphas])[:, None]
+        through_path = alpha_path.decode(vae, alpha_path.encode(vae, mattes))[:, 0].numpy()
+        through_rgb = decode_rgb(vae, encode_rgb(vae, mattes.expand(-1, 3, -1, -1, -1))).mean(1).numpy()
+        for obj, path_matte, rgb_matte in zip(spec.objects, through_path, through_rgb):
+            scores["shape read after the alpha path"].append(read_shape(path_matte) == obj.shape)
+            scores["shape read after the RGB VAE"].append(read_shape(rgb_matte) == obj.shape)
+            scores["motion read after the alpha path"].append(read_motion(path_matte) == obj.motion)
     return {k: float(np.mean(v)) for k, v in scores.items()}
 
 
@@ -82,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| {args.model} ({args.n} held-out clips, {args.frames}x{args.size}x{args.size}) | value |")
     print("|---|---|")
     for key, value in result.items():
-        print(f"| {key} | {value:.3f} |" if "IoU" in key else f"| {key} PSNR (dB) | {value:.1f} |")
+        exact = "IoU" in key or "read" in key
+        print(f"| {key} | {value:.3f} |" if exact else f"| {key} PSNR (dB) | {value:.1f} |")
     return 0
 
 

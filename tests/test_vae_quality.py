@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import AutoencoderKLWan
 from helpers import TINY_VAE
@@ -43,3 +44,16 @@ def test_carried_error_is_finite_and_grows_with_the_noise():
         small = vae_quality.carried_error(vae, z, clean, torch.Generator().manual_seed(1), sigma=0.01)
         large = vae_quality.carried_error(vae, z, clean, torch.Generator().manual_seed(1), sigma=3.0)
     assert 0 < large < small < 100
+
+
+def test_measure_reads_shape_and_motion_through_a_saved_vae(tmp_path, tiny_pipeline, monkeypatch):
+    """measure() end to end on a tiny saved VAE and alpha path: every row present, the reader rows fractions."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # measure() imports world_quality's readers
+    tiny_pipeline.vae.save_pretrained(tmp_path / "vae")
+    tiny_pipeline.alpha_path.save_pretrained(tmp_path / "alpha_path")
+    result = vae_quality.measure(tmp_path, n=2, frames=5, size=32)
+    readers = [k for k in result if "read" in k]
+    assert readers == ["shape read after the alpha path", "shape read after the RGB VAE",
+                       "motion read after the alpha path"]
+    assert all(0.0 <= result[k] <= 1.0 for k in readers)
+    assert all(np.isfinite(v) for v in result.values()) and len(result) == 10
