@@ -201,7 +201,7 @@ def test_shipped_configs_validate_and_chain():
     for path in paths:
         TrainConfig.from_yaml(path)
     outputs = set()
-    for path in sorted((root / "world").glob("*.yaml")):
+    for path in sorted((root / "world").glob("*.yaml"), key=lambda p: int(p.name.split("_")[0])):  # step order
         cfg = TrainConfig.from_yaml(path)
         if cfg.init is not None:
             assert cfg.init.removesuffix("/final") in outputs, f"{path.name} starts from {cfg.init}"
