@@ -154,7 +154,7 @@ def test_fill_cache_encodes_every_foreground_count_and_prompt_up_front(tmp_path,
     trainer.fill_cache(batch=2)  # 3 clips per count: a batch of 2 and a batch of 1
     assert sorted(trainer._encoded) == [(i, k) for i in range(3) for k in (1, 2)]
     for (i, k), clip in trainer._encoded.items():
-        alone = trainer._encode([trainer.clip_tensors(i, k)], k)[0]
+        alone = trainer._encode(trainer.clip_batch([i], k), k)[0]
         assert clip.prompts == alone.prompts and torch.equal(clip.alphas, alone.alphas)
         assert torch.allclose(clip.latents, alone.latents, atol=1e-5)  # batched = one at a time
         assert clip.latents.shape[2] % LayerLayout(k).num_segments == 0  # K + 2 RGB + K alpha segments
@@ -189,6 +189,24 @@ def test_cache_made_by_worker_processes_equals_one_made_here(tmp_path):
     assert here.loss(0)["loss"].item() == workers.loss(0)["loss"].item()
     with pytest.raises(ValueError, match="data.workers"):
         config(tmp_path, data={"workers": -1})
+
+
+def test_fresh_clips_made_ahead_by_workers_train_as_clips_made_here(tmp_path, monkeypatch):
+    """data.cache 0: workers make each step's fresh clips ahead (one VAE call a batch); the losses equal those of
+    clips made and encoded one at a time in this process, and no prompt is kept."""
+    def trainer(name, workers):
+        return Trainer(config(tmp_path / name, max_foregrounds=2, train={"batch_size": 2},
+                              data={"kind": "world", "height": 32, "width": 32, "seed": 5, "cache": 0,
+                                    "num_foregrounds": [1, 2], "workers": workers}))
+
+    ahead = trainer("ahead", 2)
+    streamed = [r["loss"] for r in ahead.train(max_steps=3)]
+    assert ahead._prompt_cache == {} and ahead._prefetched is None
+    here = trainer("here", 0)
+    monkeypatch.setattr(here, "step_batches", lambda start, end: None)
+    one_by_one = [r["loss"] for r in here.train(max_steps=3)]
+    assert streamed == pytest.approx(one_by_one, rel=1e-4)
+    assert len({round(x, 6) for x in streamed}) == 3  # three different batches, not one repeated
 
 
 def test_shipped_configs_validate_and_chain():

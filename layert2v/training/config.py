@@ -21,9 +21,10 @@ class DataConfig:
     num_foregrounds: list[int] = field(default_factory=lambda: [1, 1])  # [min, max] per sample
     seed: int = 0
     # t2v/layered: reuse N distinct clips per foreground count, VAE-encoded in batches before the first step
-    # (0: a new clip every sample). Encoding dominates a small model's step; the trade is less data variety.
+    # (0: fresh clips every step, encoded each step). Encoding dominates a small model's step; the trade is less
+    # data variety.
     cache: int = 0
-    workers: int = 0  # processes making clips for the cache (DataLoader num_workers); 0: this process
+    workers: int = 0  # processes making clips (DataLoader num_workers): the cache's, or each step's; 0: this one
 
 
 @dataclass

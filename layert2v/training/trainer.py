@@ -14,6 +14,7 @@ would have been.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -63,36 +64,71 @@ class EncodedClip:
 
 
 @dataclass
-class ClipTensors:
-    """A clip as the VAE encodes it, made where the clip is made: DataLoader workers hand tensors to the main
-    process through shared memory, while numpy arrays would be pickled through a pipe (about 2.6 MB a clip)."""
+class ClipBatch:
+    """Clips as the VAE encodes them, stacked where they are made. DataLoader workers hand the main process one
+    tensor per field through shared memory: numpy arrays would be pickled through a pipe (about 2.6 MB a clip),
+    and stacking 128 clips there takes about as long as a GPU step."""
 
-    rgb: torch.Tensor  # (2 + K, 3, T, H, W) in [0, 1]: full, background, premultiplied foregrounds; (1, ...) t2v
-    alphas: torch.Tensor  # (K, 1, T, H, W); (0,) when only the full video is needed
-    prompts: dict[str, Any]  # the clip's full / background / foreground prompts
+    rgb: torch.Tensor  # (B, 2 + K, 3, T, H, W) in [0, 1]: full, background, premultiplied foregrounds; (B, 1, ...)
+    alphas: torch.Tensor  # (B, K, 1, T, H, W); (B, 0) when only the full video is needed (stage t2v)
+    prompts: list[dict[str, Any]]  # each clip's full / background / foreground prompts
 
 
-def clip_tensors(sample: LayeredVideo, with_layers: bool = True) -> ClipTensors:
-    """``sample`` -> the tensors to encode; ``with_layers=False`` keeps the full video only (stage t2v)."""
-    k = sample.num_foregrounds
-    layers = (sample.full, sample.background, *(sample.premultiplied(i) for i in range(1, k + 1)))
-    rgb = torch.cat([to_tensor(x) for x in (layers if with_layers else layers[:1])])
-    alphas = (torch.cat([to_tensor(a[..., None]) for a in sample.alphas]) if with_layers
-              else torch.empty(0))
-    return ClipTensors(rgb, alphas, sample.prompts)
+def clip_batch(samples: list[LayeredVideo], with_layers: bool = True) -> ClipBatch:
+    """Clips with one foreground count -> a ClipBatch; ``with_layers=False`` keeps the full videos only."""
+    k = samples[0].num_foregrounds
+    frames = samples[0].full.shape[:3]
+    rgb = torch.empty(len(samples), 2 + k if with_layers else 1, 3, *frames)
+    alphas = torch.empty(len(samples), k, 1, *frames) if with_layers else torch.empty(len(samples), 0)
+    for b, s in enumerate(samples):
+        layers = (s.full, s.background, *(s.premultiplied(i) for i in range(1, k + 1)))
+        for i, x in enumerate(layers[:rgb.shape[1]]):
+            rgb[b, i] = torch.from_numpy(x).permute(3, 0, 1, 2)
+        for i in range(alphas.shape[1]):
+            alphas[b, i, 0] = torch.from_numpy(s.alphas[i])
+    return ClipBatch(rgb, alphas, [s.prompts for s in samples])
 
 
 class _Clips(Dataset):
-    """The clips ``data(i, k)`` for the given indices, as ClipTensors, so DataLoader workers can make them."""
+    """The clips ``data(i, k)`` for the given indices, so DataLoader workers can make (and stack) them."""
 
-    def __init__(self, data: Any, indices: list[int], k: int, with_layers: bool):
-        self.data, self.indices, self.k, self.with_layers = data, indices, k, with_layers
+    def __init__(self, data: Any, indices: list[int], k: int):
+        self.data, self.indices, self.k = data, indices, k
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, j: int) -> ClipTensors:
-        return clip_tensors(self.data(self.indices[j], self.k), self.with_layers)
+    def __getitem__(self, j: int) -> LayeredVideo:
+        return self.data(self.indices[j], self.k)
+
+
+def batch_indices(cfg: TrainConfig, step: int, num_processes: int = 1, process_index: int = 0
+                  ) -> tuple[list[int], int]:
+    """The data indices of a step's batch on one process and its number of foregrounds (one K per batch)."""
+    k = random.Random(cfg.data.seed * 1_000_003 + step).randint(*cfg.data.num_foregrounds)
+    size = cfg.train.batch_size
+    first = (step * num_processes + process_index) * size
+    return [first + i for i in range(size)], k
+
+
+class _StepBatches(Dataset):
+    """Step -> (K, ClipBatch of its batch): with ``data.cache`` 0, DataLoader workers make the fresh clips of the
+    coming steps while the current one trains."""
+
+    def __init__(self, data: Any, cfg: TrainConfig, num_processes: int, process_index: int):
+        self.data, self.cfg = data, cfg
+        self.num_processes, self.process_index = num_processes, process_index
+
+    def __len__(self) -> int:
+        return self.cfg.train.steps
+
+    def __getitem__(self, step: int) -> tuple[int, ClipBatch]:
+        indices, k = batch_indices(self.cfg, step, self.num_processes, self.process_index)
+        return k, clip_batch([self.data(i, k) for i in indices], with_layers=self.cfg.stage == "layered")
+
+
+def _as_is(item: Any) -> Any:
+    return item
 
 
 class Trainer:
@@ -109,6 +145,7 @@ class Trainer:
             self.text_encoder.model.to(self.accelerator.device)
         self._prompt_cache: dict[str, torch.Tensor] = {}
         self._encoded: dict[tuple[int, int], EncodedClip] = {}
+        self._prefetched: tuple[int, int, ClipBatch] | None = None  # (step, K, clips) from step_batches
         self._empty_latents: dict[tuple[int, int, int], torch.Tensor] = {}
         self.lora_config = None
         self.data = build_data(config)
@@ -189,6 +226,12 @@ class Trainer:
 
     # -------------------------------------------------------------------- data
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """(P,) prompts -> (P, L, D) on the training device. Cached clips' prompts are encoded once and kept;
+        fresh clips' are encoded each step (not kept: their number grows without bound)."""
+        if not self.cfg.data.cache:
+            unique = list(dict.fromkeys(prompts))
+            where = {p: i for i, p in enumerate(unique)}
+            return self.text_encoder.encode(unique)[[where[p] for p in prompts]].to(self.accelerator.device)
         self._cache_prompts(prompts)
         return torch.stack([self._prompt_cache[p] for p in prompts]).to(self.accelerator.device)
 
@@ -199,12 +242,27 @@ class Trainer:
                 self._prompt_cache[p] = e.cpu()  # held in host memory, as the clip cache
 
     def batch_indices(self, step: int) -> tuple[list[int], int]:
-        """The data indices of a step's batch and its number of foregrounds (one K per batch)."""
-        cfg = self.cfg
-        k = random.Random(cfg.data.seed * 1_000_003 + step).randint(*cfg.data.num_foregrounds)
-        size = cfg.train.batch_size
-        first = (step * self.accelerator.num_processes + self.accelerator.process_index) * size
-        return [first + i for i in range(size)], k
+        """The data indices of a step's batch on this process and its number of foregrounds."""
+        return batch_indices(self.cfg, step, self.accelerator.num_processes, self.accelerator.process_index)
+
+    def step_batches(self, start: int, end: int) -> DataLoader | None:
+        """Steps ``start .. end - 1``'s fresh clips, made ahead by ``data.workers`` processes; None with a cache
+        (or outside the transformer stages), where ``loss`` reads cached latents."""
+        if self.cfg.data.cache or self.cfg.stage not in TRANSFORMER_STAGES:
+            return None
+        steps = _StepBatches(self.data, self.cfg, self.accelerator.num_processes, self.accelerator.process_index)
+        return DataLoader(steps, sampler=range(start, end), batch_size=None, collate_fn=_as_is,
+                          num_workers=self.cfg.data.workers)
+
+    def step_clips(self, step: int) -> list[EncodedClip]:
+        """The encoded clips of a step's batch: made ahead by the workers (one VAE call for the batch) when
+        ``train`` streams them, else from the cache or made here one at a time. Either way the same latents."""
+        indices, k = self.batch_indices(step)
+        if self._prefetched is not None and self._prefetched[0] == step:
+            made = self._prefetched[2]
+            self._prefetched = None
+            return self._encode(made, k)
+        return [self.encoded(i, k) for i in indices]
 
     def batch(self, step: int) -> list[LayeredVideo]:
         indices, k = self.batch_indices(step)
@@ -214,28 +272,29 @@ class Trainer:
         """A clip's latents for the transformer stages; with ``data.cache`` = N, clip ``index % N`` encoded once."""
         n = self.cfg.data.cache
         if not n:
-            return self._encode([self.clip_tensors(index, k)], k)[0]
+            return self._encode(self.clip_batch([index], k), k)[0]
         if (index % n, k) not in self._encoded:
-            self._encoded[(index % n, k)] = self._encode([self.clip_tensors(index % n, k)], k)[0]
+            self._encoded[(index % n, k)] = self._encode(self.clip_batch([index % n], k), k)[0]
         return self._encoded[(index % n, k)]
 
-    def clip_tensors(self, index: int, k: int) -> ClipTensors:
-        return clip_tensors(self.data(index, k), with_layers=self.cfg.stage == "layered")
+    def clip_batch(self, indices: list[int], k: int) -> ClipBatch:
+        return clip_batch([self.data(i, k) for i in indices], with_layers=self.cfg.stage == "layered")
 
-    def _encode(self, clips: list[ClipTensors], k: int) -> list[EncodedClip]:
+    def _encode(self, clips: ClipBatch, k: int) -> list[EncodedClip]:
         """VAE-encode clips in one batch (a GPU encodes a batch in about the time of one clip)."""
         layout = LayerLayout(k, conditions=self.cfg.conditions)
         dev = self.accelerator.device
         with torch.no_grad():
             if self.cfg.stage == "t2v":
-                latents = encode_rgb(self.vae, torch.cat([c.rgb[:1] for c in clips]).to(dev))
+                latents = encode_rgb(self.vae, clips.rgb[:, 0].to(dev))
             else:
                 latents = encode_layer_tensors(self.vae, self.alpha_path, clips, layout, dev)
         latents = latents.cpu()  # host memory: a step moves only its batch to the device
-        return [EncodedClip(latents[j:j + 1], c.alphas[:, 0].half() if self.cfg.stage == "layered" else c.alphas,
-                            layout.layer_prompts(c.prompts["full"], c.prompts["background"],
-                                                 c.prompts["foregrounds"]))
-                for j, c in enumerate(clips)]
+        layered = self.cfg.stage == "layered"
+        no_alphas = torch.empty(0, dtype=torch.float16)  # stage t2v never reads them
+        return [EncodedClip(latents[j:j + 1], clips.alphas[j, :, 0].half() if layered else no_alphas,
+                            layout.layer_prompts(p["full"], p["background"], p["foregrounds"]))
+                for j, p in enumerate(clips.prompts)]
 
     def fill_cache(self, batch: int | None = None) -> None:
         """Encode the ``data.cache`` clips of every foreground count, and their prompts, before the first step,
@@ -250,12 +309,13 @@ class Trainer:
         total = sum(len(indices) for indices in missing.values())
         bar = tqdm(total=total, desc="encode clips", disable=not total or not self.accelerator.is_local_main_process)
         for k, indices in missing.items():
-            loader = DataLoader(_Clips(self.data, indices, k, with_layers=self.cfg.stage == "layered"),
-                                batch_size=batch, num_workers=self.cfg.data.workers, collate_fn=list)
+            stack = functools.partial(clip_batch, with_layers=self.cfg.stage == "layered")  # in the workers
+            loader = DataLoader(_Clips(self.data, indices, k), batch_size=batch, num_workers=self.cfg.data.workers,
+                                collate_fn=stack)
             for start, samples in zip(range(0, len(indices), batch), loader):
                 for i, clip in zip(indices[start:start + batch], self._encode(samples, k)):
                     self._encoded[(i, k)] = clip
-                bar.update(len(samples))
+                bar.update(len(samples.prompts))
         bar.close()
         prompts = list(dict.fromkeys([""] + [p for c in self._encoded.values() for p in c.prompts]))
         for start in range(0, len(prompts), 256):
@@ -279,8 +339,8 @@ class Trainer:
             pred = self.model(self.vae, alphas)
             loss = alpha_reconstruction_loss(pred, alphas, self.cfg.loss.lambda_edge, self.cfg.loss.lambda_struct)
             return {"loss": loss}
-        indices, k = self.batch_indices(step)
-        clips = [self.encoded(i, k) for i in indices]
+        clips = self.step_clips(step)
+        k = self.batch_indices(step)[1]
         if stage == "t2v":
             z0 = torch.cat([c.latents for c in clips]).to(dev)
             full = LayerLayout(k).prompt_names.index(FULL)
@@ -339,8 +399,12 @@ class Trainer:
                    disable=not self.accelerator.is_local_main_process)
         log_file = self.out / "loss_log.jsonl"
         self.out.mkdir(parents=True, exist_ok=True)
+        loader = self.step_batches(self.step, end)
+        batches = iter(loader) if loader is not None else None
         while self.step < end:
             start = time.perf_counter()
+            if batches is not None:
+                self._prefetched = (self.step, *next(batches))
             losses = self.loss(self.step)
             self.optimizer.zero_grad(set_to_none=True)
             self.accelerator.backward(losses["loss"])
@@ -465,15 +529,15 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
 def encode_layers(vae: AutoencoderKLWan, alpha_path: AlphaPath, samples: list[LayeredVideo], layout: LayerLayout,
                   device: torch.device) -> torch.Tensor:
     """GT layers -> layout-concatenated latents (B, C, S*T', H', W'); foregrounds premultiplied (eq. 3)."""
-    return encode_layer_tensors(vae, alpha_path, [clip_tensors(s) for s in samples], layout, device)
+    return encode_layer_tensors(vae, alpha_path, clip_batch(samples), layout, device)
 
 
-def encode_layer_tensors(vae: AutoencoderKLWan, alpha_path: AlphaPath, clips: list[ClipTensors],
-                         layout: LayerLayout, device: torch.device) -> torch.Tensor:
-    """:func:`encode_layers` on clips already made into tensors: one RGB and one alpha encode for the batch."""
-    k = layout.num_foregrounds
-    rgb_lat = encode_rgb(vae, torch.cat([c.rgb for c in clips]).to(device)).unflatten(0, (len(clips), 2 + k))
-    alpha_lat = alpha_path.encode(vae, torch.cat([c.alphas for c in clips]).to(device)).unflatten(0, (len(clips), k))
+def encode_layer_tensors(vae: AutoencoderKLWan, alpha_path: AlphaPath, clips: ClipBatch, layout: LayerLayout,
+                         device: torch.device) -> torch.Tensor:
+    """:func:`encode_layers` on clips already stacked: one RGB and one alpha encode for the batch."""
+    k, batch = layout.num_foregrounds, clips.rgb.shape[0]
+    rgb_lat = encode_rgb(vae, clips.rgb.flatten(0, 1).to(device)).unflatten(0, (batch, 2 + k))
+    alpha_lat = alpha_path.encode(vae, clips.alphas.flatten(0, 1).to(device)).unflatten(0, (batch, k))
     parts = {"full": rgb_lat[:, 0], "background": rgb_lat[:, 1]}
     for i in range(1, k + 1):
         parts[f"foreground_{i}"] = rgb_lat[:, 1 + i]
