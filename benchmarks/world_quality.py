@@ -360,11 +360,11 @@ def validate_readers(n: int = 200, seed: int = 0, split: str = "train", **kwargs
 
 # ----------------------------------------------------------------------------------------------- running
 def generate(pipe: Any, prompts: dict[str, Any], seed: int, *, num_frames: int = 17, height: int = 64,
-             width: int = 64) -> LayeredVideo:
+             width: int = 64, guidance_scale: float | None = None) -> LayeredVideo:
     """The one call into the model: a layered video for a case's three-level prompts."""
     return pipe(prompt=prompts["full"], background_prompt=prompts["background"],
                 foreground_prompts=list(prompts["foregrounds"]), num_frames=num_frames, height=height, width=width,
-                seed=seed, progress=False)
+                guidance_scale=guidance_scale, seed=seed, progress=False)
 
 
 def run(cases: list[ClipSpec], produce: Callable[[ClipSpec, int], LayeredVideo], seeds: int = 1
@@ -392,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's)")
     parser.add_argument("--device", default=None, help="e.g. cuda, cpu (default: cuda if available)")
     parser.add_argument("--out", type=Path, default=None, help="directory for results.json and results.md")
     args = parser.parse_args(argv)
@@ -414,9 +415,11 @@ def main(argv: list[str] | None = None) -> int:
 
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         pipe = LayerT2VPipeline.from_pretrained(args.model).to(device)
-        title = f"{args.model}, {args.split} ({args.n} cases x {args.seeds} seeds)"
+        guidance = pipe.config.guidance_scale if args.guidance is None else args.guidance
+        title = f"{args.model}, {args.split} ({args.n} cases x {args.seeds} seeds, guidance {guidance:g})"
         summary, rows = run(cases, lambda spec, s: generate(pipe, spec.prompts, s, num_frames=args.frames,
-                                                            height=args.height, width=args.width), seeds=args.seeds)
+                                                            height=args.height, width=args.width,
+                                                            guidance_scale=guidance), seeds=args.seeds)
     table = format_table(summary, title)
     print(table)
     print(f"({time.perf_counter() - start:.1f} s)")
