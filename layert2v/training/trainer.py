@@ -128,6 +128,7 @@ class _StepBatches(Dataset):
 
 
 def _as_is(item: Any) -> Any:
+    """collate_fn for items that are whole batches already (a module function, so workers can unpickle it)."""
     return item
 
 
