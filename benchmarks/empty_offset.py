@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from layert2v.data.world import generate_clip
+from layert2v.flow import NUM_TRAIN_TIMESTEPS
 from layert2v.layout import LayerLayout
 from layert2v.models.vae import empty_latent
 from layert2v.training.trainer import encode_layers
@@ -43,7 +44,7 @@ def measure(model: Path, n: int, levels: tuple[float, ...] = (0.3, 0.6, 0.9)) ->
         empty = ((truth - black).abs().amax(1, keepdim=True) < 0.2).float()
         for t in levels:
             z_t = (1 - t) * z0 + t * noise
-            v = pipe.transformer(z_t, torch.full((n, layout.num_segments), t * 1000.0), context,
+            v = pipe.transformer(z_t, torch.full((n, layout.num_segments), t * NUM_TRAIN_TIMESTEPS), context,
                                  layout=layout).sample
             x0 = layout.split(z_t - t * v)["foreground_1"]
             offset = ((x0 - black) * empty).sum((0, 2, 3, 4)) / empty.sum()

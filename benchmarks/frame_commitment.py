@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from layert2v.data.world import heldout_prompts, render
+from layert2v.flow import NUM_TRAIN_TIMESTEPS
 from layert2v.layout import LayerLayout
 from layert2v.models.vae import empty_latent, encode_rgb
 from layert2v.training.trainer import to_tensor
@@ -74,7 +75,7 @@ def measure(model: Path, n: int, frames: int, size: int, seed: int = 0) -> dict[
 
     def recording(latents, t, context, layout, guidance):
         v = original(latents, t, context, layout, guidance)
-        level = float(t) / 1000.0
+        level = float(t) / NUM_TRAIN_TIMESTEPS
         history.append((level, object_cells(layout.split(latents - level * v)["foreground_1"], empty)))
         return v
 
