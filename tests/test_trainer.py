@@ -76,6 +76,36 @@ def test_all_stages_chain_into_a_pipeline(tmp_path, toy_data):
     assert (tmp_path / "layered" / "final" / "layer_weights.safetensors").is_file()
 
 
+def test_decoder_only_stages_keep_the_latents_and_carry_the_transformer(tmp_path, toy_data):
+    """decoder_only: the VAE decoder, then the alpha path's decoder LoRA, train on a finished model; encoder,
+    latent statistics and alpha projection stay, so the carried transformer still fits the latents."""
+    Trainer(config(tmp_path, "vae", train={"steps": 1})).train()
+    Trainer(config(tmp_path, "alpha", init=str(tmp_path / "vae" / "final"), train={"steps": 1})).train()
+    Trainer(config(tmp_path, "layered", init=str(tmp_path / "alpha" / "final"), train={"steps": 1})).train()
+    model = tmp_path / "layered" / "final"
+    before = LayerT2VPipeline.from_pretrained(model)
+    decoder = Trainer(config(tmp_path, "vae", init=str(model), decoder_only=True, output_dir=str(tmp_path / "dec"),
+                             train={"steps": 2, "lr": 1e-3}))
+    assert all(n.startswith(("decoder.", "post_quant_conv.")) for n in decoder.trainable_names)
+    decoder.train()
+    alpha = Trainer(config(tmp_path, "alpha", init=str(tmp_path / "dec" / "final"), decoder_only=True,
+                           output_dir=str(tmp_path / "dec_alpha"), train={"steps": 2, "lr": 1e-3}))
+    assert alpha.trainable_names and not [n for n in alpha.trainable_names if n.startswith("projection")]
+    alpha.train()
+    after = LayerT2VPipeline.from_pretrained(tmp_path / "dec_alpha" / "final")
+    old_vae, new_vae = before.vae.state_dict(), after.vae.state_dict()
+    for name in old_vae:
+        same = torch.equal(old_vae[name], new_vae[name])
+        assert same == (not name.startswith(("decoder.", "post_quant_conv."))), name
+    assert after.vae.config.latents_mean == before.vae.config.latents_mean
+    assert after.vae.config.latents_std == before.vae.config.latents_std
+    torch.testing.assert_close(after.alpha_path.projection.weight, before.alpha_path.projection.weight)
+    assert not torch.equal(after.alpha_path.lora_up["conv_out"], before.alpha_path.lora_up["conv_out"])
+    torch.testing.assert_close(after.transformer.state_dict(), before.transformer.state_dict())
+    with pytest.raises(ValueError, match="decoder_only"):
+        config(tmp_path, "t2v", decoder_only=True, init=str(model))
+
+
 def test_stage_mismatch_and_bad_config(tmp_path, toy_data):
     Trainer(config(tmp_path, "t2v", train={"steps": 1})).train()
     with pytest.raises(ValueError, match="holds a t2v checkpoint"):
@@ -224,3 +254,16 @@ def test_shipped_configs_validate_and_chain():
         if cfg.init is not None:
             assert cfg.init.removesuffix("/final") in outputs, f"{path.name} starts from {cfg.init}"
         outputs.add(cfg.output_dir)
+
+
+def test_vae_stage_resumes_exactly_with_fresh_clips_from_a_loader(tmp_path):
+    """The vae stage's fresh clips come from a DataLoader (workers or not), and its posterior samples from torch's
+    global generator: the loader must not draw from it, or a resumed run would sample other latents."""
+    def trainer(name):
+        return Trainer(config(tmp_path / name, "vae", data={"kind": "world", "height": 16, "width": 16, "seed": 3},
+                              train={"steps": 4}))
+
+    straight = [r["loss"] for r in trainer("a").train()]
+    trainer("b").train(max_steps=2)
+    rest = [r["loss"] for r in trainer("b").train()]
+    assert rest == straight[2:]

@@ -67,6 +67,9 @@ class TrainConfig:
     layer_text_embedding: bool = False
     lora_rank: int = 0  # 0: train the whole transformer; > 0: peft LoRA on a frozen backbone
     alpha_lora_rank: int = 128
+    # vae / alpha: train only the decoder side (the VAE decoder; the alpha path's decoder LoRA) and keep the
+    # latents, so the transformer of `init` stays valid (as Stable Diffusion's fine-tuned VAE decoders)
+    decoder_only: bool = False
     conditions: list[str] = field(default_factory=list)
     prompt_dropout: float = 0.0  # share of samples trained with empty prompts, so CFG has an unconditional model
     pipeline: dict[str, Any] = field(default_factory=dict)  # sampling defaults written into the saved pipeline
@@ -104,6 +107,9 @@ class TrainConfig:
             raise ValueError(f"unknown stage {self.stage!r}; choose from {STAGES}")
         if self.stage != "vae" and not self.init and not self.model:
             raise ValueError(f"stage {self.stage} needs `init` (a previous stage's output) or `model` configs")
+        if self.decoder_only and (self.stage not in ("vae", "alpha") or not self.init):
+            raise ValueError("decoder_only fine-tunes the decoder of an existing model: it needs stage vae or "
+                             "alpha and an `init`")
         d = self.data
         if (d.frames - 1) % 4:
             raise ValueError(f"data.frames must be 4k+1, got {d.frames}")

@@ -3,6 +3,8 @@
 Stages (one YAML each, see configs/):
   vae      - the RGB VAE from scratch (only for the built-in model; real runs start from Wan's VAE)
   alpha    - LayerT2V stage 1: frozen encoder, projection head + decoder LoRA, on alpha mattes
+  (vae and alpha with ``decoder_only``: only the decoder side trains, so a transformer trained on the latents
+  stays valid; the stage's output carries the rest of its init along)
   t2v      - plain text-to-video pretraining of a Wan transformer on full clips (stands in for Wan's pretraining)
   layered  - LayerT2V stage 2 (LoRA or full fine-tune + LayerAdaLN + routing, L_FM + L_cons + L_mask) and,
              with a larger max_foregrounds, stage 3 (new LayerAdaLN rows start from the trained fg/alpha rows)
@@ -18,6 +20,7 @@ import functools
 import json
 import math
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -112,8 +115,8 @@ def batch_indices(cfg: TrainConfig, step: int, num_processes: int = 1, process_i
 
 
 class _StepBatches(Dataset):
-    """Step -> (K, ClipBatch of its batch): with ``data.cache`` 0, DataLoader workers make the fresh clips of the
-    coming steps while the current one trains."""
+    """Step -> (K, ClipBatch of its batch): DataLoader workers make the fresh clips of the coming steps while the
+    current one trains (every stage without a latent cache)."""
 
     def __init__(self, data: Any, cfg: TrainConfig, num_processes: int, process_index: int):
         self.data, self.cfg = data, cfg
@@ -124,7 +127,7 @@ class _StepBatches(Dataset):
 
     def __getitem__(self, step: int) -> tuple[int, ClipBatch]:
         indices, k = batch_indices(self.cfg, step, self.num_processes, self.process_index)
-        return k, clip_batch([self.data(i, k) for i in indices], with_layers=self.cfg.stage == "layered")
+        return k, clip_batch([self.data(i, k) for i in indices], with_layers=self.cfg.stage != "t2v")
 
 
 def _as_is(item: Any) -> Any:
@@ -176,15 +179,19 @@ class Trainer:
                 init_from_scratch(self.vae)
         if cfg.stage == "vae":
             self.model = self.vae.train()
+            if cfg.decoder_only:  # the encoder defines the latents; latents_mean/std stay as they are
+                self.vae.encoder.requires_grad_(False)
+                self.vae.quant_conv.requires_grad_(False)
             return
-        self.vae.requires_grad_(False).eval()
+        self.vae.requires_grad_(False).eval().to(self.accelerator.device)  # the alpha stage's, too
         self.alpha_path = (AlphaPath.from_pretrained(init / "alpha_path") if init and (init / "alpha_path").is_dir()
                            else AlphaPath.for_vae(self.vae, rank=cfg.alpha_lora_rank))
         if cfg.stage == "alpha":
             self.model = self.alpha_path.train()
+            if cfg.decoder_only:  # the projection head is the encoder side of the alpha latents
+                self.alpha_path.projection.requires_grad_(False)
             return
         self.alpha_path.requires_grad_(False).eval()
-        self.vae.to(self.accelerator.device)
         self.alpha_path.to(self.accelerator.device)
         if cfg.stage == "t2v":
             self.model = (WanTransformer3DModel.from_pretrained(init / "transformer")
@@ -247,39 +254,42 @@ class Trainer:
         return batch_indices(self.cfg, step, self.accelerator.num_processes, self.accelerator.process_index)
 
     def step_batches(self, start: int, end: int) -> DataLoader | None:
-        """Steps ``start .. end - 1``'s fresh clips, made ahead by ``data.workers`` processes; None with a cache
-        (or outside the transformer stages), where ``loss`` reads cached latents."""
-        if self.cfg.data.cache or self.cfg.stage not in TRANSFORMER_STAGES:
+        """Steps ``start .. end - 1``'s fresh clips, made ahead by ``data.workers`` processes; None with a latent
+        cache, where ``loss`` reads cached latents."""
+        if self.cfg.data.cache and self.cfg.stage in TRANSFORMER_STAGES:
             return None
         steps = _StepBatches(self.data, self.cfg, self.accelerator.num_processes, self.accelerator.process_index)
+        # its own generator: a loader seeds its workers from torch's global one, which the vae stage samples from
         return DataLoader(steps, sampler=range(start, end), batch_size=None, collate_fn=_as_is,
-                          num_workers=self.cfg.data.workers)
+                          num_workers=self.cfg.data.workers, generator=torch.Generator())
+
+    def step_batch(self, step: int) -> tuple[int, ClipBatch]:
+        """A step's fresh clips and their foreground count: made ahead by the workers when ``train`` streams them,
+        else made here. Either way the same clips."""
+        if self._prefetched is not None and self._prefetched[0] == step:
+            _, k, made = self._prefetched
+            self._prefetched = None
+            return k, made
+        indices, k = self.batch_indices(step)
+        return k, self.clip_batch(indices, k)
 
     def step_clips(self, step: int) -> list[EncodedClip]:
-        """The encoded clips of a step's batch: made ahead by the workers (one VAE call for the batch) when
-        ``train`` streams them, else from the cache or made here one at a time. Either way the same latents."""
-        indices, k = self.batch_indices(step)
-        if self._prefetched is not None and self._prefetched[0] == step:
-            made = self._prefetched[2]
-            self._prefetched = None
-            return self._encode(made, k)
-        return [self.encoded(i, k) for i in indices]
-
-    def batch(self, step: int) -> list[LayeredVideo]:
-        indices, k = self.batch_indices(step)
-        return [self.data(i, k) for i in indices]
+        """The encoded clips of a step's batch: from the latent cache, or fresh ones encoded in one VAE call."""
+        if self.cfg.data.cache:
+            indices, k = self.batch_indices(step)
+            return [self.encoded(i, k) for i in indices]
+        k, clips = self.step_batch(step)
+        return self._encode(clips, k)
 
     def encoded(self, index: int, k: int) -> EncodedClip:
-        """A clip's latents for the transformer stages; with ``data.cache`` = N, clip ``index % N`` encoded once."""
+        """A cached clip's latents: with ``data.cache`` = N, clip ``index % N`` is encoded on first use."""
         n = self.cfg.data.cache
-        if not n:
-            return self._encode(self.clip_batch([index], k), k)[0]
         if (index % n, k) not in self._encoded:
             self._encoded[(index % n, k)] = self._encode(self.clip_batch([index % n], k), k)[0]
         return self._encoded[(index % n, k)]
 
     def clip_batch(self, indices: list[int], k: int) -> ClipBatch:
-        return clip_batch([self.data(i, k) for i in indices], with_layers=self.cfg.stage == "layered")
+        return clip_batch([self.data(i, k) for i in indices], with_layers=self.cfg.stage != "t2v")
 
     def _encode(self, clips: ClipBatch, k: int) -> list[EncodedClip]:
         """VAE-encode clips in one batch (a GPU encodes a batch in about the time of one clip)."""
@@ -331,12 +341,10 @@ class Trainer:
     # -------------------------------------------------------------------- loss
     def loss(self, step: int) -> dict[str, torch.Tensor]:
         stage, dev = self.cfg.stage, self.accelerator.device
-        if stage == "vae":
-            frames = torch.cat([to_tensor(x) for s in self.batch(step) for x in
-                                (s.full, s.background, *(s.premultiplied(k) for k in range(1, s.num_foregrounds + 1)))])
-            return self._vae_loss(frames.to(dev))
+        if stage == "vae":  # every layer of every clip: full, background, premultiplied foregrounds
+            return self._vae_loss(self.step_batch(step)[1].rgb.flatten(0, 1).to(dev))
         if stage == "alpha":
-            alphas = torch.cat([to_tensor(a[..., None]) for s in self.batch(step) for a in s.alphas]).to(dev)
+            alphas = self.step_batch(step)[1].alphas.flatten(0, 1).to(dev)
             pred = self.model(self.vae, alphas)
             loss = alpha_reconstruction_loss(pred, alphas, self.cfg.loss.lambda_edge, self.cfg.loss.lambda_struct)
             return {"loss": loss}
@@ -486,7 +494,7 @@ class Trainer:
         init = Path(self.cfg.init) if self.cfg.init else None
         with atomic_directory(self.out / "final", overwrite=True) as tmp:
             vae = self._unwrapped() if stage == "vae" else self.vae
-            if stage == "vae":
+            if stage == "vae" and not self.cfg.decoder_only:
                 set_latent_stats(vae, self.data, self.cfg)
             vae.save_pretrained(tmp / "vae")
             if stage in ("alpha", "t2v", "layered"):
@@ -508,6 +516,11 @@ class Trainer:
                 meta = {"format": "layert2v-pipeline", "version": 1, "config": asdict(pcfg),
                         "trained_from": str(init) if init else None, "steps": self.step}
                 (tmp / PIPELINE_FILE).write_text(json.dumps(meta, indent=2))
+            if self.cfg.decoder_only:  # the latents are unchanged: init's transformer and pipeline still fit
+                for part in init.iterdir():
+                    if (part.is_dir() or part.name == PIPELINE_FILE) and not (tmp / part.name).exists():
+                        copy = shutil.copytree if part.is_dir() else shutil.copy2
+                        copy(part, tmp / part.name)
         return self.out / "final"
 
 
