@@ -8,6 +8,8 @@
 # about an hour; steps 10-11 on one H100, about 7 min of training plus 3 min of clip encoding. Steps 3-6 run
 # on a CPU too, but take hours there (a step of 128 clips takes seconds); steps 7, 8, 10 and 11 train in bf16,
 # which needs a GPU (CPUs without bf16 units run it about 20x slower than fp32).
+# Steps 12-14 (configs/world: decoders retrained under the transformer, then more transformer) ran on one H100
+# but are not shipped yet: their held-out generation is not measured. Run them after 11 to continue.
 # layert2v/weights/world/MODEL_CARD.md says what the model reaches. Check the VAE with
 # benchmarks/vae_quality.py before training anything on top of it.
 set -euo pipefail
