@@ -9,7 +9,7 @@ import layert2v.training.trainer as trainer_module
 from layert2v.layout import LayerLayout
 from layert2v.pipeline import LayerT2VPipeline
 from layert2v.training.config import TrainConfig
-from layert2v.training.trainer import Trainer, encode_layers
+from layert2v.training.trainer import Trainer, clip_batch, encode_layers
 
 
 @pytest.fixture()
@@ -27,6 +27,20 @@ def config(tmp_path, stage="layered", **over):
         else:
             raw[key] = value
     return TrainConfig.from_dict(raw)
+
+
+@pytest.mark.parametrize("stage, num_rgb, num_alphas", [("vae", 4, 0), ("alpha", 0, 2), ("t2v", 1, 0),
+                                                        ("layered", 4, 2)])
+def test_clip_batch_stacks_what_the_stage_reads(stage, num_rgb, num_alphas):
+    clips = [toy_clip(i, 2, frames=5, size=32) for i in range(3)]
+    batch = clip_batch(clips, stage)
+    assert batch.rgb.shape == (3, num_rgb, 3, 5, 32, 32)
+    assert batch.alphas.shape == (3, num_alphas, 1, 5, 32, 32)
+    layers = (clips[2].full, clips[2].background, clips[2].premultiplied(1), clips[2].premultiplied(2))
+    for i in range(num_rgb):
+        assert torch.equal(batch.rgb[2, i], torch.from_numpy(layers[i]).permute(3, 0, 1, 2))
+    for i in range(num_alphas):
+        assert torch.equal(batch.alphas[1, i, 0], torch.from_numpy(clips[1].alphas[i]))
 
 
 def test_resume_gives_the_same_loss_as_an_uninterrupted_run(tmp_path, toy_data):

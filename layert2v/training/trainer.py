@@ -72,22 +72,25 @@ class ClipBatch:
     tensor per field through shared memory: numpy arrays would be pickled through a pipe (about 2.6 MB a clip),
     and stacking 128 clips there takes about as long as a GPU step."""
 
-    rgb: torch.Tensor  # (B, 2 + K, 3, T, H, W) in [0, 1]: full, background, premultiplied foregrounds; (B, 1, ...)
-    alphas: torch.Tensor  # (B, K, 1, T, H, W); (B, 0) when only the full video is needed (stage t2v)
+    rgb: torch.Tensor  # (B, L, 3, T, H, W) in [0, 1]: full, background, premultiplied foregrounds (L: see clip_batch)
+    alphas: torch.Tensor  # (B, K, 1, T, H, W); (B, 0, 1, T, H, W) where the stage reads none
     prompts: list[dict[str, Any]]  # each clip's full / background / foreground prompts
 
 
-def clip_batch(samples: list[LayeredVideo], with_layers: bool = True) -> ClipBatch:
-    """Clips with one foreground count -> a ClipBatch; ``with_layers=False`` keeps the full videos only."""
+def clip_batch(samples: list[LayeredVideo], stage: str) -> ClipBatch:
+    """Clips with one foreground count -> a ClipBatch of what ``stage`` reads: every RGB layer (vae, layered),
+    the full video only (t2v), the alphas (alpha, layered). Workers stack nothing the stage throws away."""
     k = samples[0].num_foregrounds
     frames = samples[0].full.shape[:3]
-    rgb = torch.empty(len(samples), 2 + k if with_layers else 1, 3, *frames)
-    alphas = torch.empty(len(samples), k, 1, *frames) if with_layers else torch.empty(len(samples), 0)
+    num_rgb = {"vae": 2 + k, "alpha": 0, "t2v": 1, "layered": 2 + k}[stage]
+    num_alphas = k if stage in ("alpha", "layered") else 0
+    rgb = torch.empty(len(samples), num_rgb, 3, *frames)
+    alphas = torch.empty(len(samples), num_alphas, 1, *frames)
     for b, s in enumerate(samples):
         layers = (s.full, s.background, *(s.premultiplied(i) for i in range(1, k + 1)))
-        for i, x in enumerate(layers[:rgb.shape[1]]):
+        for i, x in enumerate(layers[:num_rgb]):
             rgb[b, i] = torch.from_numpy(x).permute(3, 0, 1, 2)
-        for i in range(alphas.shape[1]):
+        for i in range(num_alphas):
             alphas[b, i, 0] = torch.from_numpy(s.alphas[i])
     return ClipBatch(rgb, alphas, [s.prompts for s in samples])
 
@@ -127,7 +130,7 @@ class _StepBatches(Dataset):
 
     def __getitem__(self, step: int) -> tuple[int, ClipBatch]:
         indices, k = batch_indices(self.cfg, step, self.num_processes, self.process_index)
-        return k, clip_batch([self.data(i, k) for i in indices], with_layers=self.cfg.stage != "t2v")
+        return k, clip_batch([self.data(i, k) for i in indices], self.cfg.stage)
 
 
 def _as_is(item: Any) -> Any:
@@ -289,7 +292,7 @@ class Trainer:
         return self._encoded[(index % n, k)]
 
     def clip_batch(self, indices: list[int], k: int) -> ClipBatch:
-        return clip_batch([self.data(i, k) for i in indices], with_layers=self.cfg.stage != "t2v")
+        return clip_batch([self.data(i, k) for i in indices], self.cfg.stage)
 
     def _encode(self, clips: ClipBatch, k: int) -> list[EncodedClip]:
         """VAE-encode clips in one batch (a GPU encodes a batch in about the time of one clip)."""
@@ -320,7 +323,7 @@ class Trainer:
         total = sum(len(indices) for indices in missing.values())
         bar = tqdm(total=total, desc="encode clips", disable=not total or not self.accelerator.is_local_main_process)
         for k, indices in missing.items():
-            stack = functools.partial(clip_batch, with_layers=self.cfg.stage == "layered")  # in the workers
+            stack = functools.partial(clip_batch, stage=self.cfg.stage)  # in the workers
             loader = DataLoader(_Clips(self.data, indices, k), batch_size=batch, num_workers=self.cfg.data.workers,
                                 collate_fn=stack)
             for start, samples in zip(range(0, len(indices), batch), loader):
@@ -543,7 +546,7 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
 def encode_layers(vae: AutoencoderKLWan, alpha_path: AlphaPath, samples: list[LayeredVideo], layout: LayerLayout,
                   device: torch.device) -> torch.Tensor:
     """GT layers -> layout-concatenated latents (B, C, S*T', H', W'); foregrounds premultiplied (eq. 3)."""
-    return encode_layer_tensors(vae, alpha_path, clip_batch(samples), layout, device)
+    return encode_layer_tensors(vae, alpha_path, clip_batch(samples, "layered"), layout, device)
 
 
 def encode_layer_tensors(vae: AutoencoderKLWan, alpha_path: AlphaPath, clips: ClipBatch, layout: LayerLayout,
