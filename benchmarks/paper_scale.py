@@ -109,23 +109,13 @@ class RandomTextEncoder:
         return torch.stack(out).to(self.device)
 
 
-def cast_keeping_fp32(model: nn.Module, dtype: torch.dtype) -> None:
-    """Cast parameters to ``dtype`` except ``_keep_in_fp32_modules`` (Wan's modulation tables and norms), as
-    ``from_pretrained(torch_dtype=...)`` does; buffers (RoPE tables) stay fp32."""
-    keep = set(getattr(model, "_keep_in_fp32_modules", None) or [])
-    for name, param in model.named_parameters():
-        want = torch.float32 if keep & set(name.split(".")) else dtype
-        if param.dtype != want:
-            param.data = param.data.to(want)
-
-
 def build_pipeline(scale: Scale, max_foregrounds: int, device: torch.device, dtype: torch.dtype) -> LayerT2VPipeline:
     torch.manual_seed(0)  # identical weights on every context-parallel rank
     with torch.device(device):  # initialise on the device: a 1.3B-parameter CPU init is slow
         transformer = LayeredWanTransformer(**scale.transformer, max_foregrounds=max_foregrounds)
         vae = AutoencoderKLWan(**scale.vae)
         alpha_path = AlphaPath.for_vae(vae, rank=scale.alpha_rank)
-    cast_keeping_fp32(transformer, dtype)
+    transformer.cast_keeping_fp32(dtype)
     encoder = RandomTextEncoder(scale.text_len, scale.transformer["text_dim"], device)
     config = PipelineConfig(text_encoder="random", max_sequence_length=scale.text_len, num_frames=scale.frames,
                             height=scale.height, width=scale.width, num_inference_steps=scale.steps,
@@ -136,7 +126,7 @@ def build_pipeline(scale: Scale, max_foregrounds: int, device: torch.device, dty
 def configure(pipe: LayerT2VPipeline, scale: Scale, opts: Options) -> None:
     """Apply ``opts`` to a built pipeline (dtype casts go fp32 -> bf16 only; compile is one-way)."""
     if pipe.transformer.dtype != opts.dtype:
-        cast_keeping_fp32(pipe.transformer, opts.dtype)
+        pipe.transformer.cast_keeping_fp32(opts.dtype)
     pipe.cfg_batch = opts.cfg_batch
     pipe.vae.disable_tiling()
     pipe.vae.disable_slicing()

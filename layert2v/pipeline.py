@@ -91,7 +91,9 @@ class LayerT2VPipeline:
         return self.transformer.dtype
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> LayerT2VPipeline:
-        self.transformer.to(device=device, dtype=dtype)
+        self.transformer.to(device=device)  # a dtype here would cast Wan's fp32-kept modules too
+        if dtype is not None:
+            self.transformer.cast_keeping_fp32(dtype)
         self.vae.to(device=device)
         self.alpha_path.to(device=device)
         self.text_encoder.model.to(device="cpu" if self.offload_text_encoder else device)

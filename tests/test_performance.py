@@ -81,6 +81,15 @@ def test_bf16_loaded_transformer_keeps_fp32_modules_and_runs(tiny_pipeline, tmp_
     assert np.isfinite(video).all()
 
 
+def test_pipeline_to_bf16_keeps_the_fp32_modules_as_loading_does(tiny_pipeline):
+    tiny_pipeline.to("cpu", dtype=torch.bfloat16)
+    transformer = tiny_pipeline.transformer
+    assert transformer.scale_shift_table.dtype == transformer.layer_adaln.dtype == torch.float32
+    assert transformer.blocks[0].ffn.net[0].proj.weight.dtype == torch.bfloat16
+    assert tiny_pipeline.dtype == torch.bfloat16
+    assert np.isfinite(_video(tiny_pipeline)).all()
+
+
 @pytest.mark.parametrize("k", [1, 3])
 def test_layered_flops_grow_with_routing(k):
     """The layered forward costs more than a plain one over the same tokens only by its routed text reads."""

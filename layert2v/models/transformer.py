@@ -91,6 +91,16 @@ class LayeredWanTransformer(WanTransformer3DModel):
     # Wan keeps its modulation tables in fp32; LayerAdaLN is added to them.
     _keep_in_fp32_modules = [*WanTransformer3DModel._keep_in_fp32_modules, "layer_adaln"]
 
+    def cast_keeping_fp32(self, dtype: torch.dtype) -> LayeredWanTransformer:
+        """Cast the parameters to ``dtype`` except ``_keep_in_fp32_modules``, as ``from_pretrained(torch_dtype=...)``
+        does; a plain ``.to(dtype)`` would cast those too. Buffers (RoPE tables) stay fp32."""
+        keep = set(self._keep_in_fp32_modules)
+        for name, param in self.named_parameters():
+            want = torch.float32 if keep & set(name.split(".")) else dtype
+            if param.dtype != want:
+                param.data = param.data.to(want)
+        return self
+
     # Set by compile_blocks(); None runs the blocks eagerly.
     _compiled_block_forward = None
 
