@@ -5,19 +5,19 @@
 # Usage: bash scripts/train_builtin.sh
 # Where the built-in model was trained: steps 0-2 (VAE, alpha path) on 2 CPU cores, about 40 min; steps 3-8
 # (transformer) on one H200, about 18 min of training plus 3 min of clip encoding; step 9 on 2 CPU cores,
-# about an hour; steps 10-11 on one H100, about 7 min of training plus 3 min of clip encoding. Steps 3-6 run
-# on a CPU too, but take hours there (a step of 128 clips takes seconds); steps 7, 8, 10 and 11 train in bf16,
-# which needs a GPU (CPUs without bf16 units run it about 20x slower than fp32).
-# Steps 12-14 (configs/world: decoders retrained under the transformer, then more transformer) ran on one H100
-# but are not shipped yet: their held-out generation is not measured. Run them after 11 to continue.
+# about an hour; steps 10-11 on one H100, about 7 min of training plus 3 min of clip encoding; steps 12-14
+# (the decoders retrained under the transformer, then more transformer) on one H100, about 8 min of training.
+# Steps 3-6 run on a CPU too, but take hours there (a step of 128 clips takes seconds); steps 7, 8, 10, 11 and
+# 14 train in bf16, which needs a GPU (CPUs without bf16 units run it about 20x slower than fp32).
 # layert2v/weights/world/MODEL_CARD.md says what the model reaches. Check the VAE with
 # benchmarks/vae_quality.py before training anything on top of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for stage in 0_vae_images 1_vae 2_alpha 3_t2v 4_layered 5_multi 6_polish 7_more 8_high_noise 9_cons 10_more_clips 11_settle; do
+for stage in 0_vae_images 1_vae 2_alpha 3_t2v 4_layered 5_multi 6_polish 7_more 8_high_noise 9_cons 10_more_clips 11_settle \
+    12_decoder 13_alpha_decoder 14_more_steps; do
   out=runs/world/$stage/final
   if [ -d "$out" ]; then echo "== $stage: done ($out)"; continue; fi
   echo "== $stage"
   layert2v train configs/world/$stage.yaml
 done
-python scripts/export_builtin.py runs/world/11_settle/final layert2v/weights/world
+python scripts/export_builtin.py runs/world/14_more_steps/final layert2v/weights/world

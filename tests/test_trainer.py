@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -263,11 +264,17 @@ def test_shipped_configs_validate_and_chain():
     for path in paths:
         TrainConfig.from_yaml(path)
     outputs = set()
-    for path in sorted((root / "world").glob("*.yaml"), key=lambda p: int(p.name.split("_")[0])):  # step order
+    world = sorted((root / "world").glob("*.yaml"), key=lambda p: int(p.name.split("_")[0]))  # step order
+    for path in world:
         cfg = TrainConfig.from_yaml(path)
         if cfg.init is not None:
             assert cfg.init.removesuffix("/final") in outputs, f"{path.name} starts from {cfg.init}"
         outputs.add(cfg.output_dir)
+    # scripts/train_builtin.sh runs every world step in order and exports the last one
+    script = (root.parent / "scripts" / "train_builtin.sh").read_text()
+    stages = [s for s in re.search(r"for stage in (.*?); do", script, re.S).group(1).split() if s != "\\"]
+    assert stages == [p.stem for p in world]
+    assert f"export_builtin.py {cfg.output_dir}/final layert2v/weights/world" in script
 
 
 def test_vae_stage_resumes_exactly_with_fresh_clips_from_a_loader(tmp_path):
