@@ -65,7 +65,7 @@ def measure(model: Path, n: int, frames: int, size: int) -> dict[str, float]:
 
 def latent_frame_pixels(vae: AutoencoderKLWan, index: int) -> list[int]:
     """The pixel frames decoded from latent frame ``index`` (Wan's causal VAE: the first alone, then chunks)."""
-    t = compression(vae)[0]
+    t = compression(vae.config)[0]
     return [0] if index == 0 else list(range((index - 1) * t + 1, index * t + 1))
 
 

@@ -38,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
     g.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
-    g.add_argument("--frames", type=int, default=None, help="frames per layer, 4k+1 (default: the model's)")
-    g.add_argument("--size", type=parse_size, default=None, help="WIDTHxHEIGHT, multiples of 16")
+    g.add_argument("--frames", type=int, default=None,
+                   help="frames per layer: 4k+1 for Wan2.1, 2k+1 for the built-in model (default: the model's)")
+    g.add_argument("--size", type=parse_size, default=None, help="WIDTHxHEIGHT, multiples of 16 (VAE factor x patch)")
     g.add_argument("--scheduler", choices=("unipc", "euler"), default="unipc")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     g.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
@@ -71,7 +72,7 @@ def derive_prompts(prompt: str, bg: str | None, fgs: list[str] | None) -> tuple[
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .pipeline import LayerT2VPipeline, check_video_shape
+    from .pipeline import LayerT2VPipeline, check_video_shape, saved_video_multiples
     from .utils import check_output_directory
 
     if not args.prompt.strip():
@@ -81,10 +82,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.bg is not None and not args.bg.strip():
         raise ValueError("the --bg prompt is empty; describe the background or leave --bg out")
     width, height = args.size if args.size else (None, None)
-    if args.frames is not None or args.size is not None:
-        check_video_shape(args.frames or 5, height or 16, width or 16)
-    check_output_directory(args.out, args.overwrite)
     model = Path(args.model) if args.model else BUILTIN_MODEL
+    multiples = saved_video_multiples(model)
+    if multiples is not None and (args.frames is not None or args.size is not None):  # before loading weights
+        check_video_shape(args.frames or 1, height or multiples[1], width or multiples[1], *multiples)
+    check_output_directory(args.out, args.overwrite)
     if args.model is None and not (model / "layert2v.json").is_file():
         raise FileNotFoundError(f"no built-in model at {model}; pass --model DIR (a directory saved by "
                                 "`layert2v train`)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,12 +47,31 @@ class PipelineConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def check_video_shape(num_frames: int, height: int, width: int) -> None:
-    """Wan's VAE compresses time 4x with a causal first frame and space 8x, and the DiT patches 2x2."""
-    if num_frames < 1 or (num_frames - 1) % 4:
-        raise ValueError(f"--frames must be 4k+1 (e.g. 9, 17, 41, 81), got {num_frames}")
-    if height <= 0 or width <= 0 or height % 16 or width % 16:
-        raise ValueError(f"--size must be a multiple of 16 in both sides, got {width}x{height}")
+def video_multiples(vae_config: Mapping[str, Any], transformer_config: Mapping[str, Any]) -> tuple[int, int]:
+    """(temporal, spatial): frames must be temporal * k + 1 (the VAE keeps the first frame on its own) and both
+    sides multiples of spatial (the VAE's factor times the DiT's patch). Wan2.1: (4, 16); the built-in: (2, 16)."""
+    temporal, spatial = compression(vae_config)
+    return temporal, spatial * max(transformer_config["patch_size"][1:])
+
+
+def saved_video_multiples(model: Path) -> tuple[int, int] | None:
+    """:func:`video_multiples` of a saved model, read from its config files before any weights load."""
+    vae, transformer = model / "vae" / "config.json", model / "transformer" / "config.json"
+    if not (vae.is_file() and transformer.is_file()):
+        return None
+    try:
+        return video_multiples(json.loads(vae.read_text()), json.loads(transformer.read_text()))
+    except KeyError:  # not a Wan model: loading it says so
+        return None
+
+
+def check_video_shape(num_frames: int, height: int, width: int, temporal: int = 4, spatial: int = 16) -> None:
+    """Raise on a shape the model cannot make; the defaults are Wan2.1's (see :func:`video_multiples`)."""
+    if num_frames < 1 or (num_frames - 1) % temporal:
+        examples = ", ".join(str(temporal * k + 1) for k in (1, 2, 4, 8))
+        raise ValueError(f"--frames must be {temporal}k+1 for this model (e.g. {examples}), got {num_frames}")
+    if height <= 0 or width <= 0 or height % spatial or width % spatial:
+        raise ValueError(f"--size must be a multiple of {spatial} in both sides for this model, got {width}x{height}")
 
 
 class LayerT2VPipeline:
@@ -89,6 +108,11 @@ class LayerT2VPipeline:
     def dtype(self) -> torch.dtype:
         """The transformer's compute dtype; Wan's fp32-kept modulation tables and norms do not count."""
         return self.transformer.dtype
+
+    @property
+    def video_multiples(self) -> tuple[int, int]:
+        """(temporal, spatial) of :func:`video_multiples` for this pipeline's VAE and transformer."""
+        return video_multiples(self.vae.config, self.transformer.config)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> LayerT2VPipeline:
         self.transformer.to(device=device)  # a dtype here would cast Wan's fp32-kept modules too
@@ -209,7 +233,7 @@ class LayerT2VPipeline:
         if len(foreground_prompts) > self.max_foregrounds:
             raise ValueError(f"this model supports at most {self.max_foregrounds} foreground layer(s), got "
                              f"{len(foreground_prompts)}; pass fewer --fg")
-        check_video_shape(num_frames, height, width)
+        check_video_shape(num_frames, height, width, *self.video_multiples)
         if num_inference_steps < 1:
             raise ValueError(f"--steps must be at least 1, got {num_inference_steps}")
 
@@ -265,7 +289,7 @@ class LayerT2VPipeline:
 
         # One shared noise tensor over all segments (eq. 4 and §3.3 inference).
         start = time.perf_counter()
-        temporal, spatial = compression(self.vae)
+        temporal, spatial = compression(self.vae.config)
         t_lat = (num_frames - 1) // temporal + 1
         shape = (1, self.vae.config.z_dim, layout.num_segments * t_lat, height // spatial, width // spatial)
         generator = torch.Generator("cpu").manual_seed(seed)

@@ -64,6 +64,19 @@ def test_unknown_model_and_other_architecture(tmp_path, capsys):
     assert "not a Wan transformer" in capsys.readouterr().err
 
 
+def test_frame_and_size_rules_come_from_the_model(tmp_path, capsys):
+    """The built-in VAE halves time where Wan's quarters it: 7 frames are fine for it, 8 are refused (before any
+    weights load), and the message names its own rule."""
+    assert main(["generate", "a red circle", "--out", str(tmp_path / "bad"), "--frames", "8"]) == 2
+    assert "--frames must be 2k+1" in capsys.readouterr().err
+    assert main(["generate", "a red circle", "--out", str(tmp_path / "bad"), "--size", "40x40"]) == 2
+    assert "multiple of 16" in capsys.readouterr().err
+    out = tmp_path / "seven"
+    assert main(["generate", "a red circle moving right over a blue striped background", "--out", str(out),
+                 "--frames", "7", "--steps", "1"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["frames"] == 7
+
+
 def test_non_empty_output_needs_overwrite(saved_model, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
@@ -99,7 +112,8 @@ def test_without_model_the_built_in_model_generates(tmp_path):
     assert sum(p.stat().st_size for p in weights) <= 60e6  # the issue's budget for weights in the repo
     native = json.loads((BUILTIN_MODEL / "layert2v.json").read_text())["config"]
     vae = AutoencoderKLWan.from_config(AutoencoderKLWan.load_config(BUILTIN_MODEL / "vae"))
-    assert compression(vae) == (vae.config.scale_factor_temporal, vae.config.scale_factor_spatial)  # tiling reads these
+    scale = (vae.config.scale_factor_temporal, vae.config.scale_factor_spatial)
+    assert compression(vae.config) == scale  # tiling reads these
     out = tmp_path / "out"
     assert main(["generate", "a red circle moving right over a blue striped background", "--out", str(out),
                  "--steps", "2", "--fg", "a red circle moving right", "--fg", "a green square moving up"]) == 0

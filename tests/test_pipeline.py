@@ -5,6 +5,7 @@ from helpers import toy_clip
 
 from layert2v.layout import LayerLayout
 from layert2v.models.vae import encode_rgb
+from layert2v.pipeline import video_multiples
 
 
 def test_generate_shapes_and_metadata(tiny_pipeline):
@@ -21,6 +22,14 @@ def test_generate_shapes_and_metadata(tiny_pipeline):
 def test_euler_scheduler_and_no_cfg(tiny_pipeline):
     video = tiny_pipeline("a", "b", ["c"], scheduler="euler", guidance_scale=1.0, progress=False)
     assert video.num_foregrounds == 1
+
+
+def test_video_multiples_read_the_vae_and_the_patch(tiny_pipeline):
+    wan21 = {"dim_mult": [1, 2, 4, 4], "temperal_downsample": [False, True, True]}
+    assert video_multiples(wan21, {"patch_size": [1, 2, 2]}) == (4, 16)
+    builtin = {"dim_mult": [1, 2, 4], "temperal_downsample": [False, True]}
+    assert video_multiples(builtin, {"patch_size": [1, 4, 4]}) == (2, 16)
+    assert tiny_pipeline.video_multiples == (4, 16)  # 8x VAE, 2x2 patches: the defaults, as Wan2.1
 
 
 @pytest.mark.parametrize(

@@ -84,6 +84,9 @@ def test_from_scratch_init_starts_every_residual_block_as_the_identity():
 
 
 def test_compression_reads_the_vae_config():
-    assert compression(AutoencoderKLWan(**TINY_VAE)) == (4, 8)
+    assert compression(AutoencoderKLWan(**TINY_VAE).config) == (4, 8)
     small = AutoencoderKLWan(**{**TINY_VAE, "dim_mult": [1, 2, 4], "temperal_downsample": [True, True]})
-    assert compression(small) == (4, 4)
+    assert compression(small.config) == (4, 4)
+    # Wan2.2's VAE (its config.json's fields): 8x from its stages, 2x more from the pixel shuffle before them
+    wan22 = {"dim_mult": [1, 2, 4, 4], "temperal_downsample": [False, True, True], "patch_size": 2}
+    assert compression(wan22) == (4, 16)

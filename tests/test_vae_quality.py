@@ -25,7 +25,7 @@ def test_latent_frames_cover_the_decoded_frames_in_order():
         with torch.no_grad():
             frames = decode_rgb(vae, z).shape[2]
         pixels = [f for k in range(3) for f in vae_quality.latent_frame_pixels(vae, k)]
-        assert pixels == list(range(frames)) and frames == 1 + 2 * compression(vae)[0]
+        assert pixels == list(range(frames)) and frames == 1 + 2 * compression(vae.config)[0]
         with torch.no_grad():
             clean = decode_rgb(vae, z, clamp=False)
             for k in range(3):  # the causal decoder: latent frame k first changes its own first pixel frame

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -32,9 +33,12 @@ def _latent_stats(vae: AutoencoderKLWan, like: torch.Tensor) -> tuple[torch.Tens
     return mean, std
 
 
-def compression(vae: AutoencoderKLWan) -> tuple[int, int]:
-    """(temporal, spatial) downsampling factors: (4, 8) for Wan2.1's VAE; frames map as (T - 1) / temporal + 1."""
-    return 2 ** sum(vae.config.temperal_downsample), 2 ** (len(vae.config.dim_mult) - 1)
+def compression(config: Mapping[str, Any]) -> tuple[int, int]:
+    """(temporal, spatial) downsampling factors of a VAE config (``vae.config``, or its saved config.json):
+    (4, 8) for Wan2.1's VAE, (4, 16) for Wan2.2's, which pixel-shuffles by its ``patch_size`` first; frames map
+    as (T - 1) / temporal + 1."""
+    spatial = 2 ** (len(config["dim_mult"]) - 1) * (config.get("patch_size") or 1)
+    return 2 ** sum(config["temperal_downsample"]), spatial
 
 
 def encode_rgb(vae: AutoencoderKLWan, video: torch.Tensor) -> torch.Tensor:
