@@ -11,7 +11,9 @@ prompts to all segments; the variants exist only here, so the library keeps one 
 
     python benchmarks/ablation.py --init runs/world/3_t2v/final --steps 1000 --n 16 --out docs/ablation
     python benchmarks/ablation.py --init runs/world/3_t2v/final --config configs/ablation_world_cpu.yaml \
-        --steps 400 --n 16 --out docs/ablation   # CPU budget: about 41 minutes on 2 cores
+        --steps 400 --n 32 --runs runs/ablation_lcons --out docs/ablation   # CPU budget: 42 minutes on 2 cores
+
+A variant whose training finished under ``--runs`` is resumed, not retrained: give a fresh ``--runs`` to rerun.
 """
 
 from __future__ import annotations
