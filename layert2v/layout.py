@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 
 import torch
 
@@ -69,6 +68,13 @@ class LayerLayout:
         if len(set(conditions)) == len(names):
             raise ValueError("every segment is a condition: nothing is left to generate")
         self.conditions: frozenset[str] = frozenset(conditions)
+        # The derived tables are computed here, not lazily: a compiled forward then reads plain attributes
+        # (functools.cached_property takes a lock that torch.compile cannot trace on Python 3.11), and an equal
+        # layout holds equal tables, so it reuses the compiled graph.
+        self.routing_groups = self._routing_groups()
+        self.adaln_rows = self._adaln_rows()
+        self.prompt_rows = self._prompt_rows()
+        self.generated = self._generated()
 
     # ----------------------------------------------------------------- order
     @property
@@ -121,8 +127,7 @@ class LayerLayout:
             return (self.prompt_names.index(BACKGROUND),)
         return (self.prompt_names.index(f"{FOREGROUND}_{segment.index}"),)
 
-    @cached_property
-    def routing_groups(self) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
+    def _routing_groups(self) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
         """Segments grouped by identical prompt visibility: ((segment indices), (prompt indices)) pairs.
 
         Cross-attention runs once per group with dense fused attention, so no L_visual x L_text mask is built.
@@ -138,8 +143,7 @@ class LayerLayout:
         """LayerAdaLN rows for up to K foregrounds: full, background, then (foreground_k, alpha_k) pairs."""
         return 2 + 2 * num_foregrounds
 
-    @cached_property
-    def adaln_rows(self) -> tuple[int, ...]:
+    def _adaln_rows(self) -> tuple[int, ...]:
         """Per segment, its row in the LayerAdaLN table. Rows grow in (fg, alpha) pairs, so adding a
         foreground (stage 3) appends rows without moving the trained ones."""
         rows = []
@@ -152,14 +156,12 @@ class LayerLayout:
                 rows.append(2 * seg.index + (0 if seg.kind == FOREGROUND else 1))
         return tuple(rows)
 
-    @cached_property
-    def prompt_rows(self) -> tuple[int, ...]:
+    def _prompt_rows(self) -> tuple[int, ...]:
         """Per prompt, its row in LayerFlow's layer-embedding table (full 0, background 1, fg_k k+1)."""
         return tuple(range(self.num_prompts))
 
     # ------------------------------------------------------------ conditions
-    @cached_property
-    def generated(self) -> tuple[bool, ...]:
+    def _generated(self) -> tuple[bool, ...]:
         """Per segment, True when it is generated (noised and in the loss), False when given clean."""
         return tuple(s.name not in self.conditions for s in self.segments)
 
