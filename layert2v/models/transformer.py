@@ -13,6 +13,11 @@ and run through an unchanged Wan backbone with three additions:
 Optionally, LayerFlow's learnable layer embedding is added to each prompt's text embedding. Across GPUs the
 tokens shard per segment (:mod:`~layert2v.models.context_parallel`).
 
+The layered forward goes through the modules as diffusers expects: each block is a :class:`LayeredWanBlock`
+called with the per-segment modulation and the layout, and its ``attn2`` runs a
+:class:`LayerRoutedAttnProcessor`. So diffusers' hooks (group offloading, first-block cache, ...), attention
+processors and backends, regional compilation and LoRA scaling act on the layered path as on plain Wan.
+
 RoPE is Wan's 3D RoPE over the concatenated time axis; the paper's 4D RoPE (an extra layer axis) was its failed
 ablation and is deliberately absent. All Wan parameter names are kept, so Wan2.1 weights load unchanged.
 """
@@ -24,9 +29,17 @@ from typing import Any
 import torch
 import torch.nn as nn
 from diffusers.configuration_utils import register_to_config
+from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
-from diffusers.models.transformers.transformer_wan import WanAttention, WanTransformer3DModel, WanTransformerBlock
+from diffusers.models.transformers.transformer_wan import (
+    WanAttention,
+    WanAttnProcessor,
+    WanTransformer3DModel,
+    WanTransformerBlock,
+    _get_qkv_projections,
+)
+from diffusers.utils import apply_lora_scale
 
 from ..layout import LayerLayout
 from .context_parallel import gather_segments, shard_segments
@@ -87,9 +100,17 @@ class LayeredWanTransformer(WanTransformer3DModel):
             if layer_text_embedding else None
         )
         self._layout_index_cache: dict[tuple[LayerLayout, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        for block in self.blocks:
+            # LayeredWanBlock adds a forward and no parameters: re-class Wan's blocks in place rather than build a
+            # second set (names, weights and initialisation stay Wan's).
+            block.__class__ = LayeredWanBlock
+            block.attn2.set_processor(LayerRoutedAttnProcessor())
 
     # Wan keeps its modulation tables in fp32; LayerAdaLN is added to them.
     _keep_in_fp32_modules = [*WanTransformer3DModel._keep_in_fp32_modules, "layer_adaln"]
+    # What diffusers' regional compilation, device maps and offloading look for.
+    _repeated_blocks = ["LayeredWanBlock"]
+    _no_split_modules = ["LayeredWanBlock"]
 
     def cast_keeping_fp32(self, dtype: torch.dtype) -> LayeredWanTransformer:
         """Cast the parameters to ``dtype`` except ``_keep_in_fp32_modules``, as ``from_pretrained(torch_dtype=...)``
@@ -101,17 +122,14 @@ class LayeredWanTransformer(WanTransformer3DModel):
                 param.data = param.data.to(want)
         return self
 
-    # Set by compile_blocks(); None runs the blocks eagerly.
-    _compiled_block_forward = None
-
     def compile_blocks(self, **compile_kwargs: Any) -> None:
-        """Regional ``torch.compile``: one compiled ``layered_block_forward`` serves every block.
+        """Regional ``torch.compile`` of every block: diffusers' ``compile_repeated_blocks``, which compiles each
+        :class:`LayeredWanBlock` (the layered and the plain path both run them).
 
-        Wan's own ``compile_repeated_blocks`` compiles ``WanTransformerBlock.forward``, which this model never calls.
         All blocks share one structure, so they share one graph (compile time is one block's); the graph is
-        specialised to the layout (routing groups) and recompiles for a new one.
+        specialised to the layout (routing groups) and recompiles for a layout that differs, not for an equal one.
         """
-        self._compiled_block_forward = torch.compile(layered_block_forward, **compile_kwargs)
+        self.compile_repeated_blocks(**compile_kwargs)
 
     def layout_indices(self, layout: LayerLayout, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(LayerAdaLN row per segment, layer-embedding row per prompt) as index tensors, built once per layout
@@ -153,6 +171,7 @@ class LayeredWanTransformer(WanTransformer3DModel):
         self.register_to_config(max_foregrounds=max_foregrounds)
 
     # ----------------------------------------------------------------- forward
+    @apply_lora_scale("attention_kwargs")
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -166,8 +185,9 @@ class LayeredWanTransformer(WanTransformer3DModel):
         if layout is None:  # plain Wan call (e.g. text-to-video pretraining on full clips)
             if self._parallel_config is not None:
                 raise NotImplementedError("context parallelism is set up for layered forwards (pass a layout)")
-            return super().forward(hidden_states, timestep, encoder_hidden_states, encoder_hidden_states_image,
-                                   return_dict, attention_kwargs)
+            return super().forward(hidden_states, timestep, encoder_hidden_states,
+                                   encoder_hidden_states_image=encoder_hidden_states_image, return_dict=return_dict,
+                                   attention_kwargs=attention_kwargs)
         self.check_layout(layout)
         batch, _, frames, height, width = hidden_states.shape
         segs = layout.num_segments
@@ -208,13 +228,12 @@ class LayeredWanTransformer(WanTransformer3DModel):
             context = context + self.layer_prompt_embedding[prompt_rows][None, :, None].to(context.dtype)
         context = emb.text_embedder(context)  # (B, P, L, D)
 
-        block_forward = self._compiled_block_forward or layered_block_forward
         for block in self.blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
-                x = self._gradient_checkpointing_func(block_forward, block, x, context, modulation, rotary_emb,
-                                                      layout)
+                x = self._gradient_checkpointing_func(block, x, context, modulation, rotary_emb, layout,
+                                                      attention_kwargs)
             else:
-                x = block_forward(block, x, context, modulation, rotary_emb, layout)
+                x = block(x, context, modulation, rotary_emb, layout=layout, attention_kwargs=attention_kwargs)
 
         shift, scale = (self.scale_shift_table[None] + temb[:, :, None]).chunk(2, dim=2)  # (B, S, 1, D)
         x = per_segment(self.norm_out(x.float()), segs) * (1 + scale) + shift
@@ -234,38 +253,77 @@ def per_segment(x: torch.Tensor, segments: int) -> torch.Tensor:
     return x.unflatten(1, (segments, -1))
 
 
-def layered_block_forward(
-    block: WanTransformerBlock,
-    x: torch.Tensor,
-    context: torch.Tensor,
-    modulation: torch.Tensor,
-    rotary_emb: tuple[torch.Tensor, torch.Tensor],
-    layout: LayerLayout,
-) -> torch.Tensor:
-    """One Wan block with per-segment modulation and routed cross-attention.
+class LayeredWanBlock(WanTransformerBlock):
+    """A Wan block that also runs layered: per-segment modulation and layer-routed cross-attention.
 
-    Same arithmetic as ``WanTransformerBlock.forward``; only the modulation broadcasts per segment instead of per
-    sample, and cross-attention reads each token's visible prompts.
+    ``forward(hidden_states, encoder_hidden_states, temb, rotary_emb)`` is Wan's. With ``layout`` given,
+    ``temb`` is the per-segment modulation (B, S, 6, D) (timestep plus LayerAdaLN), ``encoder_hidden_states`` the
+    projected prompts (B, P, Lt, D), and ``attn2`` is called with ``layout=`` and the ``attention_kwargs``, so its
+    processor routes (:class:`LayerRoutedAttnProcessor`, or any processor that takes those arguments). Same
+    arithmetic as Wan's forward; only the modulation broadcasts per segment instead of per sample.
     """
-    segs = layout.num_segments
-    mod = (block.scale_shift_table[None] + modulation).unsqueeze(3)  # (B, S, 6, 1, D)
-    shift_msa, scale_msa, gate_msa, c_shift, c_scale, c_gate = mod.unbind(2)  # each (B, S, 1, D)
 
-    norm_x = (per_segment(block.norm1(x.float()), segs) * (1 + scale_msa) + shift_msa).flatten(1, 2).type_as(x)
-    attn_out = block.attn1(norm_x, None, None, rotary_emb)
-    x = (per_segment(x.float(), segs) + per_segment(attn_out, segs) * gate_msa).flatten(1, 2).type_as(x)
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        temb: torch.Tensor,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        layout: LayerLayout | None = None,
+        attention_kwargs: dict[str, Any] | None = None,
+    ) -> torch.Tensor:
+        if layout is None:
+            return super().forward(hidden_states, encoder_hidden_states, temb, rotary_emb)
+        if not isinstance(self.attn2.processor, LayerRoutedAttnProcessor):
+            raise TypeError(f"a layered forward routes cross-attention, but attn2 runs a "
+                            f"{type(self.attn2.processor).__name__}; give attn2 a LayerRoutedAttnProcessor (or a "
+                            "subclass)")
+        x, segs = hidden_states, layout.num_segments
+        mod = (self.scale_shift_table[None] + temb).unsqueeze(3)  # (B, S, 6, 1, D)
+        shift_msa, scale_msa, gate_msa, c_shift, c_scale, c_gate = mod.unbind(2)  # each (B, S, 1, D)
 
-    norm_x = block.norm2(x.float()).type_as(x)
-    x = x + routed_cross_attention(block.attn2, norm_x, context, layout)
+        norm_x = (per_segment(self.norm1(x.float()), segs) * (1 + scale_msa) + shift_msa).flatten(1, 2).type_as(x)
+        attn_out = self.attn1(norm_x, None, None, rotary_emb)
+        x = (per_segment(x.float(), segs) + per_segment(attn_out, segs) * gate_msa).flatten(1, 2).type_as(x)
 
-    norm_x = (per_segment(block.norm3(x.float()), segs) * (1 + c_scale) + c_shift).flatten(1, 2).type_as(x)
-    ff_out = block.ffn(norm_x)
-    x = (per_segment(x.float(), segs) + per_segment(ff_out.float(), segs) * c_gate).flatten(1, 2).type_as(x)
-    return x
+        norm_x = self.norm2(x.float()).type_as(x)
+        x = x + self.attn2(norm_x, encoder_hidden_states, None, None, layout=layout, **(attention_kwargs or {}))
+
+        norm_x = (per_segment(self.norm3(x.float()), segs) * (1 + c_scale) + c_shift).flatten(1, 2).type_as(x)
+        ff_out = self.ffn(norm_x)
+        x = (per_segment(x.float(), segs) + per_segment(ff_out.float(), segs) * c_gate).flatten(1, 2).type_as(x)
+        return x
+
+
+# First-block cache, TaylorSeer, MagCache ... find a block's hidden_states argument and output through this.
+TransformerBlockRegistry.register(LayeredWanBlock, TransformerBlockMetadata(return_hidden_states_index=0))
+
+
+class LayerRoutedAttnProcessor(WanAttnProcessor):
+    """``attn2``'s processor: routed cross-attention when called with a ``layout``, Wan's own without.
+
+    Swap it per model with ``set_attn_processor`` or per block with ``attn2.set_processor``; a replacement (e.g.
+    a guidance processor) is called as ``processor(attn, x, prompts, None, None, layout=layout,
+    **attention_kwargs)``, so per-call inputs reach it through the transformer's ``attention_kwargs``. Honours
+    ``set_attention_backend``.
+    """
+
+    def __call__(
+        self,
+        attn: WanAttention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        layout: LayerLayout | None = None,
+    ) -> torch.Tensor:
+        if layout is None:
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+        return routed_cross_attention(attn, hidden_states, encoder_hidden_states, layout, self._attention_backend)
 
 
 def routed_cross_attention(
-    attn: WanAttention, x: torch.Tensor, context: torch.Tensor, layout: LayerLayout
+    attn: WanAttention, x: torch.Tensor, context: torch.Tensor, layout: LayerLayout, backend: Any = None
 ) -> torch.Tensor:
     """Cross-attention where each segment's tokens read only the prompts ``layout`` makes visible to it.
 
@@ -273,11 +331,9 @@ def routed_cross_attention(
     prompts; attention then runs once per routing group over that group's tokens and prompts with the fused
     kernel — equal to eq. 7's masked attention, without an L_visual x L_text mask.
     """
-    batch, _, dim = x.shape
     segs, heads = layout.num_segments, attn.heads
-    query = attn.norm_q(attn.to_q(x))
-    key = attn.norm_k(attn.to_k(context))  # (B, P, Lt, D)
-    value = attn.to_v(context)
+    query, key, value = _get_qkv_projections(attn, x, context)  # keys/values (B, P, Lt, D)
+    query, key = attn.norm_q(query), attn.norm_k(key)
 
     q_seg = per_segment(query, segs)  # (B, S, Ls, D)
     out = torch.empty_like(q_seg)
@@ -285,8 +341,7 @@ def routed_cross_attention(
         q = gather(q_seg, seg_ids).flatten(1, 2).unflatten(2, (heads, -1))
         k = gather(key, prompt_ids).flatten(1, 2).unflatten(2, (heads, -1))
         v = gather(value, prompt_ids).flatten(1, 2).unflatten(2, (heads, -1))
-        o = dispatch_attention_fn(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False,
-                                  backend=getattr(attn.processor, "_attention_backend", None))
+        o = dispatch_attention_fn(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, backend=backend)
         o = o.flatten(2, 3).type_as(q).unflatten(1, (len(seg_ids), -1))
         scatter(out, seg_ids, o)
     out = out.flatten(1, 2)
