@@ -134,9 +134,8 @@ def configure(pipe: LayerT2VPipeline, scale: Scale, opts: Options) -> None:
                               cfg_batch=opts.cfg_batch)
     if opts.vae_tiling:
         pipe.vae.enable_tiling(**scale.vae_tile)
-    if opts.compile and pipe.transformer._compiled_block_forward is None:
-        pipe.transformer.compile_blocks(dynamic=False)
-        pipe.transformer.compile_repeated_blocks(dynamic=False)  # the plain-Wan baseline's blocks
+    if opts.compile and pipe.transformer.blocks[0]._compiled_call_impl is None:
+        pipe.transformer.compile_blocks(dynamic=False)  # the layered and the plain-Wan baseline's forwards
 
 
 # ------------------------------------------------------------------------------------------------ measuring

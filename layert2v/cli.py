@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--size", type=parse_size, default=None, help="WIDTHxHEIGHT, multiples of 16 (VAE factor x patch)")
     g.add_argument("--scheduler", choices=("unipc", "euler"), default="unipc")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    g.add_argument("--offload", choices=("block", "leaf", "model"), default=None,
+                   help="small GPUs: keep the transformer in CPU memory and run it on --device one block / one "
+                        "layer / whole while denoising (exact; see docs/performance.md)")
     g.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
 
     t = sub.add_parser("train", help="train one stage from a YAML config (resumes from its checkpoint)")
@@ -81,6 +84,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError("a --fg prompt is empty; describe each foreground layer")
     if args.bg is not None and not args.bg.strip():
         raise ValueError("the --bg prompt is empty; describe the background or leave --bg out")
+    if args.offload and args.device == "cpu":
+        raise ValueError("--offload keeps the transformer in CPU memory and runs it on an accelerator; pass "
+                         "--device cuda, or drop --offload on the CPU")
     width, height = args.size if args.size else (None, None)
     model = Path(args.model) if args.model else BUILTIN_MODEL
     multiples = saved_video_multiples(model)
@@ -97,7 +103,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
                          "fewer --fg")
 
     start = time.perf_counter()
-    pipe = LayerT2VPipeline.from_pretrained(model, layer_weights=args.layer_weights).to(args.device)
+    pipe = LayerT2VPipeline.from_pretrained(model, layer_weights=args.layer_weights)
+    if args.offload:  # the exact memory savers with it; the transformer never goes to the device whole
+        pipe.enable_memory_savers(vae_tiling=False, offload=args.offload, device=args.device)
+    else:
+        pipe.to(args.device)
     load_s = time.perf_counter() - start
     video = pipe(args.prompt, bg, fgs, negative_prompt=args.negative, num_frames=args.frames, height=height,
                  width=width, num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,

@@ -27,6 +27,7 @@ from .video import LayeredVideo
 
 PIPELINE_FILE = "layert2v.json"
 SCHEDULERS = ("unipc", "euler")
+OFFLOAD_MODES = ("block", "leaf", "model")
 
 
 @dataclass
@@ -98,11 +99,13 @@ class LayerT2VPipeline:
         self._prompt_cache: dict[str, torch.Tensor] = {}
         self.cfg_batch = True
         self.offload_text_encoder = False
+        self._execution_device: torch.device | None = None  # set when the transformer is offloaded
+        self._transformer_offload_hook: Any = None
 
     # ---------------------------------------------------------------- devices
     @property
     def device(self) -> torch.device:
-        return next(self.transformer.parameters()).device
+        return self._execution_device or next(self.transformer.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -125,10 +128,19 @@ class LayerT2VPipeline:
         return self
 
     def enable_memory_savers(self, vae_tiling: bool = True, vae_slicing: bool = True,
-                             offload_text_encoder: bool = True, cfg_batch: bool = True) -> LayerT2VPipeline:
+                             offload_text_encoder: bool = True, cfg_batch: bool = True, offload: str | None = None,
+                             device: str | torch.device | None = None) -> LayerT2VPipeline:
         """Lower peak memory at large sizes: decode in spatial tiles (tiles blend at their seams, so pixels move
         slightly) and one layer at a time (exact), keep the text encoder off the device between encodes (UMT5-XXL's
-        ~11 GB of bf16 weights) and, with ``cfg_batch=False``, run the CFG branches one after the other."""
+        ~11 GB of bf16 weights) and, with ``cfg_batch=False``, run the CFG branches one after the other.
+
+        ``offload`` keeps the transformer's weights in CPU memory and runs them on ``device`` (an accelerator; call
+        this instead of ``.to(device)``): ``"block"`` moves one block at a time (diffusers' block-level group
+        offloading, streamed), ``"leaf"`` one layer at a time (least memory, slowest), ``"model"`` the whole
+        transformer, on the device while it denoises and off it for encoding and decoding. All three are exact.
+        """
+        if offload is not None:
+            self._offload_transformer(offload, device)
         if vae_tiling:
             self.vae.enable_tiling()
         if vae_slicing:
@@ -138,6 +150,26 @@ class LayerT2VPipeline:
         if offload_text_encoder:
             self.text_encoder.model.to("cpu")
         return self
+
+    def _offload_transformer(self, offload: str, device: str | torch.device | None) -> None:
+        if offload not in OFFLOAD_MODES:
+            raise ValueError(f"unknown offload {offload!r}; choose from {', '.join(OFFLOAD_MODES)}")
+        device = torch.device(device) if device is not None else None
+        if device is None or device.type == "cpu":
+            raise ValueError("offloading keeps the transformer in CPU memory and runs it on an accelerator, so on the "
+                             "CPU it saves nothing; pass device='cuda' (--device cuda) or drop offload (--offload)")
+        self.transformer.to("cpu")
+        self.vae.to(device)
+        self.alpha_path.to(device)
+        if offload == "model":
+            from accelerate import cpu_offload_with_hook
+
+            _, self._transformer_offload_hook = cpu_offload_with_hook(self.transformer, device)
+        else:
+            self.transformer.enable_group_offload(device, offload_type=f"{offload}_level", num_blocks_per_group=1,
+                                                  use_stream=True)
+        self._execution_device = device
+        self._prompt_cache.clear()
 
     @property
     def max_foregrounds(self) -> int:
@@ -372,6 +404,8 @@ class LayerT2VPipeline:
 
     def decode(self, latents: torch.Tensor, layout: LayerLayout) -> dict[str, np.ndarray]:
         """Split by the layout; one batched RGB decode, one batched alpha decode; unpremultiply foregrounds."""
+        if self._transformer_offload_hook is not None:  # offload="model": the transformer leaves for decoding
+            self._transformer_offload_hook.offload()
         parts = layout.split(latents)
         rgb_names = [s.name for s in layout.segments if s.is_rgb]
         alpha_names = [s.name for s in layout.segments if not s.is_rgb]

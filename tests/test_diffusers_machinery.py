@@ -158,3 +158,19 @@ def test_torch_export_of_a_fixed_layout_forward():
     with torch.no_grad():
         exported = program.module()(x, t, ctx)
     assert torch.allclose(exported, run(model, x, t, ctx, layout), atol=1e-5, rtol=0)
+
+
+def test_offload_asks_for_an_accelerator(tiny_pipeline, tmp_path, capsys):
+    """Offloading runs on an accelerator (the equality of its hooks is checked above, on the transformer): on the
+    CPU both the pipeline and the CLI refuse it with a one-line error, before any weights load."""
+    from layert2v.cli import main
+
+    with pytest.raises(ValueError, match="choose from block, leaf, model"):
+        tiny_pipeline.enable_memory_savers(offload="disk", device="cuda")
+    with pytest.raises(ValueError, match="on the CPU it saves nothing"):
+        tiny_pipeline.enable_memory_savers(offload="block", device="cpu")
+    assert tiny_pipeline._execution_device is None
+    code = main(["generate", "a red circle", "--out", str(tmp_path / "o"), "--offload", "leaf"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--device cuda" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
