@@ -26,7 +26,7 @@ import numpy as np
 from av.video.reformatter import ColorRange, Colorspace, Interpolation
 from PIL import Image, ImageDraw, ImageFont
 
-from .layout import LayerLayout
+from .layout import BACKGROUND, FOREGROUND, FULL, LayerLayout
 
 if TYPE_CHECKING:
     from .video import LayeredVideo
@@ -263,13 +263,10 @@ def _json_default(obj: Any) -> Any:
 
 def _file_names(k: int) -> dict[str, str]:
     """Manifest "files": each layer name of LayerLayout(K).names -> its authoritative file, plus extras."""
-    files = {"full": "full.mp4", "background": "background.mp4"}
-    for i in range(1, k + 1):
-        files[f"foreground_{i}"] = f"foreground_{i}.mov"
-    for i in range(1, k + 1):
-        files[f"alpha_{i}"] = f"alpha_{i}.mp4"
-    for i in range(1, k + 1):
-        files[f"foreground_{i}_webm"] = f"foreground_{i}.webm"
+    layout = LayerLayout(k)
+    files = {name: f"{name}.{'mov' if layout.segment(name).kind == FOREGROUND else 'mp4'}" for name in layout.names}
+    for i in layout.composite_order:
+        files[f"{layout.foreground_name(i)}_webm"] = f"{layout.foreground_name(i)}.webm"
     files["composite"] = "composite.mp4"
     files["preview"] = "preview.png"
     return files
@@ -347,9 +344,9 @@ def save_layered_video(video: LayeredVideo, directory: str | Path, overwrite: bo
     w, h = video.size
     if h % 2 or w % 2:
         raise ValueError(f"video size {w}x{h} must have even width and height for H.264/VP9 (4:2:0); crop or pad it")
-    for name, arr in [("full", video.full), ("background", video.background),
-                      *((f"foreground_{i + 1}", f) for i, f in enumerate(video.foregrounds)),
-                      *((f"alpha_{i + 1}", a) for i, a in enumerate(video.alphas))]:
+    for name, arr in [(FULL, video.full), (BACKGROUND, video.background),
+                      *((LayerLayout.foreground_name(i), f) for i, f in enumerate(video.foregrounds, 1)),
+                      *((LayerLayout.alpha_name(i), a) for i, a in enumerate(video.alphas, 1))]:
         if not np.isfinite(arr).all():
             raise ValueError(f"{name} contains NaN or infinite values; refusing to save")
     manifest = _manifest(video)
@@ -371,9 +368,11 @@ def save_layered_video(video: LayeredVideo, directory: str | Path, overwrite: bo
         write_video(tmp / files["background"], video.background, video.fps, "libx264")
         for i, (fg, a) in enumerate(zip(video.foregrounds, video.alphas), start=1):
             rgba = np.concatenate([fg, a[..., None]], axis=-1)
-            write_video(tmp / files[f"foreground_{i}"], rgba, video.fps, "prores_ks")
-            write_video(tmp / files[f"foreground_{i}_webm"], rgba, video.fps, "libvpx-vp9")
-            write_video(tmp / files[f"alpha_{i}"], np.repeat(a[..., None], 3, axis=-1), video.fps, "libx264")
+            fg_name = LayerLayout.foreground_name(i)
+            write_video(tmp / files[fg_name], rgba, video.fps, "prores_ks")
+            write_video(tmp / files[f"{fg_name}_webm"], rgba, video.fps, "libvpx-vp9")
+            write_video(tmp / files[LayerLayout.alpha_name(i)], np.repeat(a[..., None], 3, axis=-1), video.fps,
+                        "libx264")
         write_video(tmp / files["composite"], video.composite(), video.fps, "libx264")
         contact_sheet(video).save(tmp / files["preview"])
         (tmp / MANIFEST).write_text(manifest_text + "\n", encoding="utf-8")  # last: its presence marks completion
@@ -459,14 +458,14 @@ def load_layered_video(directory: str | Path) -> LayeredVideo:
             raise ValueError(f"cannot decode {path}: {e}") from e
         return (checked(path, result[0]), result[1]) if alpha else checked(path, result)
 
-    rgb_layers = ["full", "background", *(f"foreground_{i}" for i in range(1, k + 1))]
-    for layer in rgb_layers:  # report a missing file before spending minutes decoding the others
+    layout = LayerLayout(k)
+    for layer in layout.rgb_names:  # report a missing file before spending minutes decoding the others
         path_of(layer)
-    full = decode("full", alpha=False)
-    background = decode("background", alpha=False)
+    full = decode(FULL, alpha=False)
+    background = decode(BACKGROUND, alpha=False)
     foregrounds, alphas = [], []
-    for i in range(1, k + 1):
-        fg, a = decode(f"foreground_{i}", alpha=True)
+    for i in layout.composite_order:
+        fg, a = decode(layout.foreground_name(i), alpha=True)
         foregrounds.append(fg)
         alphas.append(a)
     metadata = {key: v for key, v in manifest.items() if key not in _RESERVED}
