@@ -71,9 +71,9 @@ def test_stage_3_file_carries_stage_2_lora_and_names_wan(chain, wan_dir):
 
 def test_layer_weights_on_another_base_are_refused(chain, tmp_path):
     other = save_tiny_wan(tmp_path / "other")
-    from layert2v.models.transformer import LayeredWanTransformer
+    from diffusers import WanTransformer3DModel
 
-    transformer = LayeredWanTransformer.from_pretrained(other / "transformer")
+    transformer = WanTransformer3DModel.from_pretrained(other / "transformer")
     with torch.no_grad():
         transformer.blocks[0].attn1.to_q.weight.add_(1e-3)
     transformer.save_pretrained(other / "transformer")
