@@ -113,3 +113,13 @@ def test_folder_dataset_default_is_unchanged_and_shape_fits_clips(folder):
     np.testing.assert_array_equal(clip.full, again.full)
     with pytest.raises(ValueError, match="no sample with 3 foreground"):
         fitted(0, 3)
+
+
+def test_a_shape_equal_to_the_stored_clips_changes_nothing(folder):
+    """So a trainer may always pass the stage's shape: clips already cut to it come through bit for bit."""
+    plain, fitted = FolderDataset(folder), FolderDataset(folder, ClipShape(frames=9, height=32, width=32, seed=5))
+    for i in range(len(plain)):
+        a, b = plain[i], fitted(i, plain.num_foregrounds(i))
+        for x, y in zip([a.full, a.background, *a.foregrounds, *a.alphas], [b.full, b.background, *b.foregrounds,
+                                                                             *b.alphas]):
+            np.testing.assert_array_equal(x, y)

@@ -162,3 +162,11 @@ def test_read_frames_keeps_only_the_asked_frames(root):
     np.testing.assert_array_equal(read_frames(path, [3, 0, 3, 11]), read_video(path)[[3, 0, 3, 11]])
     with pytest.raises(ValueError, match="has 12 decodable frames; frame 12 was asked for"):
         read_frames(path, [12])
+
+
+def test_open_source_by_kind(root):
+    from layert2v.data.source import open_source
+
+    assert isinstance(open_source("vidlayer", str(root), SHAPE), VidLayerDataset)
+    with pytest.raises(ValueError, match="unknown clip source 'webdataset'"):
+        open_source("webdataset", str(root), SHAPE)
