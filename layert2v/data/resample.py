@@ -121,4 +121,6 @@ def resample(video: LayeredVideo, shape: ClipShape, draw: int) -> LayeredVideo:
     """``video`` fitted to ``shape``: window ``draw`` of its frames, centre-cropped and resized."""
     out = resize_layers(take_frames(video, frame_indices(video.num_frames, video.fps, shape, draw)),
                         shape.height, shape.width)
-    return replace(out, fps=shape.fps) if shape.fps is not None and shape.fps != out.fps else out
+    if shape.fps is None or shape.fps == out.fps:
+        return out
+    return replace(out, fps=int(shape.fps) if float(shape.fps).is_integer() else shape.fps)

@@ -133,7 +133,7 @@ def _prompts(directory: Path, name: str, k: int) -> dict[str, Any]:
     for ours, (inside, top) in PROMPT_KEYS.items():
         value = captions.get(inside, raw.get(top))
         if value is None:
-            raise _fail(name, f"{PROMPT_FILE} has no {ours} prompt (captions.{inside} or {top})")
+            raise _fail(name, f"{PROMPT_FILE} has no {inside} prompt (captions.{inside} or {top})")
         prompts[ours] = value
     fgs = prompts["foregrounds"]
     fgs = [fgs] if isinstance(fgs, str) else fgs
