@@ -212,6 +212,47 @@ def read_webm_alpha(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return read_video_rgba(path)
 
 
+def video_info(path: str | Path) -> tuple[int, float, int, int]:
+    """(frame count, frame rate, width, height) of a video's first stream, without decoding frames (the count
+    comes from the container, or from counting packets where the container does not say)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such video file: {path}")
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError(f"{path.name} has no video stream")
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        if not rate:
+            raise ValueError(f"{path.name} does not say its frame rate")
+        frames = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
+        return frames, float(rate), stream.codec_context.width, stream.codec_context.height
+
+
+def read_frames(path: str | Path, indices: list[int]) -> np.ndarray:
+    """Decode only frames ``indices`` (in that order, repeats allowed) of a video to float32 RGB (T, H, W, 3) in
+    [0, 1]: a long clip's unused frames are decoded but never converted or kept."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such video file: {path}")
+    wanted, last = set(indices), max(indices)
+    kept: dict[int, np.ndarray] = {}
+    decoded = 0
+    frames = _decoded_frames(path)
+    try:
+        for frame in frames:
+            if decoded in wanted:
+                kept[decoded] = _frame_to_array(frame, alpha=False)
+            decoded += 1
+            if decoded > last:
+                break
+    finally:
+        frames.close()  # closes the container now, not when the generator is collected
+    if decoded <= last:
+        raise ValueError(f"{path.name} has {decoded} decodable frames; frame {last} was asked for")
+    return np.stack([kept[i] for i in indices])
+
+
 # ------------------------------------------------------------------------------------------- preview
 def contact_sheet(video: LayeredVideo, rows: int = 4, max_width: int = PREVIEW_MAX_WIDTH) -> Image.Image:
     """A few evenly spaced frames (rows) x every layer (columns): full | background | fg_k over a checkerboard
