@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
 
     t = sub.add_parser("train", help="train one stage from a YAML config (resumes from its checkpoint)")
-    t.add_argument("config", help="stage config, e.g. configs/stage2_layered.yaml")
+    t.add_argument("config", help="stage config, e.g. configs/wan/2a_layered_192x336.yaml")
+    t.add_argument("--dry-run", action="store_true", help="check the config and the stages it chains from without "
+                   "weights (meta device) and print the plan; trains nothing")
 
     i = sub.add_parser("info", help="describe a checkpoint, pipeline or output directory")
     i.add_argument("path")
@@ -122,6 +124,11 @@ def supported_foregrounds(model: Path) -> int | None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        from .training.plan import plan
+
+        print("\n".join(plan(args.config)))
+        return 0
     from .training.trainer import train_from_config
 
     out = train_from_config(args.config)

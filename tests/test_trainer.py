@@ -261,7 +261,7 @@ def test_shipped_configs_validate_and_chain():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "configs"
-    paths = sorted(root.rglob("*.yaml"))
+    paths = sorted(p for p in root.rglob("*.yaml") if p.parent.name != "accelerate")  # those are accelerate's
     assert paths
     for path in paths:
         TrainConfig.from_yaml(path)

@@ -1,6 +1,8 @@
 """The Wan route through the trainer: stages that chain from a Wan2.1 directory, layer-weights files that give each
 stage's transformer exactly on the base they name, and the bad cases (one line, nothing written)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from helpers import save_tiny_wan, toy_clip
@@ -101,3 +103,64 @@ def test_init_components_must_exist_and_be_known(wan_dir, tmp_path):
     cfg = wan_config(tmp_path, wan_dir, "layered", "bad", init={"transformer": str(tmp_path / "nowhere")})
     with pytest.raises(FileNotFoundError, match="does not exist"):
         Trainer(cfg, data=toy_source)
+
+
+def test_alpha_stage_reads_vidlayer_clips_of_another_size_with_the_perceptual_term(wan_dir, tmp_path):
+    """data.kind vidlayer: clips of 9 frames at 48x48 train a 5-frame 32x32 stage; eq. 8's L_perc through a
+    random VGG16 file."""
+    from safetensors.torch import save_file
+
+    from layert2v.data.vidlayer import write_vidlayer
+    from layert2v.models.perceptual import vgg16_features
+
+    write_vidlayer(tmp_path / "vidlayer", [toy_clip(i, 1, frames=9, size=48) for i in range(2)])
+    save_file({f"features.{k}": v for k, v in vgg16_features(23).state_dict().items()}, str(tmp_path / "vgg.st"))
+    cfg = wan_config(tmp_path, wan_dir, "alpha", "s1", init=str(wan_dir), train={"steps": 1},
+                     data={"kind": "vidlayer", "path": str(tmp_path / "vidlayer")},
+                     loss={"lambda_perc": 1.0, "vgg16": str(tmp_path / "vgg.st")})
+    trainer = Trainer(cfg)
+    record = trainer.train()[0]
+    assert record["perc"] > 0 and record["loss"] > record["rec"]
+    with pytest.raises(ValueError, match="lambda_perc > 0 needs loss.vgg16"):
+        wan_config(tmp_path, wan_dir, "alpha", "s1", init=str(wan_dir), loss={"lambda_perc": 1.0})
+
+
+WAN_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "wan").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", WAN_CONFIGS, ids=lambda p: p.stem)
+def test_wan_configs_dry_run_without_weights(path, capsys):
+    """Each configs/wan stage and the chain it starts from check out on the meta device, with no weights here."""
+    from layert2v.cli import main
+
+    assert main(["train", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    cfg = TrainConfig.from_yaml(path)
+    stages = [line for line in out.splitlines() if line.startswith("stage ")]
+    assert stages[-1] == f"stage {cfg.stage}: {path.name} -> {cfg.output_dir}/final"  # after the stages it needs
+    assert out.count("trainable") == out.count("per process") == len(stages)
+
+
+def test_wan_schedule_follows_appendix_a():
+    cfgs = {p.stem: TrainConfig.from_yaml(p) for p in WAN_CONFIGS}
+    shapes = {name: (c.data.height, c.data.width, c.data.frames, c.train.batch_size, c.train.steps)
+              for name, c in cfgs.items()}
+    assert shapes == {"1a_alpha_192x336": (192, 336, 9, 8, 4500), "1b_alpha_384x672": (384, 672, 41, 2, 2500),
+                      "2a_layered_192x336": (192, 336, 9, 8, 6000), "2b_layered_384x672": (384, 672, 41, 4, 1000),
+                      "3_multi_384x672": (384, 672, 41, 1, 5000)}
+    for c in cfgs.values():
+        assert c.train.lr == 1e-4 and c.train.warmup == 500 and c.train.weight_decay == 0.01
+        if c.stage == "layered":
+            assert (c.lora_rank, c.max_sequence_length) == (128, 512)
+            assert (c.loss.lambda_cons, c.loss.lambda_mask, c.loss.lambda_grad) == (0.1, 0.1, 0.1)
+        else:
+            assert (c.alpha_lora_rank, c.loss.lambda_edge, c.loss.lambda_perc) == (128, 1.0, 1.0)
+
+
+def test_dry_run_names_a_broken_chain(tmp_path, capsys):
+    from layert2v.cli import main
+
+    (tmp_path / "2.yaml").write_text(
+        "stage: layered\ninit: runs/nowhere/final\noutput_dir: runs/x\nlora_rank: 4\n")
+    assert main(["train", str(tmp_path / "2.yaml"), "--dry-run"]) == 2
+    assert "no config in" in capsys.readouterr().err

@@ -14,11 +14,15 @@ STAGES = ("vae", "alpha", "t2v", "layered")
 
 @dataclass
 class DataConfig:
-    kind: str = "world"  # world (procedural, streamed) | folder (the dataset format of layert2v.data.folder)
+    # world (procedural, streamed) | folder (layert2v.data.folder's format) | vidlayer (the VidLayer release);
+    # folder and vidlayer clips of any length and size are fitted to frames x height x width (frame window, resize,
+    # centre-crop: layert2v.data.resample)
+    kind: str = "world"
     path: str | None = None
     frames: int = 9
     height: int = 32
     width: int = 32
+    fps: float | None = None  # folder/vidlayer: sample frames at this rate; None: consecutive source frames
     num_foregrounds: list[int] = field(default_factory=lambda: [1, 1])  # [min, max] per sample
     seed: int = 0
     # t2v/layered: reuse N distinct clips per foreground count, VAE-encoded in batches before the first step
@@ -56,6 +60,11 @@ class LossConfig:
     lambda_grad: float = 0.1
     lambda_edge: float = 1.0  # stage 1
     lambda_struct: float = 1.0  # stage 1
+    lambda_perc: float = 0.0  # stage 1, eq. 8's VGG16 perceptual term (the paper: 1.0); needs vgg16
+    vgg16: str | None = None  # a local VGG16 weights file (.safetensors, or torchvision's .pth)
+    # L_cons: "corrected" composites with the empty layer's latent taken out (flow.composite_latents); "literal" is
+    # eq. 10 as printed (z_fg + z_bg (1 - A)), for reproduction
+    cons_form: str = "corrected"
     kl: float = 1e-6  # vae stage
 
 
@@ -150,10 +159,15 @@ class TrainConfig:
             raise ValueError(f"data.workers must be 0 (make clips in this process) or more, got {d.workers}")
         if d.cache < 0:
             raise ValueError(f"data.cache must be 0 (no cache) or a number of clips, got {d.cache}")
-        if d.kind not in ("world", "folder"):
-            raise ValueError(f"data.kind must be world or folder, got {d.kind!r}")
-        if d.kind == "folder" and not d.path:
-            raise ValueError("data.kind folder needs data.path")
+        if d.kind not in ("world", "folder", "vidlayer"):
+            raise ValueError(f"data.kind must be world, folder or vidlayer, got {d.kind!r}")
+        if d.kind != "world" and not d.path:
+            raise ValueError(f"data.kind {d.kind} needs data.path (the dataset directory)")
+        if self.loss.lambda_perc > 0 and self.stage == "alpha" and not self.loss.vgg16:
+            raise ValueError("loss.lambda_perc > 0 needs loss.vgg16: a local VGG16 weights file (.safetensors or "
+                             "torchvision's vgg16 .pth), or set lambda_perc: 0")
+        if self.loss.cons_form not in ("corrected", "literal"):
+            raise ValueError(f"loss.cons_form must be corrected or literal, got {self.loss.cons_form!r}")
         if self.train.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError("train.mixed_precision must be no, bf16 or fp16")
 

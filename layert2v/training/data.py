@@ -144,25 +144,13 @@ class WorldClips:
                              num_foregrounds=k, split="train")
 
 
-class FolderClips:
-    """(index, K) -> the samples with K foregrounds of a dataset folder, in turn."""
-
-    def __init__(self, path: str):
-        from ..data.folder import FolderDataset
-
-        self.path, self.dataset = path, FolderDataset(path)
-        self.by_k: dict[int, list[int]] = {}
-        for i in range(len(self.dataset)):
-            self.by_k.setdefault(self.dataset.num_foregrounds(i), []).append(i)
-
-    def __call__(self, index: int, k: int) -> LayeredVideo:
-        if k not in self.by_k:
-            raise ValueError(f"{self.path} has no sample with {k} foreground(s); set data.num_foregrounds to "
-                             f"{sorted(self.by_k)}")
-        items = self.by_k[k]
-        return self.dataset[items[index % len(items)]]
-
-
 def build_data(cfg: TrainConfig) -> ClipSource:
-    """The configured clip source: a picklable function (index, num_foregrounds) -> LayeredVideo."""
-    return WorldClips(cfg.data) if cfg.data.kind == "world" else FolderClips(cfg.data.path)
+    """The configured clip source: a picklable function (index, num_foregrounds) -> LayeredVideo. On-disk
+    datasets fit their clips to the stage's frames and size (``layert2v.data.source.open_source``)."""
+    d = cfg.data
+    if d.kind == "world":
+        return WorldClips(d)
+    from ..data.resample import ClipShape
+    from ..data.source import open_source
+
+    return open_source(d.kind, d.path, ClipShape(d.frames, d.height, d.width, d.fps, d.seed))

@@ -157,13 +157,22 @@ class AlphaRecipe(Recipe):
                            else AlphaPath.for_vae(self.vae, rank=self.cfg.alpha_lora_rank))
         if self.cfg.decoder_only:  # the projection head is the encoder side of the alpha latents
             self.alpha_path.projection.requires_grad_(False)
+        self.perceptual = None
+        if self.cfg.loss.lambda_perc > 0:  # eq. 8's L_perc on frozen VGG16 features
+            from ..models.perceptual import PerceptualLoss
+
+            self.perceptual = self.frozen(PerceptualLoss.from_file(self.cfg.loss.vgg16))
         return self.alpha_path.train()
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         alphas = batch.clips.alphas.flatten(0, 1).to(self.device)
         pred = self.model(self.vae, alphas)
         w = self.cfg.loss
-        return {"loss": alpha_reconstruction_loss(pred, alphas, w.lambda_edge, w.lambda_struct)}
+        rec = alpha_reconstruction_loss(pred, alphas, w.lambda_edge, w.lambda_struct)
+        if self.perceptual is None:
+            return {"loss": rec}
+        perc = self.perceptual(pred, alphas)  # unclamped, as every training loss here
+        return {"loss": rec + w.lambda_perc * perc, "rec": rec, "perc": perc}
 
     def export(self, directory: Path, steps: int) -> None:
         self.vae.save_pretrained(directory / "vae")
@@ -305,9 +314,12 @@ class LayeredRecipe(LatentRecipe):
         alphas = torch.stack([c.alphas for c in clips]).float().to(dev)
         w = self.cfg.loss
         decode = (lambda z: self.alpha_path.decode(self.vae, z, clamp=False)) if w.lambda_mask > 0 else None
+        empty = self.empty_latent(tuple(alphas.shape[2:]))
+        if w.cons_form == "literal":  # eq. 10 as printed: the empty layer taken as 0 (see flow.composite_latents)
+            empty = torch.zeros_like(empty)
         return layered_flow_loss(v, z0, z1, z_t, t_seg, layout, alphas=alphas, decode_alpha=decode,
                                  weights=LossWeights(w.lambda_cons, w.lambda_mask, w.lambda_grad),
-                                 empty_latent=self.empty_latent(tuple(alphas.shape[2:])))
+                                 empty_latent=empty)
 
     def empty_latent(self, frames_hw: tuple[int, int, int]) -> torch.Tensor:
         """L_cons's empty layer for clips of (T, H, W) frames, encoded once per shape."""

@@ -12,7 +12,6 @@ been, and N processes (or N accumulated micro-batches) train as one process on t
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -37,7 +36,6 @@ from .data import (  # noqa: F401  (re-exported: the trainer's public names befo
     Batch,
     ClipBatch,
     ClipSource,
-    FolderClips,
     Reads,
     StepBatches,
     WorldClips,
@@ -66,7 +64,10 @@ class Trainer:
         self.cfg = config
         self.out = Path(config.output_dir)
         check_init(config)
-        self.accelerator = accelerator or Accelerator(mixed_precision=config.train.mixed_precision)
+        # the schedule counts optimizer steps: one scheduler step per optimizer step, whatever the process count
+        self.accelerator = accelerator or Accelerator(mixed_precision=config.train.mixed_precision,
+                                                      gradient_accumulation_steps=config.train.gradient_accumulation,
+                                                      step_scheduler_with_optimizer=False)
         torch.manual_seed(config.train.seed)
         self.generator = torch.Generator(self.accelerator.device).manual_seed(
             config.train.seed + 1000 * self.accelerator.process_index)
@@ -174,12 +175,11 @@ class Trainer:
             start = time.perf_counter()
             self.optimizer.zero_grad(set_to_none=True)
             totals: dict[str, float] = {}
-            for micro in range(accumulate):
+            for _ in range(accumulate):
                 batch = next(batches)
-                last = micro == accumulate - 1
-                with self.accelerator.no_sync(self.model) if not last else contextlib.nullcontext():
+                with self.accelerator.accumulate(self.model):  # gradients sync on the last micro-batch only
                     losses = self.recipe.loss(batch)
-                    self.accelerator.backward(losses["loss"] / accumulate)
+                    self.accelerator.backward(losses["loss"])  # divided by gradient_accumulation there
                 for k, v in losses.items():
                     totals[k] = totals.get(k, 0.0) + float(v.detach()) / accumulate
             if cfg.grad_clip > 0:
