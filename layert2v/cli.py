@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--size", type=parse_size, default=None, help="WIDTHxHEIGHT, multiples of 16 (VAE factor x patch)")
     g.add_argument("--scheduler", choices=("unipc", "euler"), default="unipc")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    g.add_argument("--dtype", choices=("bf16", "fp32"), default=None,
+                   help="transformer compute precision (default: bf16 on CUDA, fp32 elsewhere); Wan's norms and "
+                        "modulation stay fp32")
     g.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
 
     t = sub.add_parser("train", help="train one stage from a YAML config (resumes from its checkpoint)")
@@ -74,6 +77,8 @@ def derive_prompts(prompt: str, bg: str | None, fgs: list[str] | None) -> tuple[
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
     from .pipeline import LayerT2VPipeline, check_video_shape, saved_video_multiples
     from .utils import check_output_directory
 
@@ -99,13 +104,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
                          "fewer --fg")
 
     start = time.perf_counter()
-    pipe = LayerT2VPipeline.from_pretrained(model, layer_weights=args.layer_weights).to(args.device)
+    dtype = args.dtype or ("bf16" if str(args.device).startswith("cuda") else "fp32")
+    pipe = LayerT2VPipeline.from_pretrained(model, layer_weights=args.layer_weights).to(
+        args.device, dtype={"bf16": torch.bfloat16, "fp32": torch.float32}[dtype])
     load_s = time.perf_counter() - start
     video = pipe(args.prompt, bg, fgs, negative_prompt=args.negative, num_frames=args.frames, height=height,
                  width=width, num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
                  scheduler=args.scheduler)
     video.metadata["timings"]["load_model_s"] = load_s
     video.metadata["model_path"] = str(model)
+    video.metadata["dtype"] = dtype
     out = video.save(args.out, overwrite=args.overwrite)
     print(f"wrote {video.num_foregrounds} foreground layer(s), {video.num_frames} frames "
           f"{video.size[0]}x{video.size[1]} to {out} in {time.perf_counter() - start:.1f}s")
