@@ -139,15 +139,14 @@ class TrainConfig:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "gradient_accumulation"):
             if not isinstance(getattr(t, name), int) or getattr(t, name) < 1:
                 raise ValueError(f"train.{name} must be a whole number of at least 1, got {getattr(t, name)!r}")
-        if self.decoder_only and (self.stage not in ("vae", "alpha") or not self.init):
+        if self.decoder_only and (self.stage not in ("vae", "alpha") or not isinstance(self.init, str)):
             raise ValueError("decoder_only fine-tunes the decoder of an existing model: it needs stage vae or "
-                             "alpha and an `init`")
+                             "alpha and an `init` (one directory, whose other components it carries along)")
         d = self.data
-        multiples = self.video_multiples()
-        if multiples is not None:
-            temporal, spatial = multiples
-            if d.frames < 1 or (d.frames - 1) % temporal:
-                raise ValueError(f"data.frames must be {temporal}k+1 for this model, got {d.frames}")
+        temporal, spatial = self.video_multiples()
+        if temporal is not None and (d.frames < 1 or (d.frames - 1) % temporal):
+            raise ValueError(f"data.frames must be {temporal}k+1 for this model, got {d.frames}")
+        if spatial is not None:
             if d.height % spatial or d.width % spatial:
                 raise ValueError(f"data.height and data.width must be multiples of {spatial} for this model, got "
                                  f"{d.height}x{d.width}")
@@ -190,22 +189,20 @@ class TrainConfig:
             return self.model[component]
         return None
 
-    def video_multiples(self) -> tuple[int, int] | None:
+    def video_multiples(self) -> tuple[int | None, int | None]:
         """(temporal, spatial) frame and size rules of the model this stage trains, from its VAE config and (the
-        transformer stages) its patch: frames temporal*k+1, sides multiples of spatial. None when the configs are
-        not there yet; the trainer checks again once they are."""
+        transformer stages) its patch: frames temporal*k+1, sides multiples of spatial. None for a rule whose
+        config is not there yet (an init not trained yet); the trainer checks again once it is."""
         from ..models.vae import compression
 
         vae = self.component_config("vae")
-        if vae is None:
-            if self.init is not None:
-                return None
-            vae = vae_defaults()
-        temporal, spatial = compression({**vae_defaults(), **vae})
+        if vae is None and self.init is not None:
+            return None, None
+        temporal, spatial = compression({**vae_defaults(), **(vae or {})})
         if self.stage in ("t2v", "layered"):
             transformer = self.component_config("transformer")
-            if transformer is None:
-                return None
+            if not isinstance(transformer, dict) or "patch_size" not in transformer and self.init is not None:
+                return temporal, None
             spatial *= max(transformer.get("patch_size", (1, 2, 2))[1:])
         return temporal, spatial
 
