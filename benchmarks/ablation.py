@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 import layert2v.pipeline as pipeline_module
+import layert2v.training.recipes as recipes_module
 import layert2v.training.trainer as trainer_module
 from layert2v.data.world import heldout_prompts
 from layert2v.layout import LayerLayout, Segment
@@ -62,12 +63,12 @@ def routing(variant: str) -> Iterator[None]:
     if variant == "routed":
         yield
         return
-    saved = trainer_module.LayerLayout, pipeline_module.LayerLayout
-    trainer_module.LayerLayout = pipeline_module.LayerLayout = UnroutedLayout
+    saved = recipes_module.LayerLayout, pipeline_module.LayerLayout
+    recipes_module.LayerLayout = pipeline_module.LayerLayout = UnroutedLayout
     try:
         yield
     finally:
-        trainer_module.LayerLayout, pipeline_module.LayerLayout = saved
+        recipes_module.LayerLayout, pipeline_module.LayerLayout = saved
 
 
 def train_variant(variant: str, config: Path, init: Path, steps: int, out: Path, latents: dict) -> Path:
@@ -77,7 +78,7 @@ def train_variant(variant: str, config: Path, init: Path, steps: int, out: Path,
     raw["train"]["steps"] = steps
     with routing(variant):
         trainer = trainer_module.Trainer(TrainConfig.from_dict(raw))
-        trainer._encoded = latents
+        trainer.latents._encoded = latents
         if variant == "concat":  # LayerAdaLN stays at its zero init: plain Wan modulation for every segment
             layer_adaln = trainer._unwrapped().layer_adaln
             layer_adaln.requires_grad_(False).zero_()

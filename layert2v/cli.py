@@ -46,10 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--offload", choices=("block", "leaf", "model"), default=None,
                    help="small GPUs: keep the transformer in CPU memory and run it on --device one block / one "
                         "layer / whole while denoising (exact; see docs/performance.md)")
+    g.add_argument("--dtype", choices=("bf16", "fp32"), default=None,
+                   help="transformer compute precision (default: bf16 on CUDA, fp32 elsewhere); Wan's norms and "
+                        "modulation stay fp32")
     g.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
 
     t = sub.add_parser("train", help="train one stage from a YAML config (resumes from its checkpoint)")
-    t.add_argument("config", help="stage config, e.g. configs/stage2_layered.yaml")
+    t.add_argument("config", help="stage config, e.g. configs/wan/2a_layered_192x336.yaml")
+    t.add_argument("--dry-run", action="store_true", help="check the config and the stages it chains from without "
+                   "weights (meta device) and print the plan; trains nothing")
 
     i = sub.add_parser("info", help="describe a checkpoint, pipeline or output directory")
     i.add_argument("path")
@@ -75,6 +80,8 @@ def derive_prompts(prompt: str, bg: str | None, fgs: list[str] | None) -> tuple[
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
     from .pipeline import LayerT2VPipeline, check_video_shape, saved_video_multiples
     from .utils import check_output_directory
 
@@ -103,7 +110,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
                          "fewer --fg")
 
     start = time.perf_counter()
+    dtype = args.dtype or ("bf16" if str(args.device).startswith("cuda") else "fp32")
     pipe = LayerT2VPipeline.from_pretrained(model, layer_weights=args.layer_weights)
+    pipe.to(dtype={"bf16": torch.bfloat16, "fp32": torch.float32}[dtype])
     if args.offload:  # the exact memory savers with it; the transformer never goes to the device whole
         pipe.enable_memory_savers(vae_tiling=False, offload=args.offload, device=args.device)
     else:
@@ -114,6 +123,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                  scheduler=args.scheduler)
     video.metadata["timings"]["load_model_s"] = load_s
     video.metadata["model_path"] = str(model)
+    video.metadata["dtype"] = dtype
     out = video.save(args.out, overwrite=args.overwrite)
     print(f"wrote {video.num_foregrounds} foreground layer(s), {video.num_frames} frames "
           f"{video.size[0]}x{video.size[1]} to {out} in {time.perf_counter() - start:.1f}s")
@@ -132,6 +142,11 @@ def supported_foregrounds(model: Path) -> int | None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        from .training.plan import plan
+
+        print("\n".join(plan(args.config)))
+        return 0
     from .training.trainer import train_from_config
 
     out = train_from_config(args.config)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .layout import LayerLayout
+from .layout import BACKGROUND, FULL, LayerLayout
 from .models.vae import alpha_gradient_loss
 
 NUM_TRAIN_TIMESTEPS = 1000
@@ -30,7 +30,16 @@ def sample_timesteps(
 
 def interpolate(z0: torch.Tensor, z1: torch.Tensor, t_segments: torch.Tensor, layout: LayerLayout) -> torch.Tensor:
     """z_t per segment: t_segments is (B, S); condition segments (t = 0) stay clean."""
-    t = expand_segments(t_segments, z0, layout)
+    return mix(z0, z1, expand_segments(t_segments, z0, layout))
+
+
+def interpolate_clip(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """z_t of unlayered latents (B, C, T', H', W') at one t per sample (B,) (plain text-to-video)."""
+    return mix(z0, z1, t.view(-1, *[1] * (z0.ndim - 1)))
+
+
+def mix(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(1 - t) z0 + t z1, t broadcast against the latents."""
     return (1.0 - t) * z0 + t * z1
 
 
@@ -71,9 +80,9 @@ def composite_latents(
     encoder as affine removes it: on ground-truth world clips the latent composite then misses the full video's
     latent by an MSE of 0.04 (K = 1) and 0.10 (K = 3) instead of 0.72 and 5.97.
     """
-    z = parts["background"]
+    z = parts[BACKGROUND]
     for k in layout.composite_order:
-        z = parts[f"foreground_{k}"] + (z - empty) * (1.0 - alphas_small[k - 1])
+        z = parts[layout.foreground_name(k)] + (z - empty) * (1.0 - alphas_small[k - 1])
     return z
 
 
@@ -118,11 +127,11 @@ def layered_flow_loss(
         # Condition segments are known exactly: use the clean latent there.
         z0_hat = z0_hat * gen + z0.float() * (1 - gen)
         parts = layout.split(z0_hat)
-        target_full = layout.split(z0.float())["full"]
-        if weights.cons > 0 and any(layout.generated[layout.index(n)] for n in layout.names if n != "full"):
+        target_full = layout.split(z0.float())[FULL]
+        if weights.cons > 0 and any(layout.generated[layout.index(n)] for n in layout.names if n != FULL):
             if empty_latent is None:
                 raise ValueError("L_cons needs empty_latent, the latent of an all-black clip")
-            lat_shape = tuple(parts["full"].shape[2:])
+            lat_shape = tuple(parts[FULL].shape[2:])
             small = [downsample_alpha(alphas[:, k : k + 1].float(), lat_shape) for k in range(layout.num_foregrounds)]
             cons = F.mse_loss(composite_latents(parts, small, layout, empty_latent.float()), target_full)
             losses["cons"] = cons
@@ -132,7 +141,7 @@ def layered_flow_loss(
             for k in range(1, layout.num_foregrounds + 1):
                 if not layout.generated[layout.alpha(k)]:
                     continue
-                pred = decode_alpha(parts[f"alpha_{k}"])
+                pred = decode_alpha(parts[layout.alpha_name(k)])
                 target = alphas[:, k - 1 : k].to(pred.dtype)
                 mask_terms.append(F.smooth_l1_loss(pred, target) + weights.grad * alpha_gradient_loss(pred, target))
             if mask_terms:

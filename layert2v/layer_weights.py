@@ -7,9 +7,12 @@ metadata records how to rebuild the adapters.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers import AutoencoderKLWan
@@ -42,6 +45,9 @@ def merge_transformer_lora(transformer: LayeredWanTransformer) -> None:
         transformer.unload_lora()
 
 
+LAYER_MODULES = ("layer_adaln", "layer_prompt_embedding")  # LayerT2V's own parameters, not the base model's
+
+
 def layer_state_dict(transformer: LayeredWanTransformer) -> dict[str, torch.Tensor]:
     out = {"transformer.layer_adaln": transformer.layer_adaln.detach()}
     if transformer.layer_prompt_embedding is not None:
@@ -49,19 +55,67 @@ def layer_state_dict(transformer: LayeredWanTransformer) -> dict[str, torch.Tens
     return out
 
 
+def base_fingerprint(state: Mapping[str, torch.Tensor]) -> str:
+    """A hash of a transformer's base weights: names, dtypes, shapes and bytes, the layer modules and any peft
+    LoRA left out (a LoRA-wrapped layer's ``base_layer`` counts under its plain name). Equal for the same weights
+    however they were loaded; it changes with any weight, dtype or architecture."""
+    h = hashlib.sha256()
+    named = {n.replace(".base_layer.", "."): t for n, t in state.items()
+             if n.split(".")[0] not in LAYER_MODULES and ".lora_" not in n}
+    for name in sorted(named):
+        t = named[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()[:32]
+
+
+@dataclass
+class LoraChain:
+    """The LoRAs already merged into a stage's starting transformer, in order, and the vanilla base they started
+    from: a later stage's layer-weights file carries them so it applies to that base."""
+
+    base: str  # base_fingerprint of the vanilla transformer
+    loras: list[dict[str, Any]] = field(default_factory=list)  # each {r, lora_alpha, target_modules}
+    tensors: list[dict[str, torch.Tensor]] = field(default_factory=list)  # each LoRA's peft state dict
+
+    @classmethod
+    def read(cls, path: Path) -> tuple[LoraChain, str]:
+        """The chain a layer-weights file applies, ending with its own LoRA, and the fingerprint of the
+        transformer it gives (``result``)."""
+        meta, tensors = read_layer_weights(path)
+        chain = cls(meta["base"])
+        for i, lora in enumerate(meta["loras"]):
+            prefix = f"transformer.lora.{i}."
+            chain.loras.append(lora)
+            chain.tensors.append({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        return chain, meta["result"]
+
+
 def export_layer_weights(path: str | Path, transformer: LayeredWanTransformer, alpha_path: AlphaPath,
-                         lora: LoraConfig | None) -> Path:
-    """Write LoRA + layer modules + alpha path into one safetensors file (atomic)."""
-    tensors = layer_state_dict(transformer)
+                         lora: LoraConfig | None, earlier: LoraChain | None = None) -> Path:
+    """Write LoRA + layer modules + alpha path into one safetensors file (atomic), relative to a recorded base.
+
+    ``transformer`` still holds its LoRA unmerged. Without ``earlier`` its base weights are the base the file
+    names; with ``earlier`` (stage 3, started from stage 2's merged transformer) the file carries earlier's LoRAs
+    first and names earlier's base. Applied in order to that base, the LoRAs give exactly the transformer the
+    stage saves after merging (``result``, checked by the next stage)."""
+    chain = earlier or LoraChain(base_fingerprint(transformer.state_dict()))
+    loras, lora_tensors = list(chain.loras), list(chain.tensors)
     if lora is not None:
-        for k, v in get_peft_model_state_dict(transformer).items():
-            tensors[f"transformer.lora.{k}"] = v.detach()
+        loras.append({"r": lora.r, "lora_alpha": lora.lora_alpha, "target_modules": sorted(lora.target_modules)})
+        lora_tensors.append({k: v.detach() for k, v in get_peft_model_state_dict(transformer).items()})
+    tensors = layer_state_dict(transformer)
+    for i, state in enumerate(lora_tensors):
+        tensors.update({f"transformer.lora.{i}.{k}": v for k, v in state.items()})
     for k, v in alpha_path.state_dict().items():
         tensors[f"alpha_path.{k}"] = v.detach()
+    merged = _merged_state(transformer) if lora is not None else transformer.state_dict()
     meta = {
         "format": FORMAT,
-        "lora": None if lora is None else {"r": lora.r, "lora_alpha": lora.lora_alpha,
-                                           "target_modules": sorted(lora.target_modules)},
+        "version": 2,
+        "base": chain.base,
+        "result": base_fingerprint(merged),
+        "loras": loras,
         "max_foregrounds": transformer.max_foregrounds,
         "layer_text_embedding": transformer.layer_prompt_embedding is not None,
         "alpha_path": {k: alpha_path.config[k] for k in ("z_dim", "rank", "targets")},
@@ -73,26 +127,54 @@ def export_layer_weights(path: str | Path, transformer: LayeredWanTransformer, a
     return path
 
 
+def _merged_state(transformer: LayeredWanTransformer) -> dict[str, torch.Tensor]:
+    """The weights ``merge_transformer_lora`` will leave, computed the same way without touching the model."""
+    import copy
+
+    clone = copy.deepcopy(transformer)
+    merge_transformer_lora(clone)
+    return clone.state_dict()
+
+
+def read_layer_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A layer-weights file's metadata and tensors; a one-line error for anything else."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"layer weights file {path} does not exist")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {}).get("layert2v", "null") or "null")
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise ValueError(f"{path} is not a readable safetensors file ({e}); export it again") from None
+    if not meta or meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a layert2v layer-weights file")
+    if meta.get("version") != 2:
+        raise ValueError(f"{path} is an old layer-weights file that names no base model; export it again with "
+                         "this version of layert2v")
+    return meta, load_file(str(path))
+
+
+def apply_loras(transformer: LayeredWanTransformer, chain: LoraChain) -> None:
+    """Merge each LoRA of ``chain`` into ``transformer``, in order (as the stages that trained them did)."""
+    for lora, state in zip(chain.loras, chain.tensors):
+        config = LoraConfig(r=lora["r"], lora_alpha=lora["lora_alpha"], target_modules=lora["target_modules"])
+        transformer.add_adapter(config)
+        set_peft_model_state_dict(transformer, state)
+        merge_transformer_lora(transformer)
+
+
 def load_wan_pipeline(cls: type[LayerT2VPipeline], root: Path, layer_weights: str | Path | None,
                       text_encoder: str | Path | None) -> LayerT2VPipeline:
     """A Wan2.1-T2V diffusers directory (transformer/, vae/, text_encoder/, tokenizer/) + optional layer file."""
-    from safetensors import safe_open
-
     from .pipeline import PipelineConfig, check_transformer_config
 
     for sub in ("transformer", "vae"):
         if not (root / sub).is_dir():
             raise FileNotFoundError(f"{root} has no {sub}/ folder; expected a Wan2.1-T2V diffusers directory")
     check_transformer_config(root / "transformer")
-    meta = None
-    if layer_weights is not None:
-        layer_weights = Path(layer_weights)
-        if not layer_weights.is_file():
-            raise FileNotFoundError(f"layer weights file {layer_weights} does not exist")
-        with safe_open(str(layer_weights), "pt") as f:
-            meta = json.loads((f.metadata() or {}).get("layert2v", "null") or "null")
-        if not meta or meta.get("format") != FORMAT:
-            raise ValueError(f"{layer_weights} is not a layert2v layer-weights file")
+    meta, tensors = read_layer_weights(layer_weights) if layer_weights is not None else (None, {})
 
     wan_config = LayeredWanTransformer.load_config(root / "transformer")
     extra = {}
@@ -102,7 +184,7 @@ def load_wan_pipeline(cls: type[LayerT2VPipeline], root: Path, layer_weights: st
     state = _load_folder_state(root / "transformer")
     result = transformer.load_state_dict(state, strict=False)
     unexpected = [k for k in result.unexpected_keys if not k.startswith("norm_added_q")]
-    missing = [k for k in result.missing_keys if k.split(".")[0] not in ("layer_adaln", "layer_prompt_embedding")]
+    missing = [k for k in result.missing_keys if k.split(".")[0] not in LAYER_MODULES]
     if unexpected or missing:
         raise ValueError(f"{root / 'transformer'} does not match the Wan2.1 architecture "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
@@ -110,15 +192,10 @@ def load_wan_pipeline(cls: type[LayerT2VPipeline], root: Path, layer_weights: st
     vae = AutoencoderKLWan.from_pretrained(root / "vae")
     alpha_path = AlphaPath(**meta["alpha_path"]) if meta else AlphaPath.for_vae(vae)
     if meta:
-        tensors = load_file(str(layer_weights))
-        if meta["lora"]:
-            lora = LoraConfig(r=meta["lora"]["r"], lora_alpha=meta["lora"]["lora_alpha"],
-                              target_modules=meta["lora"]["target_modules"])
-            transformer.add_adapter(lora)
-            set_peft_model_state_dict(
-                transformer, {k[len("transformer.lora."):]: v for k, v in tensors.items()
-                              if k.startswith("transformer.lora.")})
-            merge_transformer_lora(transformer)
+        if base_fingerprint(transformer.state_dict()) != meta["base"]:
+            raise ValueError(f"{layer_weights} was trained on another base transformer than {root / 'transformer'} "
+                             "(its recorded fingerprint differs); pass the --model directory it was trained from")
+        apply_loras(transformer, LoraChain.read(Path(layer_weights))[0])
         with torch.no_grad():
             transformer.layer_adaln.copy_(tensors["transformer.layer_adaln"])
             if transformer.layer_prompt_embedding is not None:

@@ -39,6 +39,26 @@ class Segment:
         """RGB segments go through the RGB VAE; alpha segments through the alpha path."""
         return self.kind != ALPHA
 
+    @classmethod
+    def from_name(cls, name: str) -> Segment:
+        """The inverse of :attr:`name`: ``"alpha_2"`` -> Segment(ALPHA, 2); a ValueError for any other name."""
+        kind, _, index = name.partition("_")
+        if kind in (FULL, BACKGROUND) and not index:
+            return cls(kind)
+        if kind in (FOREGROUND, ALPHA) and index.isdigit() and int(index) >= 1 and str(int(index)) == index:
+            return cls(kind, int(index))
+        raise ValueError(f"{name!r} is not a segment name; segments are {FULL}, {BACKGROUND}, {FOREGROUND}_k and "
+                         f"{ALPHA}_k")
+
+    @property
+    def partner(self) -> str | None:
+        """A foreground's alpha, an alpha's foreground; None for full and background."""
+        if self.kind == FOREGROUND:
+            return Segment(ALPHA, self.index).name
+        if self.kind == ALPHA:
+            return Segment(FOREGROUND, self.index).name
+        return None
+
 
 class LayerLayout:
     """Segment order, prompt routing, conditions and compositing order for K foregrounds.
@@ -88,13 +108,37 @@ class LayerLayout:
     def index(self, name: str) -> int:
         return self.names.index(name)
 
+    def segment(self, name: str) -> Segment:
+        """The segment called ``name``; a ValueError naming the segments if this layout has none of that name."""
+        if name not in self.names:
+            raise ValueError(f"no segment {name!r} in this layout; it has {self.names}")
+        return self.segments[self.index(name)]
+
     def foreground(self, k: int) -> int:
         """Segment index of foreground k (1-based)."""
-        return self.index(f"{FOREGROUND}_{k}")
+        return self.index(self.foreground_name(k))
 
     def alpha(self, k: int) -> int:
         """Segment index of alpha k (1-based)."""
-        return self.index(f"{ALPHA}_{k}")
+        return self.index(self.alpha_name(k))
+
+    @staticmethod
+    def foreground_name(k: int) -> str:
+        return Segment(FOREGROUND, k).name
+
+    @staticmethod
+    def alpha_name(k: int) -> str:
+        return Segment(ALPHA, k).name
+
+    @property
+    def rgb_names(self) -> list[str]:
+        """RGB segments in order: full, background, foreground_1..K (what the RGB VAE encodes)."""
+        return [s.name for s in self.segments if s.is_rgb]
+
+    @property
+    def alpha_names(self) -> list[str]:
+        """Alpha segments in order: alpha_1..K (what the alpha path encodes)."""
+        return [s.name for s in self.segments if not s.is_rgb]
 
     @property
     def composite_order(self) -> list[int]:
@@ -105,14 +149,14 @@ class LayerLayout:
     @property
     def prompt_names(self) -> list[str]:
         """One prompt per RGB layer: full, background, foreground_1..K. Alphas read their foreground's."""
-        return [s.name for s in self.segments if s.is_rgb]
+        return self.rgb_names
 
     def layer_prompts(self, full: str, background: str, foregrounds: Sequence[str]) -> list[str]:
         """The per-layer prompts in ``prompt_names`` order (foregrounds bottom to top)."""
         if len(foregrounds) != self.num_foregrounds:
             raise ValueError(f"need {self.num_foregrounds} foreground prompt(s), got {len(foregrounds)}")
         by_name = {FULL: full, BACKGROUND: background,
-                   **{f"{FOREGROUND}_{k}": p for k, p in zip(self.composite_order, foregrounds)}}
+                   **{self.foreground_name(k): p for k, p in zip(self.composite_order, foregrounds)}}
         return [by_name[name] for name in self.prompt_names]
 
     @property
@@ -125,7 +169,7 @@ class LayerLayout:
             return tuple(range(self.num_prompts))
         if segment.kind == BACKGROUND:
             return (self.prompt_names.index(BACKGROUND),)
-        return (self.prompt_names.index(f"{FOREGROUND}_{segment.index}"),)
+        return (self.prompt_names.index(self.foreground_name(segment.index)),)
 
     def _routing_groups(self) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
         """Segments grouped by identical prompt visibility: ((segment indices), (prompt indices)) pairs.

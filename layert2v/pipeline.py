@@ -19,10 +19,11 @@ from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, UniPCMu
 from tqdm.auto import tqdm
 
 from .flow import NUM_TRAIN_TIMESTEPS
-from .layout import ALPHA, FOREGROUND, LayerLayout
+from .latents import encode_layered
+from .layout import BACKGROUND, FOREGROUND, FULL, LayerLayout
 from .models.text import TextEncoder
 from .models.transformer import LayeredWanTransformer
-from .models.vae import AlphaPath, compression, decode_rgb, encode_rgb
+from .models.vae import AlphaPath, compression, decode_rgb
 from .video import LayeredVideo
 
 PIPELINE_FILE = "layert2v.json"
@@ -347,9 +348,9 @@ class LayerT2VPipeline:
         video = self.decode(latents, layout)
         timings["decode_s"] = time.perf_counter() - start
         return LayeredVideo(
-            full=video["full"], background=video["background"],
-            foregrounds=[video[f"{FOREGROUND}_{k}"] for k in range(1, layout.num_foregrounds + 1)],
-            alphas=[video[f"{ALPHA}_{k}"] for k in range(1, layout.num_foregrounds + 1)],
+            full=video[FULL], background=video[BACKGROUND],
+            foregrounds=[video[layout.foreground_name(k)] for k in layout.composite_order],
+            alphas=[video[layout.alpha_name(k)] for k in layout.composite_order],
             fps=cfg.fps,
             prompts={"full": prompt, "background": background_prompt, "foregrounds": foreground_prompts},
             seed=seed,
@@ -384,39 +385,40 @@ class LayerT2VPipeline:
         if not conditions:
             return None
         for name, frames in conditions.items():
-            want = (num_frames, height, width) if name.startswith(ALPHA) else (num_frames, height, width, 3)
+            segment = layout.segment(name)
+            want = (num_frames, height, width, 3) if segment.is_rgb else (num_frames, height, width)
             if tuple(frames.shape) != want:
                 raise ValueError(f"condition {name} has shape {tuple(frames.shape)}, expected {want}")
-            if name.startswith(FOREGROUND) and f"{ALPHA}_{name.split('_')[1]}" not in conditions:
-                raise ValueError(f"condition {name} needs its alpha too: give {ALPHA}_{name.split('_')[1]}")
-        parts = {}
+            if segment.kind == FOREGROUND and segment.partner not in conditions:
+                raise ValueError(f"condition {name} needs its alpha too: give {segment.partner}")
+        layers = {}
         for name, frames in conditions.items():
             x = torch.from_numpy(np.asarray(frames, dtype=np.float32)).to(self.device)
-            if name.startswith(ALPHA):
-                parts[name] = self.alpha_path.encode(self.vae, x[None, None])
+            segment = layout.segment(name)
+            if not segment.is_rgb:
+                layers[name] = x[None, None]
                 continue
-            if name.startswith(FOREGROUND):  # RGB VAE sees premultiplied foregrounds
-                alpha = torch.from_numpy(np.asarray(conditions[f"{ALPHA}_{name.split('_')[1]}"], np.float32))
+            if segment.kind == FOREGROUND:  # RGB VAE sees premultiplied foregrounds
+                alpha = torch.from_numpy(np.asarray(conditions[segment.partner], np.float32))
                 x = x * alpha.to(self.device)[..., None]
-            parts[name] = encode_rgb(self.vae, x.permute(3, 0, 1, 2)[None])
-        like = next(iter(parts.values()))
-        return layout.concat({n: parts.get(n, torch.zeros_like(like)) for n in layout.names}).float()
+            layers[name] = x.permute(3, 0, 1, 2)[None]
+        return encode_layered(self.vae, self.alpha_path, layers, layout).float()
 
     def decode(self, latents: torch.Tensor, layout: LayerLayout) -> dict[str, np.ndarray]:
         """Split by the layout; one batched RGB decode, one batched alpha decode; unpremultiply foregrounds."""
         if self._transformer_offload_hook is not None:  # offload="model": the transformer leaves for decoding
             self._transformer_offload_hook.offload()
         parts = layout.split(latents)
-        rgb_names = [s.name for s in layout.segments if s.is_rgb]
-        alpha_names = [s.name for s in layout.segments if not s.is_rgb]
+        rgb_names, alpha_names = layout.rgb_names, layout.alpha_names
         rgb = decode_rgb(self.vae, torch.cat([parts[n] for n in rgb_names]))
         alpha = self.alpha_path.decode(self.vae, torch.cat([parts[n] for n in alpha_names]))
         out = {n: rgb[i].permute(1, 2, 3, 0).clamp(0, 1).cpu().numpy() for i, n in enumerate(rgb_names)}
         out.update({n: alpha[i, 0].cpu().numpy() for i, n in enumerate(alpha_names)})
         for k in range(1, layout.num_foregrounds + 1):
-            a = out[f"{ALPHA}_{k}"][..., None]
-            premult = out[f"{FOREGROUND}_{k}"]
-            out[f"{FOREGROUND}_{k}"] = np.where(a > 1 / 255, np.clip(premult / np.maximum(a, 1e-6), 0, 1), 0.0)
+            fg = layout.foreground_name(k)
+            a = out[layout.alpha_name(k)][..., None]
+            premult = out[fg]
+            out[fg] = np.where(a > 1 / 255, np.clip(premult / np.maximum(a, 1e-6), 0, 1), 0.0)
         return out
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .layout import LayerLayout
+from .layout import BACKGROUND, LayerLayout
 
 
 def over(foreground: np.ndarray, alpha: np.ndarray, under: np.ndarray) -> np.ndarray:
@@ -40,13 +40,13 @@ class LayeredVideo:
         shape = self.full.shape
         if len(shape) != 4 or shape[-1] != 3:
             raise ValueError(f"full video must be (T, H, W, 3), got {shape}")
-        for name, arr in [("background", self.background), *((f"foreground_{i+1}", f) for i, f in
-                                                               enumerate(self.foregrounds))]:
+        for name, arr in [(BACKGROUND, self.background), *((LayerLayout.foreground_name(i), f) for i, f in
+                                                             enumerate(self.foregrounds, 1))]:
             if arr.shape != shape:
                 raise ValueError(f"{name} has shape {arr.shape}, expected {shape} like the full video")
         for i, a in enumerate(self.alphas):
             if a.shape != shape[:3]:
-                raise ValueError(f"alpha_{i+1} has shape {a.shape}, expected {shape[:3]}")
+                raise ValueError(f"{LayerLayout.alpha_name(i + 1)} has shape {a.shape}, expected {shape[:3]}")
         self.full = np.asarray(self.full, dtype=np.float32)
         self.background = np.asarray(self.background, dtype=np.float32)
         self.foregrounds = [np.asarray(f, dtype=np.float32) for f in self.foregrounds]

@@ -26,7 +26,7 @@ import numpy as np
 from av.video.reformatter import ColorRange, Colorspace, Interpolation
 from PIL import Image, ImageDraw, ImageFont
 
-from .layout import LayerLayout
+from .layout import BACKGROUND, FOREGROUND, FULL, LayerLayout
 
 if TYPE_CHECKING:
     from .video import LayeredVideo
@@ -212,6 +212,47 @@ def read_webm_alpha(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return read_video_rgba(path)
 
 
+def video_info(path: str | Path) -> tuple[int, float, int, int]:
+    """(frame count, frame rate, width, height) of a video's first stream, without decoding frames (the count
+    comes from the container, or from counting packets where the container does not say)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such video file: {path}")
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError(f"{path.name} has no video stream")
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        if not rate:
+            raise ValueError(f"{path.name} does not say its frame rate")
+        frames = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
+        return frames, float(rate), stream.codec_context.width, stream.codec_context.height
+
+
+def read_frames(path: str | Path, indices: list[int]) -> np.ndarray:
+    """Decode only frames ``indices`` (in that order, repeats allowed) of a video to float32 RGB (T, H, W, 3) in
+    [0, 1]: a long clip's unused frames are decoded but never converted or kept."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such video file: {path}")
+    wanted, last = set(indices), max(indices)
+    kept: dict[int, np.ndarray] = {}
+    decoded = 0
+    frames = _decoded_frames(path)
+    try:
+        for frame in frames:
+            if decoded in wanted:
+                kept[decoded] = _frame_to_array(frame, alpha=False)
+            decoded += 1
+            if decoded > last:
+                break
+    finally:
+        frames.close()  # closes the container now, not when the generator is collected
+    if decoded <= last:
+        raise ValueError(f"{path.name} has {decoded} decodable frames; frame {last} was asked for")
+    return np.stack([kept[i] for i in indices])
+
+
 # ------------------------------------------------------------------------------------------- preview
 def contact_sheet(video: LayeredVideo, rows: int = 4, max_width: int = PREVIEW_MAX_WIDTH) -> Image.Image:
     """A few evenly spaced frames (rows) x every layer (columns): full | background | fg_k over a checkerboard
@@ -263,13 +304,10 @@ def _json_default(obj: Any) -> Any:
 
 def _file_names(k: int) -> dict[str, str]:
     """Manifest "files": each layer name of LayerLayout(K).names -> its authoritative file, plus extras."""
-    files = {"full": "full.mp4", "background": "background.mp4"}
-    for i in range(1, k + 1):
-        files[f"foreground_{i}"] = f"foreground_{i}.mov"
-    for i in range(1, k + 1):
-        files[f"alpha_{i}"] = f"alpha_{i}.mp4"
-    for i in range(1, k + 1):
-        files[f"foreground_{i}_webm"] = f"foreground_{i}.webm"
+    layout = LayerLayout(k)
+    files = {name: f"{name}.{'mov' if layout.segment(name).kind == FOREGROUND else 'mp4'}" for name in layout.names}
+    for i in layout.composite_order:
+        files[f"{layout.foreground_name(i)}_webm"] = f"{layout.foreground_name(i)}.webm"
     files["composite"] = "composite.mp4"
     files["preview"] = "preview.png"
     return files
@@ -347,9 +385,9 @@ def save_layered_video(video: LayeredVideo, directory: str | Path, overwrite: bo
     w, h = video.size
     if h % 2 or w % 2:
         raise ValueError(f"video size {w}x{h} must have even width and height for H.264/VP9 (4:2:0); crop or pad it")
-    for name, arr in [("full", video.full), ("background", video.background),
-                      *((f"foreground_{i + 1}", f) for i, f in enumerate(video.foregrounds)),
-                      *((f"alpha_{i + 1}", a) for i, a in enumerate(video.alphas))]:
+    for name, arr in [(FULL, video.full), (BACKGROUND, video.background),
+                      *((LayerLayout.foreground_name(i), f) for i, f in enumerate(video.foregrounds, 1)),
+                      *((LayerLayout.alpha_name(i), a) for i, a in enumerate(video.alphas, 1))]:
         if not np.isfinite(arr).all():
             raise ValueError(f"{name} contains NaN or infinite values; refusing to save")
     manifest = _manifest(video)
@@ -371,9 +409,11 @@ def save_layered_video(video: LayeredVideo, directory: str | Path, overwrite: bo
         write_video(tmp / files["background"], video.background, video.fps, "libx264")
         for i, (fg, a) in enumerate(zip(video.foregrounds, video.alphas), start=1):
             rgba = np.concatenate([fg, a[..., None]], axis=-1)
-            write_video(tmp / files[f"foreground_{i}"], rgba, video.fps, "prores_ks")
-            write_video(tmp / files[f"foreground_{i}_webm"], rgba, video.fps, "libvpx-vp9")
-            write_video(tmp / files[f"alpha_{i}"], np.repeat(a[..., None], 3, axis=-1), video.fps, "libx264")
+            fg_name = LayerLayout.foreground_name(i)
+            write_video(tmp / files[fg_name], rgba, video.fps, "prores_ks")
+            write_video(tmp / files[f"{fg_name}_webm"], rgba, video.fps, "libvpx-vp9")
+            write_video(tmp / files[LayerLayout.alpha_name(i)], np.repeat(a[..., None], 3, axis=-1), video.fps,
+                        "libx264")
         write_video(tmp / files["composite"], video.composite(), video.fps, "libx264")
         contact_sheet(video).save(tmp / files["preview"])
         (tmp / MANIFEST).write_text(manifest_text + "\n", encoding="utf-8")  # last: its presence marks completion
@@ -459,14 +499,14 @@ def load_layered_video(directory: str | Path) -> LayeredVideo:
             raise ValueError(f"cannot decode {path}: {e}") from e
         return (checked(path, result[0]), result[1]) if alpha else checked(path, result)
 
-    rgb_layers = ["full", "background", *(f"foreground_{i}" for i in range(1, k + 1))]
-    for layer in rgb_layers:  # report a missing file before spending minutes decoding the others
+    layout = LayerLayout(k)
+    for layer in layout.rgb_names:  # report a missing file before spending minutes decoding the others
         path_of(layer)
-    full = decode("full", alpha=False)
-    background = decode("background", alpha=False)
+    full = decode(FULL, alpha=False)
+    background = decode(BACKGROUND, alpha=False)
     foregrounds, alphas = [], []
-    for i in range(1, k + 1):
-        fg, a = decode(f"foreground_{i}", alpha=True)
+    for i in layout.composite_order:
+        fg, a = decode(layout.foreground_name(i), alpha=True)
         foregrounds.append(fg)
         alphas.append(a)
     metadata = {key: v for key, v in manifest.items() if key not in _RESERVED}

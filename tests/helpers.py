@@ -36,3 +36,32 @@ def toy_clip(seed: int, num_foregrounds: int = 1, frames: int = 5, size: int = 3
     prompts = {"full": f"toy scene {seed}", "background": "a gradient",
                "foregrounds": [f"square {k}" for k in range(num_foregrounds)]}
     return LayeredVideo(full=full, background=bg, foregrounds=fgs, alphas=alphas, fps=8, prompts=prompts, seed=seed)
+
+
+def save_tiny_wan(root, text_dim: int = 32):
+    """A tiny random Wan2.1-T2V in the diffusers layout: model_index.json, transformer/, vae/, text_encoder/ (UMT5)
+    and tokenizer/. No real weights can be downloaded here; the layout and classes are Wan's."""
+    import json
+    from pathlib import Path
+
+    import torch
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
+
+    from layert2v.models.text import minilm_path
+
+    root = Path(root)
+    torch.manual_seed(0)
+    WanTransformer3DModel(**{**TINY_TRANSFORMER, "text_dim": text_dim}).save_pretrained(root / "transformer")
+    AutoencoderKLWan(**TINY_VAE).save_pretrained(root / "vae")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())  # any tokenizer: UMT5's cannot be downloaded
+    tokenizer.save_pretrained(root / "tokenizer")
+    config = UMT5Config(vocab_size=tokenizer.vocab_size, d_model=text_dim, d_kv=16, d_ff=64, num_layers=1,
+                        num_heads=2)
+    UMT5EncoderModel(config).save_pretrained(root / "text_encoder")
+    (root / "model_index.json").write_text(json.dumps({
+        "_class_name": "WanPipeline", "_diffusers_version": "0.35.0",
+        "transformer": ["diffusers", "WanTransformer3DModel"], "vae": ["diffusers", "AutoencoderKLWan"],
+        "text_encoder": ["transformers", "UMT5EncoderModel"], "tokenizer": ["transformers", "T5TokenizerFast"],
+        "scheduler": ["diffusers", "UniPCMultistepScheduler"]}))
+    return root

@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import layert2v.pipeline as pipeline_module
-import layert2v.training.trainer as trainer_module
+import layert2v.training.recipes as recipes_module
 from layert2v.layout import LayerLayout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,8 +24,8 @@ def test_unrouted_layout_shows_every_prompt_to_every_segment():
 
 def test_routing_swap_is_undone():
     with ablation.routing("adaln"):
-        assert trainer_module.LayerLayout is ablation.UnroutedLayout
+        assert recipes_module.LayerLayout is ablation.UnroutedLayout
         assert pipeline_module.LayerLayout is ablation.UnroutedLayout
-    assert trainer_module.LayerLayout is LayerLayout and pipeline_module.LayerLayout is LayerLayout
+    assert recipes_module.LayerLayout is LayerLayout and pipeline_module.LayerLayout is LayerLayout
     with ablation.routing("routed"):
-        assert trainer_module.LayerLayout is LayerLayout
+        assert recipes_module.LayerLayout is LayerLayout

@@ -55,3 +55,21 @@ def test_layer_prompts_follow_the_prompt_names():
                                                        "foreground_2": "dog"}
     with pytest.raises(ValueError, match="2 foreground"):
         layout.layer_prompts("all", "sky", ["cat"])
+
+
+def test_name_lookups_round_trip_and_refuse_unknown_names():
+    from layert2v.layout import Segment
+
+    layout = LayerLayout(2)
+    for seg in layout.segments:
+        assert Segment.from_name(seg.name) == seg and layout.segment(seg.name) == seg
+    assert layout.rgb_names == ["full", "background", "foreground_1", "foreground_2"] == layout.prompt_names
+    assert layout.alpha_names == ["alpha_1", "alpha_2"]
+    assert layout.segment("foreground_2").partner == "alpha_2" and layout.segment("alpha_1").partner == "foreground_1"
+    assert layout.segment("full").partner is None
+    assert layout.foreground(2) == layout.index(LayerLayout.foreground_name(2)) == 3
+    for bad in ("foreground", "alpha_0", "alpha_01", "full_1", "sky"):
+        with pytest.raises(ValueError, match="not a segment name"):
+            Segment.from_name(bad)
+    with pytest.raises(ValueError, match="no segment 'alpha_3'"):
+        layout.segment("alpha_3")

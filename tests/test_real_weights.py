@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
-from helpers import TINY_TRANSFORMER, TINY_VAE
-from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
+from helpers import save_tiny_wan
 
 from layert2v.layer_weights import add_transformer_lora, export_layer_weights
-from layert2v.models.text import minilm_path
 from layert2v.models.transformer import LayeredWanTransformer
 from layert2v.models.vae import AlphaPath
 from layert2v.pipeline import LayerT2VPipeline
@@ -21,20 +19,7 @@ from layert2v.pipeline import LayerT2VPipeline
 
 @pytest.fixture(scope="module")
 def wan_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("wan21")
-    torch.manual_seed(0)
-    WanTransformer3DModel(**{**TINY_TRANSFORMER, "text_dim": 32}).save_pretrained(root / "transformer")
-    AutoencoderKLWan(**TINY_VAE).save_pretrained(root / "vae")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())  # any tokenizer: UMT5's cannot be downloaded
-    tokenizer.save_pretrained(root / "tokenizer")
-    config = UMT5Config(vocab_size=tokenizer.vocab_size, d_model=32, d_kv=16, d_ff=64, num_layers=1, num_heads=2)
-    UMT5EncoderModel(config).save_pretrained(root / "text_encoder")
-    (root / "model_index.json").write_text(json.dumps({
-        "_class_name": "WanPipeline", "_diffusers_version": "0.35.0",
-        "transformer": ["diffusers", "WanTransformer3DModel"], "vae": ["diffusers", "AutoencoderKLWan"],
-        "text_encoder": ["transformers", "UMT5EncoderModel"], "tokenizer": ["transformers", "T5TokenizerFast"],
-        "scheduler": ["diffusers", "UniPCMultistepScheduler"]}))
-    return root
+    return save_tiny_wan(tmp_path_factory.mktemp("wan21"))
 
 
 def test_plain_wan_directory_loads(wan_dir):

@@ -24,9 +24,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import Dataset
-
 from ..video import LayeredVideo
+from .resample import ClipShape
+from .source import ClipSource
 
 METADATA = "metadata.jsonl"
 REQUIRED_KEYS = ("id", "path", "prompts", "num_foregrounds", "frames", "size")
@@ -87,16 +87,20 @@ def read_metadata(directory: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-class FolderDataset(Dataset):
-    """A dataset directory (see the module docstring) as a map-style dataset of LayeredVideo objects.
+class FolderDataset(ClipSource):
+    """A dataset directory (see the module docstring) as a map-style dataset of LayeredVideo objects, and as the
+    trainer's clip function ``dataset(index, k)`` (see :class:`~layert2v.data.source.ClipSource`).
 
     Videos are decoded on access. Prompts come from the sample's manifest, or from its metadata line where the
-    manifest has none. Use ``DataLoader(..., collate_fn=list)``: items are LayeredVideo objects, not tensors.
+    manifest has none. With ``shape``, each clip is fitted to it (frame window, resize and centre-crop: see
+    :mod:`layert2v.data.resample`); without, clips come as stored. Use ``DataLoader(..., collate_fn=list)``:
+    items are LayeredVideo objects, not tensors.
     """
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, shape: ClipShape | None = None):
         self.directory = Path(directory).expanduser()
         self.records = read_metadata(self.directory)
+        self.shape = shape
 
     def __len__(self) -> int:
         return len(self.records)
@@ -105,11 +109,10 @@ class FolderDataset(Dataset):
         """Sample ``index``'s foreground count, from the metadata (no decoding): for grouping batches by K."""
         return int(self.records[index]["num_foregrounds"])
 
-    def __getitem__(self, index: int) -> LayeredVideo:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} samples")
+    def load(self, index: int, draw: int) -> LayeredVideo:
+        """Sample ``index``, fitted to the shape (frame window ``draw``) when there is one."""
         record = self.records[index]
         video = LayeredVideo.load(self.directory / record["path"])
         if not video.prompts:
             video.prompts = dict(record["prompts"])
-        return video
+        return self.fit(video, draw)

