@@ -122,7 +122,7 @@ class Engine:
 
     def step_removal(self, clip: Clip) -> None:
         remover = self.backend("removal")
-        clip.background = np.asarray(remover.remove(clip.frames, clip.masks), np.float32)
+        clip.background = np.asarray(remover.remove(clip.frames, clip.masks, clip.prompts["background"]), np.float32)
         if getattr(remover, "last_holes", None) is not None:
             clip.scores["plate_holes"] = remover.last_holes
         clip.backends["removal"] = self.config.backend("removal")

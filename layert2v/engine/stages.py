@@ -70,8 +70,8 @@ class Remover(ABC):
     uses_model = False
 
     @abstractmethod
-    def remove(self, frames: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
-        """The background (T, H, W, 3) with every masked object gone."""
+    def remove(self, frames: np.ndarray, masks: list[np.ndarray], caption: str = "") -> np.ndarray:
+        """The background (T, H, W, 3) with every masked object gone; `caption` describes the background."""
 
 
 class Judge(ABC):
@@ -210,7 +210,7 @@ class TemporalPlateRemover(Remover):
         self.dilate = dilate
         self.last_holes = 0.0
 
-    def remove(self, frames: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
+    def remove(self, frames: np.ndarray, masks: list[np.ndarray], caption: str = "") -> np.ndarray:
         covered = np.zeros(frames.shape[:3], bool)
         for m in masks:
             covered |= m
@@ -275,6 +275,8 @@ def backend_class(stage: str, name: str) -> type:
 def check_options(stage: str, name: str, options: dict[str, Any]) -> type:
     """Resolve the class and check `options` against its constructor, before any model loads."""
     cls = backend_class(stage, name)
+    if callable(getattr(cls, "check", None)):  # e.g. the model directory exists, the API key is set
+        cls.check(**options)
     params = inspect.signature(cls.__init__).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         unknown = sorted(set(options) - set(params) - {"self"})
