@@ -21,7 +21,9 @@ redoes only the clips without a record.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import pickle
 import re
 import shutil
 import time
@@ -286,7 +288,7 @@ def _local(clips: list[Clip], engine: Engine, output: Output) -> Iterator[tuple[
 
 def _ray_step(batch: dict[str, np.ndarray], step: str, config: EngineConfig, out: str) -> dict[str, np.ndarray]:
     engine = Engine(config, out)
-    return {"clip": np.array([engine.run(step, c) for c in batch["clip"]] + [None], dtype=object)[:-1]}
+    return {"clip": np.array([pickle.dumps(engine.run(step, pickle.loads(c))) for c in batch["clip"]], object)}
 
 
 class _RayModelStep:
@@ -296,13 +298,13 @@ class _RayModelStep:
         self.step, self.engine = step, Engine(config, out)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {"clip": np.array([self.engine.run(self.step, c) for c in batch["clip"]] + [None],
-                                 dtype=object)[:-1]}
+        return {"clip": np.array([pickle.dumps(self.engine.run(self.step, pickle.loads(c))) for c in batch["clip"]],
+                                 object)}
 
 
 def _ray_finish(batch: dict[str, np.ndarray], config: EngineConfig, out: str) -> dict[str, np.ndarray]:
     engine, output = Engine(config, out), Output(out)
-    clips = list(batch["clip"])
+    clips = [pickle.loads(c) for c in batch["clip"]]
     records = [json.dumps(finish_clip(engine, output, c), default=_json) for c in clips]
     timings = [json.dumps(c.timings) for c in clips]
     return {"id": np.array([c.id for c in clips]), "record": np.array(records), "timings": np.array(timings)}
@@ -310,19 +312,24 @@ def _ray_finish(batch: dict[str, np.ndarray], config: EngineConfig, out: str) ->
 
 def _ray(clips: list[Clip], engine: Engine, output: Output, address: str | None) -> Iterator[tuple[Clip, dict]]:
     import ray
+    import ray.data
 
     cfg = engine.config
     if not ray.is_initialized():
         if address:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:
             ray.init(num_cpus=cfg.ray.num_cpus, object_store_memory=cfg.ray.object_store_memory,
-                     include_dashboard=False, log_to_driver=False)
+                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    for handler in logging.getLogger("ray.data").handlers:  # one progress bar, ours: Ray's notes go to its log file
+        if not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # one bar, ours
     ctx.execution_options.preserve_order = False
     by_id = {c.id: c for c in clips}
-    ds = ray.data.from_items([{"clip": c} for c in clips], override_num_blocks=max(1, len(clips)))
+    # clips travel pickled (a bytes column Arrow stores as is); one block per clip so that clips spread out
+    ds = ray.data.from_items([{"clip": pickle.dumps(c)} for c in clips], override_num_blocks=max(1, len(clips)))
     out = str(output.root)
     for step in STEPS[:-1]:
         uses_model = step in MODEL_STEPS and getattr(backend_class(*_stage_of(step, cfg)), "uses_model", False)
