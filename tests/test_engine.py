@@ -238,3 +238,23 @@ def test_ray_data_build_matches_the_local_one(footage, tmp_path):
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_example_configs_are_valid(monkeypatch):
+    import inspect
+
+    from layert2v.engine.build import validate
+    from layert2v.engine.config import load_config
+    from layert2v.engine.stages import backend_class
+
+    configs = Path(__file__).parents[1] / "configs" / "engine"
+    written, default = load_config(configs / "weight_free.yaml"), parse_config({})  # "the defaults written out"
+    assert (written.quality, written.ray, written.max_foregrounds) == (default.quality, default.ray, 1)
+    for stage in default.stages:
+        assert written.backend(stage) == default.backend(stage)
+        params = inspect.signature(backend_class(stage, default.backend(stage)).__init__).parameters
+        assert written.options(stage) == {k: params[k].default for k in written.options(stage)}
+    with pytest.raises(FileNotFoundError, match="qwen3vl: no model at /models/Qwen3-VL-30B-A3B-Instruct"):
+        validate(load_config(configs / "paper.yaml"))  # every key and option is known; only the weights are missing
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert validate(load_config(configs / "openai_judge.yaml"))["judge"] == "openai"
