@@ -258,3 +258,24 @@ def test_example_configs_are_valid(monkeypatch):
         validate(load_config(configs / "paper.yaml"))  # every key and option is known; only the weights are missing
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     assert validate(load_config(configs / "openai_judge.yaml"))["judge"] == "openai"
+
+
+class ExplodingMatter:
+    """A matting plug-in whose weights fail to load."""
+
+    def __init__(self):
+        raise OSError("checkpoint truncated")
+
+    def matte(self, frames, masks):
+        raise AssertionError("never reached")
+
+
+def test_a_backend_that_fails_to_load_stops_the_run_once(footage, tmp_path, capsys):
+    config = tmp_path / "engine.yaml"
+    config.write_text("matting: {backend: 'test_engine:ExplodingMatter'}\n")
+    assert main(["data", "build", str(footage[0]), "--out", str(tmp_path / "ds"), "--config", str(config),
+                 "--local"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "matting backend 'test_engine:ExplodingMatter' failed to load: OSError: " \
+                                    "checkpoint truncated" in err
+    assert not list((tmp_path / "ds" / ".engine" / "records").iterdir())

@@ -204,10 +204,11 @@ def test_missing_weights_are_one_line_before_any_work(footage, tmp_path, capsys,
 
 
 def test_sam3_segmenter_is_not_run_here():
-    pytest.skip("Sam3VideoProcessor's image and video processors exist only with a torchvision backend, which "
-                "this project does not install; Sam3Segmenter is written against Sam3VideoProcessor."
-                "init_video_session / add_text_prompt / postprocess_outputs and Sam3VideoModel."
-                "propagate_in_video_iterator, and only its missing-weights path is tested")
+    pytest.skip("SAM 3 needs torchvision (Sam3Model calls torchvision.ops.roi_align; Sam3VideoProcessor's image "
+                "and video processors have only a torchvision backend), which this project does not install. "
+                "Sam3Segmenter is written against Sam3VideoProcessor.init_video_session / add_text_prompt / "
+                "postprocess_outputs and Sam3VideoModel.propagate_in_video_iterator; only its missing-weights path "
+                "is tested (test_missing_weights_are_one_line_before_any_work)")
 
 
 # ------------------------------------------------------------------------------------------------- OpenAI

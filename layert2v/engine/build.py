@@ -65,6 +65,17 @@ class Engine:
             self._backends[stage] = build_backend(stage, self.config.backend(stage), self.config.options(stage))
         return self._backends[stage]
 
+    def load_all(self, stages: Iterable[str] = STAGES) -> None:
+        """Build the backends now, so that weights that fail to load stop the run once, before any clip."""
+        for stage in stages:
+            try:
+                self.backend(stage)
+            except (ValueError, FileNotFoundError):
+                raise
+            except Exception as e:
+                raise ValueError(f"{stage} backend {self.config.backend(stage)!r} failed to load: "
+                                 f"{type(e).__name__}: {e}") from e
+
     def run(self, step: str, clip: Clip) -> Clip:
         """Apply one step; rejections and errors are recorded on the clip, never raised."""
         if clip.rejected is not None:
@@ -296,6 +307,7 @@ class _RayModelStep:
 
     def __init__(self, step: str, config: EngineConfig, out: str):
         self.step, self.engine = step, Engine(config, out)
+        self.engine.load_all([_stage_of(step, config)[0]])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"clip": np.array([pickle.dumps(self.engine.run(self.step, pickle.loads(c))) for c in batch["clip"]],
@@ -378,6 +390,8 @@ def build(input_root: str | Path, out: str | Path, config: EngineConfig, *, exec
             finish_clip(engine, output, clip)
         else:
             todo.append(clip)
+    if executor == "local" and todo:
+        engine.load_all()
     run: Iterable[tuple[Clip, dict]] = (_local(todo, engine, output) if executor == "local"
                                         else _ray(todo, engine, output, address))
     bar = tqdm(total=len(todo), unit="clip", disable=not progress, desc="data build")

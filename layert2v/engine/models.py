@@ -219,6 +219,15 @@ class Sam3Segmenter(LocalModel, Segmenter):
 
     NAME, EXAMPLE = "sam3", "facebook/sam3"
 
+    @classmethod
+    def check(cls, model: str | None = None, **_: Any) -> None:
+        super().check(model)
+        try:
+            import torchvision  # noqa: F401  - Sam3Model's roi_align and Sam3's processors need it
+        except Exception as e:
+            raise ValueError(f"sam3 needs a working torchvision matching your torch ({type(e).__name__}: {e}); "
+                             "pip install torchvision") from e
+
     def __init__(self, model: str, device: str = "auto", dtype: str = "float32", threshold: float = 0.5):
         from transformers import Sam3VideoModel, Sam3VideoProcessor
 
