@@ -38,9 +38,8 @@ from tqdm import tqdm
 
 from ..data.folder import METADATA, make_record
 from ..video import LayeredVideo
-from ..video_io import read_video
 from . import quality
-from .clip import Clip, Reject, discover, probe_fps, resample
+from .clip import Clip, Reject, discover, probe_fps, read_frames, resample
 from .config import STAGES, EngineConfig
 from .stages import backend_class, build_backend, check_options
 
@@ -94,8 +93,11 @@ class Engine:
     def step_load(self, clip: Clip) -> None:
         cfg = self.config
         fps = probe_fps(clip.path)
+        limit = None  # decode only as far as --frames needs
+        if cfg.frames:
+            limit = round((cfg.frames - 1) * fps / cfg.fps) + 1 if cfg.fps else cfg.frames
         try:
-            frames = read_video(clip.path)
+            frames = read_frames(clip.path, limit)
         except (ValueError, OSError) as e:
             raise Reject(f"cannot decode {clip.source}: {e}") from e
         except Exception as e:  # av.FFmpegError and friends
@@ -327,7 +329,8 @@ def _ray(clips: list[Clip], engine: Engine, output: Output, address: str | None)
     import ray.data
 
     cfg = engine.config
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         if address:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:
@@ -351,10 +354,14 @@ def _ray(clips: list[Clip], engine: Engine, output: Output, address: str | None)
         else:
             ds = ds.map_batches(_ray_step, fn_kwargs={"step": step, "config": cfg, "out": out}, batch_size=1)
     ds = ds.map_batches(_ray_finish, fn_kwargs={"config": cfg, "out": out}, batch_size=1)
-    for row in ds.iter_rows():
-        clip = by_id[str(row["id"])]
-        clip.timings = json.loads(str(row["timings"]))
-        yield clip, json.loads(str(row["record"]))
+    try:
+        for row in ds.iter_rows():
+            clip = by_id[str(row["id"])]
+            clip.timings = json.loads(str(row["timings"]))
+            yield clip, json.loads(str(row["record"]))
+    finally:
+        if started:  # disconnect; a local Ray we started stops, a cluster joined with --address runs on
+            ray.shutdown()
 
 
 def _stage_of(step: str, cfg: EngineConfig) -> tuple[str, str]:
@@ -392,8 +399,8 @@ def build(input_root: str | Path, out: str | Path, config: EngineConfig, *, exec
             todo.append(clip)
     if executor == "local" and todo:
         engine.load_all()
-    run: Iterable[tuple[Clip, dict]] = (_local(todo, engine, output) if executor == "local"
-                                        else _ray(todo, engine, output, address))
+    run: Iterable[tuple[Clip, dict]] = (iter(()) if not todo else _local(todo, engine, output)
+                                        if executor == "local" else _ray(todo, engine, output, address))
     bar = tqdm(total=len(todo), unit="clip", disable=not progress, desc="data build")
     counts = {"ok": 0, "rejected": 0}
     for clip, record in run:

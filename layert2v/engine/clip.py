@@ -144,6 +144,21 @@ def probe_fps(path: str | Path) -> float:
     return float(Fraction(rate))
 
 
+def read_frames(path: str | Path, limit: int | None = None) -> np.ndarray:
+    """Decode the first `limit` frames (all when None) to float32 RGB (T, H, W, 3), colours as
+    :func:`layert2v.video_io.read_video` converts them."""
+    from ..video_io import _decoded_frames, _frame_to_array
+
+    frames = []
+    for frame in _decoded_frames(Path(path)):
+        frames.append(_frame_to_array(frame, alpha=False))
+        if limit is not None and len(frames) >= limit:
+            break
+    if not frames:
+        raise Reject(f"{Path(path).name} contains no video frames")
+    return np.stack(frames)
+
+
 def resample(frames: np.ndarray, fps: float, size: tuple[int, int] | None, num_frames: int | None,
              target_fps: float | None) -> tuple[np.ndarray, list[int], float]:
     """Pick frames at `target_fps`, keep the first `num_frames`, resize to `size`: (frames, indices, fps)."""
