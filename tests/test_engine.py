@@ -217,11 +217,15 @@ def test_a_plugged_in_judge_crops_the_clip_to_its_qualified_frames(footage, tmp_
     assert FolderDataset(tmp_path / "ds")[0].num_frames == 5
 
 
-def test_ray_data_build_matches_the_local_one(footage, tmp_path):
+def test_ray_data_build_and_composite_match_the_local_ones(footage, composite_inputs, tmp_path):
     ray = pytest.importorskip("ray")
-    config = parse_config({"ray": {"num_cpus": 2, "object_store_memory": 100 * 1024 * 1024}})
+    from layert2v.engine.composite import composite
+
+    config = parse_config({"max_foregrounds": 2, "composite": {"samples": 2}})
+    ray.init(num_cpus=2, object_store_memory=100 * 1024 * 1024, include_dashboard=False)  # one Ray for both
     try:
         summary = build(footage[0], tmp_path / "ray", config, executor="ray", progress=False)
+        mixed = composite(*composite_inputs, tmp_path / "ray_composite", config, executor="ray", progress=False)
     finally:
         ray.shutdown()
     local = build(footage[0], tmp_path / "local", config, executor="local", progress=False)
@@ -234,6 +238,10 @@ def test_ray_data_build_matches_the_local_one(footage, tmp_path):
         assert np.abs(a.alphas[0] - b.alphas[0]).max() < 1e-3
         assert record["scores"] == local_data.records[by_id[record["id"]]]["scores"]
     assert Output(tmp_path / "ray").done(ray_data.records[0]["id"])["accepted"]["id"] == ray_data.records[0]["id"]
+
+    serial = composite(*composite_inputs, tmp_path / "local_composite", config, executor="local", progress=False)
+    assert [r["id"] for r in mixed.accepted] == [r["id"] for r in serial.accepted] and len(serial.accepted) == 2
+    assert [r["composite"] for r in mixed.accepted] == [r["composite"] for r in serial.accepted]
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -279,3 +287,68 @@ def test_a_backend_that_fails_to_load_stops_the_run_once(footage, tmp_path, caps
     assert err.count("\n") == 0 and "matting backend 'test_engine:ExplodingMatter' failed to load: OSError: " \
                                     "checkpoint truncated" in err
     assert not list((tmp_path / "ds" / ".engine" / "records").iterdir())
+
+
+# ----------------------------------------------------------------------------------------------- composite
+@pytest.fixture(scope="module")
+def composite_inputs(tmp_path_factory):
+    """Two RGBA foregrounds (a ProRes 4444 clip, a PNG sequence) and two background videos, with captions."""
+    from PIL import Image
+
+    from layert2v.video_io import write_video
+
+    root = tmp_path_factory.mktemp("composite")
+    fg, bg = root / "fg", root / "bg"
+    fg.mkdir()
+    bg.mkdir()
+    disc = make_clip(0, num_frames=5, size=(16, 16))
+    write_video(fg / "disc.mov", np.concatenate([disc.foregrounds[0], disc.alphas[0][..., None]], -1), 8, "prores")
+    (fg / "disc.txt").write_text("a textured disc\n")
+    (fg / "square").mkdir()
+    for i in range(3):  # shorter than the backgrounds: it loops
+        rgba = np.zeros((12, 8, 4), np.uint8)
+        rgba[2:10, 1:7] = (255, 40 * i, 0, 255)
+        Image.fromarray(rgba, "RGBA").save(fg / "square" / f"{i:03d}.png")
+    (fg / "square.json").write_text(json.dumps({"foreground": "an orange block"}))
+    for seed in range(2):
+        photo = make_clip(10 + seed)
+        write_footage(bg, f"room{seed}", photo)
+        (bg / f"room{seed}.json").unlink()
+        (bg / f"room{seed}.txt").write_text(f"room number {seed}")
+    return fg, bg
+
+
+def test_composite_pastes_exact_layers_and_resumes(composite_inputs, tmp_path):
+    from layert2v.engine.composite import composite
+
+    fg, bg = composite_inputs
+    config = parse_config({"max_foregrounds": 2, "composite": {"samples": 4, "scale": [0.3, 0.5], "seed": 1}})
+    summary = composite(fg, bg, tmp_path / "ds", config, executor="local", progress=False)
+    assert len(summary.accepted) == 4 and summary.rejected == []
+    data = FolderDataset(tmp_path / "ds")
+    counts = set()
+    for i, record in enumerate(data.records):
+        video = data[i]
+        counts.add(video.num_foregrounds)
+        assert record["source"]["background"] == f"room{i % 2}.mov" and record["frames"] == 9
+        assert record["prompts"]["full"].endswith(f" in front of room number {i % 2}")
+        assert set(record["prompts"]["foregrounds"]) <= {"a textured disc", "an orange block"}
+        assert psnr(video.composite(), video.full) > MIN_RECOMPOSITE_PSNR  # exact, up to full.mp4's 4:2:0 chroma
+        for alpha in video.alphas:
+            area = (alpha > 0.5).sum(axis=(1, 2))
+            assert (area > 0).any() and area.max() < 0.5 * 32 * 32
+    assert counts == {1, 2}
+
+    again = composite(fg, bg, tmp_path / "ds", config, executor="local", progress=False)
+    assert again.skipped == 4 and again.processed == 0 and len(again.accepted) == 4
+
+
+def test_composite_without_captions_is_one_line(composite_inputs, tmp_path, capsys):
+    fg, bg = composite_inputs
+    bare = tmp_path / "bare"
+    shutil.copytree(bg, bare)
+    (bare / "room0.txt").unlink()
+    assert main(["data", "composite", "--fg", str(fg), "--bg", str(bare), "--out", str(tmp_path / "ds"),
+                 "--local"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "room0.mov has no caption: write it into room0.txt" in err

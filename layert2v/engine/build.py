@@ -211,9 +211,10 @@ class Output:
         self.root = Path(directory).expanduser()
         self.records = self.root / STATE / "records"
 
-    def open(self, input_root: Path, config: EngineConfig) -> bool:
+    def open(self, inputs: list[Path], config: EngineConfig) -> bool:
         """Create or resume the output; True when resuming. Raises with the fix when the directory is foreign."""
-        run = {"format": RUN_FORMAT, "input": str(input_root.resolve()), "config": config.fingerprint()}
+        roots = [p.expanduser().resolve() for p in inputs]
+        run = {"format": RUN_FORMAT, "input": " ".join(str(r) for r in roots), "config": config.fingerprint()}
         marker = self.root / STATE / "run.json"
         if self.root.exists() and not self.root.is_dir():
             raise FileExistsError(f"--out {self.root} exists and is not a directory; choose another --out")
@@ -227,12 +228,13 @@ class Output:
                 raise ValueError(f"{marker} is damaged ({e}); delete {self.root} or choose another --out") from e
             if previous.get("input") != run["input"] or previous.get("config") != run["config"]:
                 raise FileExistsError(f"--out {self.root} holds a build of {previous.get('input')} with another "
-                                      "config; rerun with the same INPUT and config to resume, or choose another "
+                                      "config; rerun with the same inputs and config to resume, or choose another "
                                       "--out")
             self._clean_leftovers()
             return True
-        if input_root.resolve() == self.root.resolve() or self.root.resolve().is_relative_to(input_root.resolve()):
-            raise ValueError(f"--out {self.root} lies inside INPUT {input_root}; choose a directory outside it")
+        for root in roots:
+            if self.root.resolve().is_relative_to(root):
+                raise ValueError(f"--out {self.root} lies inside the input {root}; choose a directory outside it")
         self.records.mkdir(parents=True, exist_ok=True)
         write_atomic(marker, json.dumps({**run, "settings": config.to_dict()}, indent=2, default=list) + "\n")
         return False
@@ -383,7 +385,7 @@ def build(input_root: str | Path, out: str | Path, config: EngineConfig, *, exec
     backends = validate(config)
     found = discover(input_root)  # raises when INPUT has no videos
     output = Output(out)
-    output.open(input_root, config)
+    output.open([input_root], config)
     summary = Summary(backends=backends)
     engine = Engine(config, output.root)
     ids, todo = [], []

@@ -1,4 +1,5 @@
-"""`layert2v data build INPUT --out DATASET [--config engine.yaml]`: the CLI face of :mod:`layert2v.engine`.
+"""`layert2v data build INPUT --out DATASET` and `layert2v data composite --fg DIR --bg DIR --out DATASET`: the
+CLI face of :mod:`layert2v.engine`.
 
 The CLI calls :func:`add_data_arguments` on its ``data`` sub-parser and :func:`run_data` with the parsed args.
 """
@@ -49,6 +50,21 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--address", help="join the Ray cluster at this address (default: start a local Ray)")
     b.add_argument("--local", action="store_true", help="run in this process, without Ray (small runs)")
 
+    c = sub.add_parser("composite", help="paste RGBA foreground clips over background videos (LayerFlow)",
+                       description="Copy-paste synthesis: each sample is a background video with K RGBA foreground "
+                                   "clips pasted at random places, scales and straight-line motions; the layers are "
+                                   "exact. Captions come from <name>.txt sidecars (docs/DATA_ENGINE.md).")
+    c.add_argument("--fg", required=True, metavar="RGBA_DIR", help="ProRes 4444 .mov / VP9 .webm with alpha, or "
+                                                                   "directories of RGBA .png frames")
+    c.add_argument("--bg", required=True, metavar="VIDEOS_DIR", help="background videos")
+    c.add_argument("--out", required=True, metavar="DATASET", help="dataset directory (new, empty, or to resume)")
+    c.add_argument("--config", metavar="ENGINE_YAML", help="max_foregrounds and the composite: section")
+    c.add_argument("--size", type=_size, help="resize every sample to WIDTHxHEIGHT (default: the background's)")
+    c.add_argument("--frames", type=_positive(int), help="frames per sample, the first N (default: all)")
+    c.add_argument("--fps", type=_positive(float), help="resample to this frame rate (default: the background's)")
+    c.add_argument("--address", help="join the Ray cluster at this address (default: start a local Ray)")
+    c.add_argument("--local", action="store_true", help="run in this process, without Ray (small runs)")
+
 
 def run_data(args: argparse.Namespace) -> int:
     from .build import build, describe
@@ -57,6 +73,12 @@ def run_data(args: argparse.Namespace) -> int:
     if args.local and args.address:
         raise ValueError("--local runs without Ray; drop --address or --local")
     config = load_config(args.config).with_resampling(args.size, args.frames, args.fps)
-    summary = build(args.input, args.out, config, executor="local" if args.local else "ray", address=args.address)
+    executor = "local" if args.local else "ray"
+    if args.data_command == "composite":
+        from .composite import composite
+
+        summary = composite(args.fg, args.bg, args.out, config, executor=executor, address=args.address)
+    else:
+        summary = build(args.input, args.out, config, executor=executor, address=args.address)
     print(describe(summary, Path(args.out)))
     return 0

@@ -12,6 +12,7 @@ are the weight-free backends::
     judge:        {backend: none}
     quality:      {key_interval: 10, min_judge_score: 7, min_recomposite_psnr: 30, ...}
     ray:          {num_cpus: null, object_store_memory: null, model_actors: 1, model_gpus: 0}
+    composite:    {samples: 0, min_foregrounds: 1, scale: [0.3, 0.7], max_speed: 0.5, seed: 0}
 """
 
 from __future__ import annotations
@@ -53,12 +54,24 @@ class RayOptions:
 
 
 @dataclass(frozen=True)
+class Composite:
+    """`data composite` (LayerFlow's copy-paste synthesis): K in [min_foregrounds, max_foregrounds] per sample."""
+
+    samples: int = 0  # 0: one per background video
+    min_foregrounds: int = 1
+    scale: tuple[float, float] = (0.3, 0.7)  # sprite height as a share of the frame height
+    max_speed: float = 0.5  # largest displacement over the clip, as a share of the frame side (per axis)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     max_foregrounds: int = 1
     stages: dict[str, dict[str, Any]] = field(default_factory=lambda: {s: {"backend": b} for s, b in
                                                                         DEFAULT_BACKENDS.items()})
     quality: Quality = Quality()
     ray: RayOptions = RayOptions()
+    composite: Composite = Composite()
     size: tuple[int, int] | None = None  # (width, height) to resample to; None keeps the input's
     frames: int | None = None  # frames per sample (the first N after fps resampling); None keeps all
     fps: float | None = None  # resample to this frame rate; None keeps the input's
@@ -96,7 +109,7 @@ def _dataclass_from(cls: type, data: Any, where: str) -> Any:
 def parse_config(data: dict[str, Any] | None, where: str = "config") -> EngineConfig:
     """Validate a config mapping (backends are checked against the registry when the engine builds them)."""
     data = dict(data or {})
-    allowed = {"max_foregrounds", "quality", "ray", "size", "frames", "fps", *STAGES}
+    allowed = {"max_foregrounds", "quality", "ray", "composite", "size", "frames", "fps", *STAGES}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(allowed)}")
@@ -120,7 +133,18 @@ def parse_config(data: dict[str, Any] | None, where: str = "config") -> EngineCo
     return EngineConfig(max_foregrounds=k, stages=stages, quality=_dataclass_from(Quality, data.get("quality"),
                                                                                   f"{where}: quality"),
                         ray=_dataclass_from(RayOptions, data.get("ray"), f"{where}: ray"),
+                        composite=_composite(data.get("composite"), where),
                         size=size, frames=data.get("frames"), fps=data.get("fps"))
+
+
+def _composite(data: Any, where: str) -> Composite:
+    c = _dataclass_from(Composite, data, f"{where}: composite")
+    lo, hi = (tuple(c.scale) + (None, None))[:2]
+    if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and 0 < lo <= hi <= 1):
+        raise ValueError(f"composite.scale in {where} must be [low, high] with 0 < low <= high <= 1, got {c.scale!r}")
+    if c.samples < 0 or c.min_foregrounds < 1 or c.max_speed < 0:
+        raise ValueError(f"composite in {where} needs samples >= 0, min_foregrounds >= 1 and max_speed >= 0")
+    return dataclasses.replace(c, scale=(float(lo), float(hi)))
 
 
 def load_config(path: str | Path | None) -> EngineConfig:
