@@ -134,6 +134,16 @@ def test_qwen3vl_captioner_runs_the_model_on_frames(qwen_dir, clip):
     assert [im.size for im in asked[0]] == [(32, 32)] * 3
 
 
+def test_the_captioner_asks_for_up_to_max_foregrounds_subjects(qwen_dir, tmp_path):
+    from layert2v.engine.build import Engine
+
+    options = {"backend": "qwen3vl", "model": str(qwen_dir), "device": "cpu", "dtype": "float32"}
+    assert Engine(parse_config({"max_foregrounds": 3, "captions": options}), tmp_path).backend(
+        "captions").max_foregrounds == 3
+    assert Engine(parse_config({"max_foregrounds": 3, "captions": {**options, "max_foregrounds": 1}}),
+                  tmp_path).backend("captions").max_foregrounds == 1  # said explicitly, it wins
+
+
 def test_caption_answers_are_parsed_strictly():
     answer = 'Sure! ```json\n{"full": "a cat on a sofa", "background": "a sofa", "foregrounds": ["a cat"], ' \
              '"video_quality": 8}\n```'

@@ -20,6 +20,7 @@ redoes only the clips without a record.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -61,7 +62,10 @@ class Engine:
 
     def backend(self, stage: str) -> Any:
         if stage not in self._backends:
-            self._backends[stage] = build_backend(stage, self.config.backend(stage), self.config.options(stage))
+            name, options = self.config.backend(stage), self.config.options(stage)
+            if "max_foregrounds" in inspect.signature(backend_class(stage, name).__init__).parameters:
+                options.setdefault("max_foregrounds", self.config.max_foregrounds)  # e.g. how many subjects to ask for
+            self._backends[stage] = build_backend(stage, name, options)
         return self._backends[stage]
 
     def load_all(self, stages: Iterable[str] = STAGES) -> None:
