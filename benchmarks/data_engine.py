@@ -46,7 +46,7 @@ def quality(dataset: Path, truths: dict) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in rows.items()}
 
 
-def timed(footage: Path, out: Path, executor: str) -> float:
+def timed(footage: Path, out: Path, executor: str) -> tuple[int, float]:
     start = time.perf_counter()
     summary = build(footage, out, parse_config({}), executor=executor, progress=False)
     seconds = time.perf_counter() - start
@@ -55,8 +55,8 @@ def timed(footage: Path, out: Path, executor: str) -> float:
     return len(summary.accepted) + len(summary.rejected), seconds
 
 
-def kill_and_resume(footage: Path, out: Path, n: int) -> tuple[int, int, int, int]:
-    """(done before the kill, processed by the rerun, redone, samples at the end)."""
+def kill_and_resume(footage: Path, out: Path, n: int) -> tuple[int, int, int, int, float]:
+    """(done before the kill, processed by the rerun, redone, clips accounted for at the end, rerun seconds)."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     cmd = [sys.executable, "-m", "layert2v.cli", "data", "build", str(footage), "--out", str(out), "--local"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -67,10 +67,12 @@ def kill_and_resume(footage: Path, out: Path, n: int) -> tuple[int, int, int, in
     proc.wait()
     before = {p.stem for p in records.glob("*.json")}
     processed: list[str] = []
+    start = time.perf_counter()
     summary = build(footage, out, parse_config({}), executor="local", progress=False,
                     on_clip=lambda clip, record: processed.append(clip.id))
+    seconds = time.perf_counter() - start
     redone = len(before & set(processed))
-    return len(before), len(processed), redone, len(summary.accepted) + len(summary.rejected)
+    return len(before), len(processed), redone, len(summary.accepted) + len(summary.rejected), seconds
 
 
 def main() -> None:
@@ -97,9 +99,9 @@ def main() -> None:
         for name, value in quality(work / "local", truths).items():
             print(f"  {name:24s} {value:8.3f}")
 
-        done, processed, redone, total = kill_and_resume(footage, work / "resumed", args.n)
-        print(f"killed after {done} clips were done; the rerun processed {processed}, redid {redone}; "
-              f"{total} of {args.n} clips accounted for")
+        done, processed, redone, total, seconds = kill_and_resume(footage, work / "resumed", args.n)
+        print(f"killed after {done} clips were done; the rerun (one process) processed {processed} in {seconds:.1f} s "
+              f"= {60 * processed / seconds:.1f} clips/min, redid {redone}; {total} of {args.n} clips accounted for")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
