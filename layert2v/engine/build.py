@@ -337,11 +337,16 @@ def _ray(clips: list[Clip], engine: Engine, output: Output, address: str | None)
     cfg = engine.config
     started = not ray.is_initialized()
     if started:
-        if address:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-        else:
-            ray.init(num_cpus=cfg.ray.num_cpus, object_store_memory=cfg.ray.object_store_memory,
-                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            else:
+                ray.init(num_cpus=cfg.ray.num_cpus, object_store_memory=cfg.ray.object_store_memory,
+                         include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        except Exception as e:  # Ray raises bare Exceptions (e.g. a node that timed out starting)
+            where = f"the Ray cluster at {address}" if address else "a local Ray"
+            raise ValueError(f"could not start {where} ({str(e).splitlines()[0]}); rerun to resume, or use "
+                             "--local") from e
     for handler in logging.getLogger("ray.data").handlers:  # one progress bar, ours: Ray's notes go to its log file
         if not isinstance(handler, logging.FileHandler):
             handler.setLevel(logging.WARNING)
