@@ -330,23 +330,31 @@ def _ray_finish(batch: dict[str, np.ndarray], config: EngineConfig, out: str) ->
     return {"id": np.array([c.id for c in clips]), "record": np.array(records), "timings": np.array(timings)}
 
 
+def start_ray(config: EngineConfig, address: str | None) -> bool:
+    """Join the cluster at `address`, or start a local Ray, unless one is up; True when this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        else:
+            ray.init(num_cpus=config.ray.num_cpus, object_store_memory=config.ray.object_store_memory,
+                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    except Exception as e:  # Ray raises bare Exceptions (e.g. a node that timed out starting)
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        raise ValueError(f"could not start {where} ({str(e).splitlines()[0]}); rerun to resume, or use --local") \
+            from e
+    return True
+
+
 def _ray(clips: list[Clip], engine: Engine, output: Output, address: str | None) -> Iterator[tuple[Clip, dict]]:
     import ray
     import ray.data
 
     cfg = engine.config
-    started = not ray.is_initialized()
-    if started:
-        try:
-            if address:
-                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-            else:
-                ray.init(num_cpus=cfg.ray.num_cpus, object_store_memory=cfg.ray.object_store_memory,
-                         include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-        except Exception as e:  # Ray raises bare Exceptions (e.g. a node that timed out starting)
-            where = f"the Ray cluster at {address}" if address else "a local Ray"
-            raise ValueError(f"could not start {where} ({str(e).splitlines()[0]}); rerun to resume, or use "
-                             "--local") from e
+    started = start_ray(cfg, address)
     for handler in logging.getLogger("ray.data").handlers:  # one progress bar, ours: Ray's notes go to its log file
         if not isinstance(handler, logging.FileHandler):
             handler.setLevel(logging.WARNING)

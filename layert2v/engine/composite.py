@@ -27,7 +27,7 @@ from tqdm import tqdm
 from ..data.folder import make_record
 from ..video import LayeredVideo
 from ..video_io import read_video_rgba
-from .build import Output, Summary, write_atomic
+from .build import Output, Summary, start_ray, write_atomic
 from .clip import VIDEO_SUFFIXES, Reject, find_videos, probe_fps, read_frames, resample
 from .config import EngineConfig
 
@@ -224,17 +224,10 @@ def composite(fg_root: str | Path, bg_root: str | Path, out: str | Path, config:
 
 
 def _ray_results(todo, backgrounds, foregrounds, config, out, address):
-    import logging
-
     import ray
     import ray.data
 
-    started = not ray.is_initialized()
-    if started:
-        kwargs = ({"address": address} if address else
-                  {"num_cpus": config.ray.num_cpus, "object_store_memory": config.ray.object_store_memory,
-                   "include_dashboard": False})
-        ray.init(log_to_driver=False, logging_level=logging.WARNING, **kwargs)
+    started = start_ray(config, address)
     ray.data.DataContext.get_current().enable_progress_bars = False
     ds = ray.data.from_items([{"choice": json.dumps(c)} for c in todo], override_num_blocks=len(todo))
     ds = ds.map_batches(_ray_batch, batch_size=1, fn_kwargs={"backgrounds": backgrounds, "foregrounds": foregrounds,
