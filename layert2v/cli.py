@@ -1,4 +1,4 @@
-"""`layert2v` command line: generate, train, info, eval."""
+"""`layert2v` command line: generate, train, info, eval, data."""
 
 from __future__ import annotations
 
@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
         add_eval_arguments = None
     if add_eval_arguments is not None:
         add_eval_arguments(e)
+    d = sub.add_parser("data", help="build a layered dataset from raw videos (the data engine)")
+    from .engine.command import add_data_arguments
+
+    add_data_arguments(d)
     return parser
 
 
@@ -197,7 +201,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return run_eval(args)
 
 
-COMMANDS = {"generate": cmd_generate, "train": cmd_train, "info": cmd_info, "eval": cmd_eval}
+def cmd_data(args: argparse.Namespace) -> int:
+    from .engine.command import run_data
+
+    return run_data(args)
+
+
+COMMANDS = {"generate": cmd_generate, "train": cmd_train, "info": cmd_info, "eval": cmd_eval, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,290 @@
+"""The five stage interfaces, the weight-free backends, and the registry that names every backend.
+
+Each stage is one small interface with one method. Arrays follow LayeredVideo: float32 in [0, 1], frames first,
+RGB (T, H, W, 3), masks (T, H, W) bool, alphas (T, H, W) float32, foregrounds straight (not premultiplied).
+
+=============  ===============================  ====================================================
+stage          weight-free backend              real-model backend (engine.models / engine.judge)
+=============  ===============================  ====================================================
+captions       ``sidecar`` (<name>.json)        ``qwen3vl``: Qwen3-VL / Qwen3-VL-MoE / Qwen2.5-VL
+segmentation   ``clean_plate`` (static camera)  ``sam3``: Sam3VideoModel + Sam3VideoProcessor
+matting        ``pymatting`` (cf / lbdm / knn)  ``vitmatte``: VitMatteForImageMatting
+removal        ``temporal_plate`` (static cam)  ``wan_vace``: diffusers WanVACEPipeline
+judge          ``none`` (weight-free checks     ``openai`` (any OpenAI-compatible endpoint),
+               in engine.quality always run)    ``qwen3vl`` (local)
+=============  ===============================  ====================================================
+
+A backend may also be named ``package.module:ClassName``: any class with the stage's method (and, optionally,
+``uses_model = True`` so that Ray gives it an actor pool) plugs in, e.g. a video matting model that is not on
+the package index.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import warnings
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from .clip import Reject
+
+
+class Captioner(ABC):
+    """Writes the three layer captions of a clip."""
+
+    uses_model = False
+
+    @abstractmethod
+    def caption(self, frames: np.ndarray, object_names: list[str]) -> dict[str, Any]:
+        """``{"full": str, "background": str, "foregrounds": [str, ...]}``; `object_names` may be empty."""
+
+
+class Segmenter(ABC):
+    """Finds and tracks each named foreground object through the clip."""
+
+    uses_model = False
+
+    @abstractmethod
+    def segment(self, frames: np.ndarray, object_names: list[str]) -> list[np.ndarray]:
+        """One (T, H, W) bool mask per name, in the order given."""
+
+
+class Matter(ABC):
+    """Turns hard masks into soft alpha mattes and straight foreground colours."""
+
+    uses_model = False
+
+    @abstractmethod
+    def matte(self, frames: np.ndarray, masks: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """``(alphas, foregrounds)``, one of each per mask."""
+
+
+class Remover(ABC):
+    """Removes the foregrounds, giving the clean background video."""
+
+    uses_model = False
+
+    @abstractmethod
+    def remove(self, frames: np.ndarray, masks: list[np.ndarray], caption: str = "") -> np.ndarray:
+        """The background (T, H, W, 3) with every masked object gone; `caption` describes the background."""
+
+
+class Judge(ABC):
+    """Scores decomposed key frames like the paper's GPT-4o check: ``{frame: (bg_score, fg_score)}``, 0..10."""
+
+    uses_model = False
+
+    @abstractmethod
+    def score(self, panels: dict[int, Image.Image], description: str) -> dict[int, tuple[int, int]]:
+        """`panels` maps a frame index to its [original | mask | background | foreground] strip."""
+
+
+# --------------------------------------------------------------------------------- weight-free backends
+class SidecarCaptioner(Captioner):
+    """Captions come only from the ``<name>.json`` sidecar; a clip without one is rejected."""
+
+    def caption(self, frames: np.ndarray, object_names: list[str]) -> dict[str, Any]:
+        raise Reject("no captions: the clip has no <name>.json sidecar and the captions backend is 'sidecar' "
+                     "(write the sidecar or configure captions: {backend: qwen3vl, model: DIR})")
+
+
+def _disk(radius: int) -> np.ndarray:
+    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    return xx * xx + yy * yy <= radius * radius
+
+
+class CleanPlateSegmenter(Segmenter):
+    """Static camera: what differs from the per-pixel temporal median (the clean plate) is foreground.
+
+    A pixel is foreground where any channel differs from the plate by more than `threshold`; each frame's mask
+    is opened and closed with a disk of `smooth` pixels and its holes filled. One object takes all of it; for
+    several, connected components (at least `min_area` of the frame) are followed from frame to frame by
+    nearest centroid, largest first. The subject must move off every pixel for at least half the clip.
+    """
+
+    def __init__(self, threshold: float = 0.1, smooth: int = 1, min_area: float = 0.001):
+        self.threshold, self.smooth, self.min_area = threshold, smooth, min_area
+
+    def changed(self, frames: np.ndarray) -> np.ndarray:
+        plate = np.median(frames, axis=0)
+        moving = np.abs(frames - plate).max(axis=-1) > self.threshold
+        disk = _disk(self.smooth) if self.smooth > 0 else None
+        out = np.empty_like(moving)
+        for t, m in enumerate(moving):
+            if disk is not None:
+                m = ndimage.binary_closing(ndimage.binary_opening(m, disk), disk)
+            out[t] = ndimage.binary_fill_holes(m)
+        return out
+
+    def segment(self, frames: np.ndarray, object_names: list[str]) -> list[np.ndarray]:
+        moving = self.changed(frames)
+        if not moving.any():
+            raise Reject("clean-plate difference found nothing moving: the weight-free segmenter needs a static "
+                         "camera and a moving subject (configure segmentation: {backend: sam3, model: DIR})")
+        k = max(1, len(object_names))
+        if k == 1:
+            return [moving]
+        t, h, w = moving.shape
+        masks = [np.zeros_like(moving) for _ in range(k)]
+        centroids: list[np.ndarray | None] = [None] * k
+        for i in range(t):
+            labels, n = ndimage.label(moving[i])
+            areas = ndimage.sum_labels(np.ones_like(labels), labels, range(1, n + 1)) if n else np.zeros(0)
+            parts = [j + 1 for j in np.argsort(-areas) if areas[j] >= self.min_area * h * w]
+            centres = ndimage.center_of_mass(moving[i], labels, parts) if parts else []
+            free = list(range(len(parts)))
+            for track in sorted(range(k), key=lambda j: centroids[j] is None):  # tracks with a history first
+                if not free:
+                    break
+                if centroids[track] is None:
+                    pick = free[0]  # the largest unclaimed component
+                else:
+                    pick = min(free, key=lambda j: float(np.linalg.norm(np.subtract(centres[j],
+                                                                                    centroids[track]))))
+                free.remove(pick)
+                masks[track][i] = labels == parts[pick]
+                centroids[track] = np.asarray(centres[pick])
+        return masks
+
+
+def trimap(mask: np.ndarray, band: int) -> np.ndarray:
+    """1 inside the mask eroded by `band` px, 0 outside it dilated by `band` px, 0.5 in between."""
+    disk = _disk(band)
+    sure = ndimage.binary_erosion(mask, disk)
+    maybe = ndimage.binary_dilation(mask, disk)
+    return np.where(sure, 1.0, np.where(maybe, 0.5, 0.0))
+
+
+class PymattingMatter(Matter):
+    """pymatting on a trimap band around each mask: closed-form (``cf``, Levin et al.), learning-based
+    (``lbdm``, Zheng & Kambhamettu) or ``knn`` alpha, then its multi-level foreground colour estimation."""
+
+    METHODS = ("cf", "lbdm", "knn")
+
+    def __init__(self, method: str = "cf", band: int = 2):
+        if method not in self.METHODS:
+            raise ValueError(f"pymatting method must be one of {self.METHODS}, got {method!r}")
+        self.method, self.band = method, band
+
+    def alpha(self, image: np.ndarray, tri: np.ndarray) -> np.ndarray:
+        import pymatting
+
+        estimate = {"cf": pymatting.estimate_alpha_cf, "lbdm": pymatting.estimate_alpha_lbdm,
+                    "knn": pymatting.estimate_alpha_knn}[self.method]
+        return np.clip(estimate(image, tri), 0.0, 1.0)
+
+    def matte(self, frames: np.ndarray, masks: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        import pymatting
+
+        alphas, foregrounds = [], []
+        for mask in masks:
+            alpha = np.zeros(mask.shape, np.float32)
+            fg = np.zeros(frames.shape, np.float32)
+            for t in range(len(frames)):
+                image = frames[t].astype(np.float64)
+                if not mask[t].any():
+                    continue
+                tri = trimap(mask[t], self.band)
+                if (tri == 1).any() and (tri == 0).any():
+                    a = self.alpha(image, tri)
+                else:  # thinner than the band, or covering the frame: nothing to learn from, keep the mask
+                    a = mask[t].astype(np.float64)
+                alpha[t] = a
+                fg[t] = np.clip(pymatting.estimate_foreground_ml(image, a), 0.0, 1.0)
+            alphas.append(alpha)
+            foregrounds.append(fg)
+        return alphas, foregrounds
+
+
+class TemporalPlateRemover(Remover):
+    """Static camera: each masked pixel (masks dilated by `dilate` px) takes the median of that pixel over the
+    frames where it is uncovered; unmasked pixels keep the input. A pixel covered in every frame takes its
+    nearest uncovered neighbour's plate value, and the share of such pixels is reported as ``plate_holes``."""
+
+    def __init__(self, dilate: int = 2):
+        self.dilate = dilate
+        self.last_holes = 0.0
+
+    def remove(self, frames: np.ndarray, masks: list[np.ndarray], caption: str = "") -> np.ndarray:
+        covered = np.zeros(frames.shape[:3], bool)
+        for m in masks:
+            covered |= m
+        if self.dilate > 0:
+            disk = _disk(self.dilate)
+            covered = np.stack([ndimage.binary_dilation(c, disk) for c in covered])
+        visible = np.where(~covered[..., None], frames, np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are the holes, filled below
+            plate = np.nanmedian(visible, axis=0)
+        holes = np.isnan(plate[..., 0])
+        self.last_holes = float(holes.mean())
+        if holes.all():
+            raise Reject("temporal clean plate: every pixel is covered in every frame")
+        if holes.any():
+            _, (iy, ix) = ndimage.distance_transform_edt(holes, return_indices=True)
+            plate = plate[iy, ix]
+        return np.where(covered[..., None], plate[None], frames).astype(np.float32)
+
+
+class NoJudge(Judge):
+    """No VLM judge: only the weight-free checks decide."""
+
+    def score(self, panels: dict[int, Image.Image], description: str) -> dict[int, tuple[int, int]]:
+        return {}
+
+
+# ------------------------------------------------------------------------------------------ registry
+INTERFACES: dict[str, type] = {"captions": Captioner, "segmentation": Segmenter, "matting": Matter,
+                               "removal": Remover, "judge": Judge}
+BACKENDS: dict[str, dict[str, str | type]] = {
+    "captions": {"sidecar": SidecarCaptioner, "qwen3vl": "layert2v.engine.models:Qwen3VLCaptioner"},
+    "segmentation": {"clean_plate": CleanPlateSegmenter, "sam3": "layert2v.engine.models:Sam3Segmenter"},
+    "matting": {"pymatting": PymattingMatter, "vitmatte": "layert2v.engine.models:VitMatteMatter"},
+    "removal": {"temporal_plate": TemporalPlateRemover, "wan_vace": "layert2v.engine.models:WanVACERemover"},
+    "judge": {"none": NoJudge, "openai": "layert2v.engine.judge:OpenAIJudge",
+              "qwen3vl": "layert2v.engine.models:Qwen3VLJudge"},
+}
+
+
+def backend_class(stage: str, name: str) -> type:
+    """The class a stage's backend name stands for: a registered name or ``package.module:Class``."""
+    target = BACKENDS[stage].get(name)
+    if target is None and ":" not in name:
+        raise ValueError(f"unknown {stage} backend {name!r}; choose from {sorted(BACKENDS[stage])} or name a "
+                         "class as package.module:Class")
+    target = target or name
+    if isinstance(target, type):
+        return target
+    module, _, attr = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"{stage} backend {name!r}: cannot import {target}: {e}") from e
+    method = {"captions": "caption", "segmentation": "segment", "matting": "matte", "removal": "remove",
+              "judge": "score"}[stage]
+    if not callable(getattr(cls, method, None)):
+        raise ValueError(f"{stage} backend {target} has no {method}() method")
+    return cls
+
+
+def check_options(stage: str, name: str, options: dict[str, Any]) -> type:
+    """Resolve the class and check `options` against its constructor, before any model loads."""
+    cls = backend_class(stage, name)
+    if callable(getattr(cls, "check", None)):  # e.g. the model directory exists, the API key is set
+        cls.check(**options)
+    params = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(options) - set(params) - {"self"})
+        if unknown:
+            allowed = sorted(set(params) - {"self", "args", "kwargs"})
+            raise ValueError(f"unknown option(s) {unknown} for {stage} backend {name!r}; allowed: {allowed}")
+    return cls
+
+
+def build_backend(stage: str, name: str, options: dict[str, Any]) -> Any:
+    return check_options(stage, name, options)(**options)
