@@ -46,7 +46,7 @@ def app(tmp_path_factory):
     server = uvicorn.Server(uvicorn.Config(application, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.time() + 30
+    deadline = time.time() + 120
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
     assert server.started, "the app did not start"
