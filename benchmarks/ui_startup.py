@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model directory (default: the built-in model)")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    print(f"cpu threads: {os.cpu_count()}  model: {args.model or 'built-in'}")
+    print(f"cpu threads: {os.cpu_count()}  load average: {os.getloadavg()[0]:.1f}  model: {args.model or 'built-in'}")
     pages, readies = [], []
     for i in range(args.runs):
         page, ready = one_run(args.model)

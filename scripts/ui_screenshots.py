@@ -59,10 +59,9 @@ def main() -> None:
             page.fill("#prompt", PROMPT)
             page.fill("#steps", str(args.steps))
             page.fill("#seed", "3")
-            page.wait_for_selector("#layer-views")
             page.click("#generate")
             page.wait_for_selector("#layer-views[data-run]")
-            page.evaluate("() => { const s = document.querySelector('#frame'); s.value = 4;"
+            page.evaluate("() => { const s = document.querySelector('#frame'); s.value = 0;"
                           " s.dispatchEvent(new Event('input')); }")
             page.screenshot(path=str(out / "ui_layers.png"), full_page=True)
             shutil.copy(out / "ui_layers.png", out / "ui.png")

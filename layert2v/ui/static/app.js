@@ -204,7 +204,8 @@ async function loadRun(id, tab) {
   player.fps = run.fps;
   player.frame = 0;
   $("#frame").max = run.frames - 1;
-  $("#run-name").textContent = `${run.name} (${run.origin}: ${run.path})`;
+  $("#run-name").textContent = run.name;
+  $("#run-path").textContent = `${run.origin === "generated" ? "generated into" : "opened from"} ${run.path}`;
   $("#manifest").textContent = JSON.stringify(run.manifest, null, 2);
 
   const views = $("#layer-views");
