@@ -271,6 +271,7 @@ def test_a_second_generation_waits_in_the_queue(browser, app):
         pg.fill("#prompt", PROMPT)
         pg.fill("#steps", "3" if not pages else "1")  # small: the point is the order, not the video
         pg.fill("#frames", "3")
+        pg.fill("#guidance", "1")  # no CFG: one forward per step
         pg.fill("#width", "32")
         pg.fill("#height", "32")
         pages.append(pg)
