@@ -39,7 +39,8 @@ def server(tmp_path_factory):
     linked = toy_clip(8, 1, frames=3, size=32).save(root / "linked")
     (linked / "preview.png").unlink()
     (linked / "preview.png").symlink_to(root / "outside.txt")  # listed name, pointing outside
-    app = create_app(BUILTIN_MODEL, root / "runs", [toy, linked], max_upload_bytes=4096)
+    app = create_app(BUILTIN_MODEL, root / "runs", [toy, linked], max_upload_bytes=4096,
+                     allowed_hosts=["127.0.0.1", "localhost"])
     sock = bind("127.0.0.1", 0)
     srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -54,7 +55,7 @@ def server(tmp_path_factory):
 
 def request(server, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
     """A raw request: the path goes out exactly as written (no client-side normalisation of '..')."""
-    conn = http.client.HTTPConnection("127.0.0.1", server["port"], timeout=30)
+    conn = http.client.HTTPConnection("127.0.0.1", server["port"], timeout=180)  # a loaded machine: imports
     conn.request(method, path, body=body, headers=headers or {})
     response = conn.getresponse()
     data = response.read()
@@ -92,6 +93,14 @@ def test_files_come_only_from_the_known_directories(server):
     names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
     listed = set(json.loads((server["toy"] / "manifest.json").read_text())["files"].values())
     assert status == 200 and names == {f"toy/{n}" for n in listed | {"manifest.json"}}
+
+
+def test_only_local_host_names_are_answered(server):
+    """A page elsewhere cannot reach the app through a DNS name that resolves to 127.0.0.1 (DNS rebinding)."""
+    run = server["ids"]["toy"]
+    assert request(server, "GET", f"/api/runs/{run}/files/manifest.json", headers={"Host": "localhost"})[0] == 200
+    status, _ = request(server, "GET", f"/api/runs/{run}/files/manifest.json", headers={"Host": "evil.example"})
+    assert status == 400
 
 
 def test_open_refuses_what_is_not_a_layered_video(server):

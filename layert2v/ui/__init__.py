@@ -55,7 +55,8 @@ def serve(model: Path, host: str = "127.0.0.1", port: int = 7860, open_dirs: lis
                                     "`layert2v generate`")
     sock = bind(host, port)
     try:
-        app = create_app(model, out, open_dirs)
+        hosts = ["127.0.0.1", "localhost", host] if is_loopback(host) and ":" not in host else None
+        app = create_app(model, out, open_dirs, allowed_hosts=hosts)
     except BaseException:
         sock.close()
         raise

@@ -137,15 +137,18 @@ class Entry:
     manifest: dict[str, Any]
     origin: str  # "generated" or "opened"
 
+    def listed(self) -> list[str]:
+        files = self.manifest.get("files")
+        names = files.values() if isinstance(files, dict) else []
+        return [n for n in dict.fromkeys(names) if isinstance(n, str)] + [MANIFEST]
+
     def files(self) -> list[str]:
         """The manifest's files that exist, plus manifest.json: everything this entry may serve."""
-        names = [n for n in dict.fromkeys(self.manifest.get("files", {}).values()) if isinstance(n, str)]
-        return [n for n in [*names, MANIFEST] if self.file(n) is not None]
+        return [n for n in self.listed() if self.file(n) is not None]
 
     def file(self, name: str) -> Path | None:
         """The path of a file the manifest lists, or None: plain names only, resolved inside the directory."""
-        listed = set(self.manifest.get("files", {}).values()) | {MANIFEST}
-        if name not in listed or "/" in name or "\\" in name or name in (".", ".."):
+        if name not in self.listed() or "/" in name or "\\" in name or name in (".", ".."):
             return None
         root = self.path.resolve()
         path = (root / name).resolve()
@@ -212,13 +215,12 @@ class Library:
         while len(self._videos) > _CACHED_VIDEOS:
             self._videos.popitem(last=False)
 
-    def zip_bytes(self, entry_id: str) -> bytes:
+    def write_zip(self, entry_id: str, target: Path) -> None:
+        """Every file the entry serves into one zip (stored: videos and PNGs are compressed already)."""
         entry = self.get(entry_id)
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:  # videos and PNGs are compressed already
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as zf:
             for name in entry.files():
                 zf.write(entry.file(name), arcname=f"{entry.path.name}/{name}")
-        return buf.getvalue()
 
 
 def new_run_directory(root: Path, prompt: str) -> Path:

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .jobs import GenerationQueue, GenerationRequest, output_root
 from .library import Library, layer_frames, new_run_directory, parse_settings, recomposite, sprite_png
@@ -67,10 +71,12 @@ def _ui_message(e: Exception) -> str:
 
 
 def create_app(model: Path, out: Path, open_dirs: list[Path] = (), max_upload_bytes: int = MAX_UPLOAD_BYTES,
-               derive=None) -> FastAPI:
+               derive: Callable | None = None, allowed_hosts: list[str] | None = None) -> FastAPI:
     """The app: generation into `out` with the model at `model`, plus the already saved `open_dirs`.
 
     `derive(prompt, bg, fgs) -> (bg, fgs)` fills in blank layer prompts (the CLI's rule by default).
+    `allowed_hosts`: the Host headers answered (None: any), so that a web page elsewhere cannot reach a local app
+    through a DNS name that points at 127.0.0.1.
     """
     if derive is None:
         from ..cli import derive_prompts as derive
@@ -100,6 +106,8 @@ def create_app(model: Path, out: Path, open_dirs: list[Path] = (), max_upload_by
 
     app = FastAPI(title="layert2v", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.library, app.state.jobs, app.state.out = library, jobs, out
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
 
     @app.exception_handler(StarletteHTTPException)
     async def _message(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -175,10 +183,17 @@ def create_app(model: Path, out: Path, open_dirs: list[Path] = (), max_upload_by
         return FileResponse(path, filename=name, content_disposition_type="inline")
 
     @app.get("/api/runs/{run_id}/zip")
-    def zip_all(run_id: str) -> Response:
+    def zip_all(run_id: str) -> FileResponse:
         e = entry(run_id)
-        headers = {"Content-Disposition": f'attachment; filename="{e.path.name}.zip"'}
-        return Response(library.zip_bytes(run_id), media_type="application/zip", headers=headers)
+        fd, tmp = tempfile.mkstemp(prefix="layert2v-ui-", suffix=".zip")  # outside the run: it stays as it was
+        os.close(fd)
+        try:
+            library.write_zip(run_id, Path(tmp))
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return FileResponse(tmp, media_type="application/zip", filename=f"{e.path.name}.zip",
+                            background=BackgroundTask(os.unlink, tmp))
 
     @app.get("/api/runs/{run_id}/sprite/{layer}.png")
     def sprite(run_id: str, layer: str) -> Response:
