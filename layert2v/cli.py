@@ -1,4 +1,4 @@
-"""`layert2v` command line: generate, train, info, eval, data."""
+"""`layert2v` command line: generate, train, info, eval, data, ui."""
 
 from __future__ import annotations
 
@@ -70,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     from .engine.command import add_data_arguments
 
     add_data_arguments(d)
+
+    u = sub.add_parser("ui", help="start the local web app (generate, look at layers, recomposite)",
+                       description="Serve the web app of docs/UI.md on this machine only, unless --host says "
+                                   "otherwise.")
+    u.add_argument("--model", default=None, help="model directory, as for generate (default: the built-in model)")
+    u.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    u.add_argument("--port", type=int, default=7860)
+    u.add_argument("--open", action="append", default=[], metavar="DIR",
+                   help="an output directory to show at start; repeat for more")
+    u.add_argument("--out", default="layert2v-ui", help="directory the app saves its generations under")
     return parser
 
 
@@ -207,7 +217,15 @@ def cmd_data(args: argparse.Namespace) -> int:
     return run_data(args)
 
 
-COMMANDS = {"generate": cmd_generate, "train": cmd_train, "info": cmd_info, "eval": cmd_eval, "data": cmd_data}
+def cmd_ui(args: argparse.Namespace) -> int:
+    from .ui import serve
+
+    return serve(Path(args.model) if args.model else BUILTIN_MODEL, args.host, args.port,
+                 [Path(d) for d in args.open], Path(args.out))
+
+
+COMMANDS = {"generate": cmd_generate, "train": cmd_train, "info": cmd_info, "eval": cmd_eval, "data": cmd_data,
+            "ui": cmd_ui}
 
 
 def main(argv: list[str] | None = None) -> int:

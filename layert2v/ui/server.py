@@ -1,0 +1,329 @@
+"""The FastAPI app behind `layert2v ui`: a JSON API over the pipeline, the output directories and uploads, and
+the static page in ``static/``. See docs/UI.md."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from .jobs import GenerationQueue, GenerationRequest, output_root
+from .library import Library, layer_frames, new_run_directory, parse_settings, recomposite, sprite_png
+from .uploads import Uploads, decode_upload, fit_background
+
+if TYPE_CHECKING:  # torch and diffusers load in the worker thread, after the page is up
+    from ..pipeline import LayerT2VPipeline
+    from ..video import LayeredVideo
+
+STATIC = Path(__file__).parent / "static"
+MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+MAX_STEPS = 500
+
+
+def model_info(model: Path) -> dict[str, Any]:
+    """What the page needs before any weights load: defaults, frame/size rules and the foreground limit."""
+    from ..pipeline import PIPELINE_FILE, PipelineConfig, saved_video_multiples
+
+    meta_file = model / PIPELINE_FILE
+    if not meta_file.is_file():
+        return {}
+    config = PipelineConfig(**json.loads(meta_file.read_text())["config"])
+    transformer = json.loads((model / "transformer" / "config.json").read_text())
+    temporal, spatial = saved_video_multiples(model) or (4, 16)
+    return {"max_foregrounds": transformer.get("max_foregrounds", 1), "frames": config.num_frames,
+            "width": config.width, "height": config.height, "steps": config.num_inference_steps,
+            "guidance": config.guidance_scale, "fps": config.fps, "temporal": temporal, "spatial": spatial,
+            "model_id": config.model_id}
+
+
+def pipeline_info(pipe: LayerT2VPipeline) -> dict[str, Any]:
+    """:func:`model_info` of a loaded pipeline (a Wan2.1 directory has no layert2v.json to read it from)."""
+    cfg = pipe.config
+    temporal, spatial = pipe.video_multiples
+    return {"max_foregrounds": pipe.max_foregrounds, "frames": cfg.num_frames, "width": cfg.width,
+            "height": cfg.height, "steps": cfg.num_inference_steps, "guidance": cfg.guidance_scale, "fps": cfg.fps,
+            "temporal": temporal, "spatial": spatial, "model_id": cfg.model_id}
+
+
+def size_text(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 1024:.0f} KB"
+
+
+def _error(status: int, message: str) -> HTTPException:
+    return HTTPException(status_code=status, detail=message)
+
+
+def _ui_message(e: Exception) -> str:
+    """The library's messages name CLI flags; in the page the fields have the same names without dashes."""
+    return str(e).replace("--frames", "frames").replace("--size", "size").replace("--steps", "steps")
+
+
+def create_app(model: Path, out: Path, open_dirs: list[Path] = (), max_upload_bytes: int = MAX_UPLOAD_BYTES,
+               derive: Callable | None = None, allowed_hosts: list[str] | None = None) -> FastAPI:
+    """The app: generation into `out` with the model at `model`, plus the already saved `open_dirs`.
+
+    `derive(prompt, bg, fgs) -> (bg, fgs)` fills in blank layer prompts (the CLI's rule by default).
+    `allowed_hosts`: the Host headers answered (None: any), so that a web page elsewhere cannot reach a local app
+    through a DNS name that points at 127.0.0.1.
+    """
+    if derive is None:
+        from ..cli import derive_prompts as derive
+    out = output_root(out)
+    library = Library()
+    uploads = Uploads()
+    for directory in open_dirs:
+        library.add(Path(directory), "opened")
+
+    def load() -> LayerT2VPipeline:
+        from ..pipeline import LayerT2VPipeline
+
+        return LayerT2VPipeline.from_pretrained(model)
+
+    def finish(request: GenerationRequest, video: LayeredVideo) -> str:
+        video.metadata["model_path"] = str(model)
+        path = video.save(new_run_directory(out, request.prompt))  # atomic: a temporary sibling, then a rename
+        return library.add(path, "generated", video).id
+
+    jobs = GenerationQueue(load, finish)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        jobs.start()  # loads the model in the background: the page is up before the weights are
+        yield
+        jobs.stop()
+
+    app = FastAPI(title="layert2v", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.library, app.state.jobs, app.state.out = library, jobs, out
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _message(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    def info() -> dict[str, Any]:
+        found = model_info(model)
+        if not found:  # a Wan2.1 directory: ask the loaded pipeline
+            try:
+                found = pipeline_info(jobs.pipeline())
+            except RuntimeError as e:
+                raise _error(503, str(e)) from None
+        return found
+
+    @app.get("/")
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/api/model")
+    def get_model() -> dict[str, Any]:
+        return {**info(), "path": str(model), "out": str(out), "ready": jobs.loaded.is_set(),
+                "load_error": jobs.load_error, "max_upload_bytes": max_upload_bytes}
+
+    @app.get("/api/runs")
+    def runs() -> list[dict[str, Any]]:
+        return [{"id": e.id, "name": e.path.name, "origin": e.origin} for e in library.entries()]
+
+    @app.post("/api/generate")
+    async def generate(request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        m = info()
+        try:
+            req = _generation_request(body, m, derive)
+        except ValueError as e:
+            raise _error(400, _ui_message(e)) from None
+        if jobs.load_error:
+            raise _error(503, jobs.load_error)
+        return jobs.status(jobs.submit(req).id)
+
+    @app.get("/api/jobs/{job_id}")
+    def job(job_id: str) -> dict[str, Any]:
+        try:
+            return jobs.status(job_id)
+        except KeyError:
+            raise _error(404, f"no generation {job_id}") from None
+
+    @app.post("/api/open")
+    async def open_directory(request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        path = str(body.get("path", "")).strip()
+        if not path:
+            raise _error(400, "give the path of an output directory (one written by `layert2v generate`)")
+        try:
+            return (await run_in_threadpool(library.add, Path(path), "opened")).summary()
+        except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+            raise _error(400, str(e)) from None
+
+    def entry(run_id: str):
+        try:
+            return library.get(run_id)
+        except KeyError:
+            raise _error(404, f"no output directory {run_id}") from None
+
+    @app.get("/api/runs/{run_id}")
+    def run(run_id: str) -> dict[str, Any]:
+        return entry(run_id).summary()
+
+    @app.get("/api/runs/{run_id}/files/{name}")
+    def file(run_id: str, name: str) -> FileResponse:
+        path = entry(run_id).file(name)
+        if path is None:
+            raise _error(404, f"{name} is not a file of this output directory")
+        return FileResponse(path, filename=name, content_disposition_type="inline")
+
+    @app.get("/api/runs/{run_id}/zip")
+    def zip_all(run_id: str) -> FileResponse:
+        e = entry(run_id)
+        fd, tmp = tempfile.mkstemp(prefix="layert2v-ui-", suffix=".zip")  # outside the run: it stays as it was
+        os.close(fd)
+        try:
+            library.write_zip(run_id, Path(tmp))
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return FileResponse(tmp, media_type="application/zip", filename=f"{e.path.name}.zip",
+                            background=BackgroundTask(os.unlink, tmp))
+
+    @app.get("/api/runs/{run_id}/sprite/{layer}.png")
+    def sprite(run_id: str, layer: str) -> Response:
+        entry(run_id)
+        try:
+            frames = layer_frames(library.video(run_id), layer)
+        except KeyError:
+            raise _error(404, f"no layer {layer}") from None
+        return Response(sprite_png(frames), media_type="image/png", headers={"Cache-Control": "no-store"})
+
+    def composite_of(run_id: str, body: dict[str, Any]):
+        entry(run_id)
+        video = library.video(run_id)
+        try:
+            settings = parse_settings(body.get("layers"), video.num_foregrounds, video.size)
+        except ValueError as e:
+            raise _error(400, str(e)) from None
+        background = None
+        if body.get("background"):
+            try:
+                frames = uploads.get(str(body["background"]))
+            except KeyError:
+                raise _error(400, "that background upload is gone (the server keeps the last few); upload it "
+                                  "again") from None
+            background = fit_background(frames, video.num_frames, video.size[1], video.size[0])
+        return video, recomposite(video, settings, background)
+
+    @app.post("/api/runs/{run_id}/composite.png")
+    async def composite(run_id: str, request: Request) -> Response:
+        _video, frames = await run_in_threadpool(composite_of, run_id, await _json(request))
+        png = await run_in_threadpool(sprite_png, frames)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+    @app.post("/api/runs/{run_id}/composite.mp4")
+    async def export(run_id: str, request: Request) -> Response:
+        video, frames = await run_in_threadpool(composite_of, run_id, await _json(request))
+
+        def encode() -> bytes:
+            from ..video_io import write_video
+
+            with tempfile.TemporaryDirectory(prefix="layert2v-ui-") as tmp:  # nothing is written into the run
+                return write_video(Path(tmp) / "composite.mp4", frames, video.fps, "libx264").read_bytes()
+
+        data = await run_in_threadpool(encode)
+        return Response(data, media_type="video/mp4",
+                        headers={"Content-Disposition": 'attachment; filename="composite.mp4"'})
+
+    @app.post("/api/uploads")
+    async def upload(request: Request) -> dict[str, Any]:
+        limit = size_text(max_upload_bytes)
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_upload_bytes + 64 * 1024:
+            raise _error(413, f"the upload is {size_text(int(declared))}; the upload limit is {limit}")
+        try:
+            form = await request.form(max_files=1, max_fields=4)
+        except Exception as e:  # a broken multipart body
+            raise _error(400, f"could not read the upload: {e}") from None
+        part = form.get("file")
+        if part is None or isinstance(part, str):
+            raise _error(400, "no file in the upload; choose an image or a video")
+        data = await part.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            raise _error(413, f"{part.filename} is over the upload limit of {limit}")
+        try:
+            frames = await run_in_threadpool(decode_upload, data, part.filename or "the upload")
+        except ValueError as e:
+            raise _error(400, str(e)) from None
+        n, h, w = frames.shape[:3]
+        return {"id": uploads.add(part.filename or "upload", frames), "name": part.filename, "frames": n,
+                "width": w, "height": h}
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise _error(400, "the request body must be JSON") from None
+    if not isinstance(body, dict):
+        raise _error(400, "the request body must be a JSON object")
+    return body
+
+
+def _generation_request(body: dict[str, Any], model: dict[str, Any], derive) -> GenerationRequest:
+    """Check a request from the page, in the CLI's words, before it enters the queue."""
+    from ..pipeline import check_video_shape
+
+    prompt = str(body.get("prompt") or "").strip()
+    if not prompt:
+        raise ValueError("the full prompt is empty; describe the video to generate")
+    background = str(body.get("background") or "").strip()
+    foregrounds = [str(f).strip() for f in body.get("foregrounds") or []]
+    if foregrounds and all(not f for f in foregrounds):
+        foregrounds = []  # all blank: derived from the full prompt, like a CLI call without --fg
+    for k, f in enumerate(foregrounds, 1):
+        if not f:
+            raise ValueError(f"foreground {k} is empty; describe it or remove its row")
+    limit = model["max_foregrounds"]
+    if len(foregrounds) > limit:
+        raise ValueError(f"this model takes at most {limit} foreground layer(s), got {len(foregrounds)}; "
+                         "remove a row")
+    if not background or not foregrounds:
+        background, foregrounds = derive(prompt, background or None, foregrounds or None)
+    if len(foregrounds) > limit:
+        raise ValueError(f"the full prompt names {len(foregrounds)} objects but this model takes at most {limit}; "
+                         "fill in the foreground rows")
+
+    def number(key: str, kind: type, default: Any) -> Any:
+        raw = body.get(key)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key} must be a number, got {raw!r}") from None
+        if kind is int and float(raw) != value:
+            raise ValueError(f"{key} must be a whole number, got {raw!r}")
+        return value
+
+    seed = number("seed", int, 0)
+    steps = number("steps", int, model["steps"])
+    guidance = number("guidance", float, model["guidance"])
+    frames = number("frames", int, model["frames"])
+    width = number("width", int, model["width"])
+    height = number("height", int, model["height"])
+    if not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+    if guidance < 0:
+        raise ValueError(f"guidance must be 0 or more, got {guidance}")
+    check_video_shape(frames, height, width, model["temporal"], model["spatial"])
+    return GenerationRequest(prompt, background, foregrounds, seed, steps, guidance, frames, width, height)

@@ -1,0 +1,289 @@
+"""`layert2v ui` driven in a real Chromium through Playwright: the running app (uvicorn in a thread, on a free
+127.0.0.1 port), the built-in model, saved toy clips with exact layers.
+
+Skipped only when Playwright or a chromium executable is missing (.ci/run installs Debian's chromium).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from helpers import toy_clip
+from PIL import Image
+
+from layert2v.cli import BUILTIN_MODEL
+from layert2v.video import LayeredVideo
+
+playwright_api = pytest.importorskip("playwright.sync_api",
+                                    reason="playwright is not installed (pip install -e .[dev])")
+CHROMIUM = os.environ.get("LAYERT2V_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium executable (apt-get install chromium, or set "
+                                                         "LAYERT2V_CHROMIUM)")
+UPLOAD_LIMIT = 256 * 1024
+PROMPT = "a red circle moving right over a blue striped background"
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    import uvicorn
+
+    from layert2v.ui import bind
+    from layert2v.ui.server import create_app
+
+    root = tmp_path_factory.mktemp("ui")
+    toys = {}
+    for name, seed, k in [("toggle", 1, 2), ("background", 2, 1), ("opened", 3, 3), ("bad", 4, 1)]:
+        toys[name] = toy_clip(seed, k, frames=5, size=32).save(root / f"toy_{name}")
+    application = create_app(BUILTIN_MODEL, root / "runs", max_upload_bytes=UPLOAD_LIMIT)
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(application, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.time() + 120
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the app did not start"
+    yield SimpleNamespace(url=f"http://127.0.0.1:{sock.getsockname()[1]}", root=root, toys=toys, app=application)
+    server.should_exit = True
+    thread.join(15)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser, app):
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    pg = context.new_page()
+    pg.set_default_timeout(20_000)
+    pg.goto(app.url)
+    pg.wait_for_selector("body[data-ready]")
+    yield pg
+    context.close()
+
+
+def open_directory(page, path: Path) -> None:
+    page.click("#tabs button[data-tab=open]")
+    page.fill("#open-path", str(path))
+    page.click("#open-btn")
+    page.wait_for_selector("#layer-views[data-run]")
+    page.wait_for_function("() => document.querySelector('#composite').dataset.state === 'ready'")
+
+
+def show_frame(page, frame: int) -> None:
+    """Pause the shared player on one frame (the Layers panel's slider drives every view)."""
+    page.evaluate("""(f) => { const s = document.querySelector('#frame'); s.value = f;
+                     s.dispatchEvent(new Event('input')); }""", frame)
+
+
+def canvas_pixels(page, selector: str) -> np.ndarray:
+    """(H, W, 4) floats in [0, 1] of what a canvas shows now."""
+    data = page.evaluate("""(sel) => { const c = document.querySelector(sel);
+        return [c.width, c.height, Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)]; }""",
+                         selector)
+    w, h, flat = data
+    return np.asarray(flat, np.float32).reshape(h, w, 4) / 255.0
+
+
+def wait_composite(page) -> None:
+    page.wait_for_function("() => document.querySelector('#composite').dataset.state === 'ready'")
+
+
+def message(page) -> str:
+    page.wait_for_selector("#message:not([hidden])")
+    return page.inner_text("#message")
+
+
+def test_generate_shows_every_layer_and_the_manifest(page, app):
+    page.click("#tabs button[data-tab=generate]")
+    page.fill("#prompt", PROMPT)
+    page.fill("#steps", "2")
+    page.fill("#frames", "3")
+    page.click("#generate")
+    page.wait_for_selector("#layer-views[data-run]", timeout=180_000)
+
+    layers = page.eval_on_selector_all("#layer-views canvas", "cs => cs.map(c => c.dataset.layer)")
+    assert layers == ["full", "background", "foreground_1", "alpha_1"]  # "a red circle" -> one foreground
+    assert page.eval_on_selector("#progress", "p => p.value") == 1.0  # fed by the denoising loop's callback
+    assert page.eval_on_selector("#progress", "p => p.dataset.seen").split(",")[-1] == "2"
+    assert PROMPT in page.inner_text("#manifest")
+    assert '"steps": 2' in page.inner_text("#manifest")
+
+    show_frame(page, 0)
+    run_id = page.get_attribute("#layer-views", "data-run")
+    run_dir = Path(page.request.get(f"{app.url}/api/runs/{run_id}").json()["path"])
+    saved = LayeredVideo.load(run_dir)
+    assert saved.num_frames == 3 and saved.prompts["full"] == PROMPT
+    shown = app.app.state.library.video(run_id)  # the generated arrays (the files add H.264's loss to them)
+    full = canvas_pixels(page, "canvas[data-layer=full]")[..., :3]
+    assert np.abs(full - shown.full[0]).max() < 0.01 and np.abs(full - saved.full[0]).mean() < 0.03
+    alpha = canvas_pixels(page, "canvas[data-layer=alpha_1]")[..., 0]
+    assert np.abs(alpha - shown.alphas[0][0]).max() < 0.01 and np.abs(alpha - saved.alphas[0][0]).mean() < 0.03
+    assert alpha.max() > 0.5 and alpha.min() < 0.1  # the model made a foreground
+    names = page.eval_on_selector_all("#downloads a", "as => as.map(a => a.textContent)")
+    assert set(names) == {*saved_files(run_dir), "manifest.json"}
+    assert not [p for p in (app.root / "runs").iterdir() if p.name.startswith(".")]  # no temporary leftovers
+    page.screenshot(path=str(app.root / "layers.png"), full_page=True)
+
+
+def saved_files(directory: Path) -> set[str]:
+    import json
+
+    return set(json.loads((directory / "manifest.json").read_text())["files"].values())
+
+
+def test_toggling_a_foreground_changes_exactly_its_pixels(page, app):
+    open_directory(page, app.toys["toggle"])
+    video = LayeredVideo.load(app.toys["toggle"])
+    page.click("#tabs button[data-tab=recomposite]")
+    show_frame(page, 0)
+    before = canvas_pixels(page, "#composite")[..., :3]
+    assert np.abs(before - video.composite()[0]).max() < 0.01
+
+    page.uncheck(".recomp-row[data-k='1'] .visible")
+    wait_composite(page)
+    after = canvas_pixels(page, "#composite")[..., :3]
+    a1, a2 = video.alphas[0][0], video.alphas[1][0]
+    expected = video.foregrounds[1][0] * a2[..., None] + video.background[0] * (1 - a2[..., None])
+    assert np.abs(after - expected).max() < 0.01
+    only_1 = (a1 > 0.9) & (a2 < 0.01)
+    assert only_1.sum() > 20 and np.abs(after - before)[only_1].max() > 0.2  # foreground 1 is gone
+    assert np.abs(after - before)[a1 < 0.01].max() < 0.01  # nothing else moved
+
+    page.check(".recomp-row[data-k='1'] .visible")
+    wait_composite(page)
+    assert np.abs(canvas_pixels(page, "#composite")[..., :3] - before).max() < 0.01
+
+    page.fill(".recomp-row[data-k='2'] .dx", "3")  # and an offset moves foreground 2 three pixels right
+    wait_composite(page)
+    moved = canvas_pixels(page, "#composite")[..., :3]
+    shifted = np.zeros_like(a2)
+    shifted[:, 3:] = a2[:, :-3]
+    rows, cols = np.nonzero((shifted > 0.99) & (a1 < 0.01))
+    assert len(rows) > 10
+    assert np.abs(moved[rows, cols] - video.foregrounds[1][0][rows, cols - 3]).max() < 0.01
+
+
+def test_uploaded_image_replaces_the_background(page, app, tmp_path):
+    open_directory(page, app.toys["background"])
+    video = LayeredVideo.load(app.toys["background"])
+    image = tmp_path / "green.png"
+    Image.new("RGB", (90, 40), (0, 200, 0)).save(image)  # another size and aspect: scaled to cover and cropped
+    page.click("#tabs button[data-tab=recomposite]")
+    show_frame(page, 0)
+    page.set_input_files("#bg-file", str(image))
+    page.wait_for_function("() => document.querySelector('#bg-status').textContent.includes('fitted')")
+    wait_composite(page)
+    shown = canvas_pixels(page, "#composite")[..., :3]
+    a = video.alphas[0][0][..., None]
+    green = np.broadcast_to(np.array([0, 200 / 255, 0], np.float32), shown.shape)
+    assert np.abs(shown - (video.foregrounds[0][0] * a + green * (1 - a))).max() < 0.01
+    assert np.abs(shown - video.composite()[0]).max() > 0.3  # not the original background
+
+    page.click("#bg-reset")
+    wait_composite(page)
+    assert np.abs(canvas_pixels(page, "#composite")[..., :3] - video.composite()[0]).max() < 0.01
+
+
+def test_open_a_saved_directory(page, app):
+    directory = app.toys["opened"]
+    open_directory(page, directory)
+    video = LayeredVideo.load(directory)
+    layers = page.eval_on_selector_all("#layer-views canvas", "cs => cs.map(c => c.dataset.layer)")
+    assert layers == ["full", "background", *(f"foreground_{k}" for k in (1, 2, 3)), *(f"alpha_{k}" for k in (1, 2, 3))]
+    assert directory.name in page.inner_text("#run-name")
+    assert "toy scene 3" in page.inner_text("#manifest")
+    show_frame(page, 2)
+    fg = canvas_pixels(page, "canvas[data-layer=foreground_2]")
+    a = video.alphas[1][2]
+    assert np.abs(fg[..., 3] - a).max() < 0.01  # the foreground is drawn with its own alpha (over a checkerboard)
+    solid = a > 0.99
+    assert np.abs(fg[..., :3][solid] - video.foregrounds[1][2][solid]).max() < 0.01
+    names = page.eval_on_selector_all("#downloads a", "as => as.map(a => a.textContent)")
+    assert set(names) == {*saved_files(directory), "manifest.json"}
+    href = page.get_attribute("#downloads a >> text=foreground_2.mov", "href")
+    body = page.request.get(app.url + href).body()
+    assert body == (directory / "foreground_2.mov").read_bytes()
+    with page.expect_download() as download:
+        page.click("#zip")
+    assert download.value.suggested_filename == f"{directory.name}.zip"
+
+
+def test_bad_input_shows_a_message_and_the_server_keeps_going(page, app, tmp_path):
+    page.click("#tabs button[data-tab=generate]")
+    page.fill("#prompt", "   ")
+    page.click("#generate")
+    assert "prompt is empty" in message(page)
+
+    for _ in range(5):
+        if page.is_enabled("#add-fg"):
+            page.click("#add-fg")
+    assert page.locator("#fg-rows input").count() == 3  # the built-in model's maximum
+    assert "at most 3" in page.inner_text("#fg-limit")
+    refused = page.evaluate("""async () => { const r = await fetch('/api/generate', {method: 'POST',
+        headers: {'Content-Type': 'application/json'}, body: JSON.stringify({prompt: 'p', background: 'b',
+        foregrounds: ['a', 'b', 'c', 'd']})}); return [r.status, (await r.json()).error]; }""")
+    assert refused[0] == 400 and "at most 3" in refused[1]
+
+    page.click("#tabs button[data-tab=open]")
+    page.fill("#open-path", str(tmp_path / "nowhere"))
+    page.click("#open-btn")
+    assert "no such directory" in message(page)
+
+    open_directory(page, app.toys["bad"])
+    page.click("#tabs button[data-tab=recomposite]")
+    text = tmp_path / "notes.png"  # named like an image, but is not one
+    text.write_text("not an image")
+    page.set_input_files("#bg-file", str(text))
+    assert "neither an image nor a video" in message(page)
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(b"\0" * (UPLOAD_LIMIT + 1))
+    page.set_input_files("#bg-file", str(huge))
+    page.wait_for_function("() => document.querySelector('#message').textContent.includes('limit')")
+    assert "original background" in page.inner_text("#bg-status")
+
+    assert page.request.get(f"{app.url}/api/model").ok  # still serving
+    runs = app.root / "runs"
+    assert not [p for p in runs.iterdir() if p.name.startswith(".")] if runs.exists() else True
+
+
+def test_a_second_generation_waits_in_the_queue(browser, app):
+    pages = []
+    for _ in range(2):
+        context = browser.new_context()
+        pg = context.new_page()
+        pg.set_default_timeout(120_000)
+        pg.goto(app.url)
+        pg.wait_for_selector("body[data-ready]")
+        pg.click("#tabs button[data-tab=generate]")
+        pg.fill("#prompt", PROMPT)
+        pg.fill("#steps", "3" if not pages else "1")  # small: the point is the order, not the video
+        pg.fill("#frames", "3")
+        pg.fill("#guidance", "1")  # no CFG: one forward per step
+        pg.fill("#width", "32")
+        pg.fill("#height", "32")
+        pages.append(pg)
+    first, second = pages
+    first.click("#generate")
+    first.wait_for_function("() => ['loading', 'denoising'].includes(document.querySelector('#job-status')"
+                            ".dataset.state)")
+    second.click("#generate")
+    second.wait_for_function("() => document.querySelector('#job-status').dataset.state === 'queued'")
+    assert "1 generation(s) ahead" in second.inner_text("#job-status")
+    first.wait_for_selector("#layer-views[data-run]")
+    second.wait_for_selector("#layer-views[data-run]")
+    assert first.get_attribute("#layer-views", "data-run") != second.get_attribute("#layer-views", "data-run")
+    for pg in pages:
+        pg.context.close()
