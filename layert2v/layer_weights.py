@@ -17,6 +17,7 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
+from .formats import LAYER_WEIGHTS_FORMAT
 from .models.text import TextEncoder
 from .models.transformer import LayeredWanTransformer
 from .models.vae import AlphaPath
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from .pipeline import LayerT2VPipeline
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"]
-FORMAT = "layert2v-layer-weights"
 
 
 def add_transformer_lora(transformer: LayeredWanTransformer, rank: int, alpha: float | None = None) -> LoraConfig:
@@ -59,7 +59,7 @@ def export_layer_weights(path: str | Path, transformer: LayeredWanTransformer, a
     for k, v in alpha_path.state_dict().items():
         tensors[f"alpha_path.{k}"] = v.detach()
     meta = {
-        "format": FORMAT,
+        "format": LAYER_WEIGHTS_FORMAT,
         "lora": None if lora is None else {"r": lora.r, "lora_alpha": lora.lora_alpha,
                                            "target_modules": sorted(lora.target_modules)},
         "max_foregrounds": transformer.max_foregrounds,
@@ -76,22 +76,26 @@ def export_layer_weights(path: str | Path, transformer: LayeredWanTransformer, a
 def load_wan_pipeline(cls: type[LayerT2VPipeline], root: Path, layer_weights: str | Path | None,
                       text_encoder: str | Path | None) -> LayerT2VPipeline:
     """A Wan2.1-T2V diffusers directory (transformer/, vae/, text_encoder/, tokenizer/) + optional layer file."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    from .pipeline import PipelineConfig, check_transformer_config
+    from .pipeline import PipelineConfig, load_weights
+    from .preflight import check_model_directory
 
     for sub in ("transformer", "vae"):
         if not (root / sub).is_dir():
             raise FileNotFoundError(f"{root} has no {sub}/ folder; expected a Wan2.1-T2V diffusers directory")
-    check_transformer_config(root / "transformer")
+    check_model_directory(root)  # size fields present, the model fits: before anything is built
     meta = None
     if layer_weights is not None:
         layer_weights = Path(layer_weights)
         if not layer_weights.is_file():
             raise FileNotFoundError(f"layer weights file {layer_weights} does not exist")
-        with safe_open(str(layer_weights), "pt") as f:
-            meta = json.loads((f.metadata() or {}).get("layert2v", "null") or "null")
-        if not meta or meta.get("format") != FORMAT:
+        try:
+            with safe_open(str(layer_weights), "pt") as f:
+                meta = json.loads((f.metadata() or {}).get("layert2v", "null") or "null")
+        except (OSError, SafetensorError, json.JSONDecodeError) as e:
+            raise ValueError(f"{layer_weights} is not a readable safetensors file ({e}); export it again") from None
+        if not isinstance(meta, dict) or meta.get("format") != LAYER_WEIGHTS_FORMAT:
             raise ValueError(f"{layer_weights} is not a layert2v layer-weights file")
 
     wan_config = LayeredWanTransformer.load_config(root / "transformer")
@@ -107,7 +111,7 @@ def load_wan_pipeline(cls: type[LayerT2VPipeline], root: Path, layer_weights: st
         raise ValueError(f"{root / 'transformer'} does not match the Wan2.1 architecture "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
 
-    vae = AutoencoderKLWan.from_pretrained(root / "vae")
+    vae = load_weights(AutoencoderKLWan, root / "vae")
     alpha_path = AlphaPath(**meta["alpha_path"]) if meta else AlphaPath.for_vae(vae)
     if meta:
         tensors = load_file(str(layer_weights))
@@ -138,7 +142,12 @@ def _load_folder_state(directory: Path) -> dict[str, torch.Tensor]:
     files = sorted(directory.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"no .safetensors weights in {directory}")
+    from safetensors import SafetensorError
+
     state: dict[str, torch.Tensor] = {}
     for f in files:
-        state.update(load_file(str(f)))
+        try:
+            state.update(load_file(str(f)))
+        except (OSError, SafetensorError) as e:
+            raise ValueError(f"cannot read {f} ({e}); the file is truncated or damaged: download it again") from None
     return state
