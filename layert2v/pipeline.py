@@ -80,8 +80,8 @@ class LayerT2VPipeline:
     """Prompts in, a LayeredVideo out.
 
     Components, as in diffusers pipelines: ``transformer``, ``vae``, ``alpha_path``, ``text_encoder`` and
-    ``scheduler`` (UniPC by default; swap it with ``pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(
-    pipe.scheduler.config)`` or :meth:`make_scheduler`). Every call samples with a fresh copy of it.
+    ``scheduler`` (UniPC by default; swap it by assignment, ``pipe.scheduler = pipe.make_scheduler("euler")`` or
+    any diffusers flow-matching scheduler). Every call samples with a fresh copy of it, so calls do not interfere.
 
     Attributes that trade speed for memory without changing the result (see :meth:`enable_memory_savers`):
         cfg_batch: run both CFG branches as one batch-2 forward (default) or as two batch-1 forwards.

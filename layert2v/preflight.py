@@ -184,10 +184,35 @@ def check_fits_in_memory(model: Path, vae_config: Mapping[str, Any], transformer
                           "memory or pass --model with a smaller model (Wan2.1-T2V-1.3B needs about 11 GiB)")
 
 
+def check_safetensors(path: Path) -> None:
+    """Refuse a truncated or foreign .safetensors file from its header alone (8-byte length, JSON, data offsets),
+    so a damaged download is reported before torch is even imported."""
+    size = path.stat().st_size
+    fix = "the file is truncated or damaged: save or download it again"
+    with path.open("rb") as f:
+        head = f.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if length < 2 or 8 + length > size:
+            raise ValueError(f"cannot read the weights in {path} (no complete safetensors header); {fix}")
+        try:
+            header = json.loads(f.read(length))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ValueError(f"cannot read the weights in {path} (its header is not JSON); {fix}") from None
+    ends = [entry["data_offsets"][1] for key, entry in header.items()
+            if key != "__metadata__" and isinstance(entry, dict) and len(entry.get("data_offsets", ())) == 2]
+    if max(ends, default=0) > size - 8 - length:
+        raise ValueError(f"cannot read the weights in {path} ({size} bytes, the header describes "
+                         f"{8 + length + max(ends)}); {fix}")
+
+
 def check_model_directory(model: Path, available: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Every check a model directory allows before loading: configs present, valid and of a size that fits."""
+    """Every check a model directory allows before loading: configs present, valid and of a size that fits, and
+    weight files complete."""
     vae, transformer = model_configs(model)
     check_fits_in_memory(model, vae, transformer, available)
+    for part in ("transformer", "vae", "alpha_path"):
+        for weights in sorted((model / part).glob("*.safetensors")):
+            check_safetensors(weights)
     return vae, transformer
 
 
