@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -140,8 +141,13 @@ def snapshot(directory: Path) -> set[str]:
     return {str(p.relative_to(directory)) for p in directory.rglob("*")}
 
 
+PROGRESS_BAR = re.compile(r"\|\s*\d+/\d+ \[[^\]]*\]")
+
+
 def last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines() if ln.strip() and "it/s]" not in ln]
+    """The last line a person reads: progress bars (tqdm) stripped, also when an error follows one on its line."""
+    lines = [PROGRESS_BAR.split(ln)[-1].strip() for ln in text.replace("\r", "\n").splitlines()]
+    lines = [ln for ln in lines if ln]
     return lines[-1] if lines else ""
 
 

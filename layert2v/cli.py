@@ -295,6 +295,14 @@ def _one_line(error: BaseException) -> str:
     return text
 
 
+def _say(line: str) -> None:
+    """Print the error on a line of its own, even when a progress bar was left mid-line."""
+    bars = getattr(sys.modules.get("tqdm.std"), "tqdm", None)
+    if bars is not None and getattr(bars, "_instances", None):
+        print(file=sys.stderr)
+    print(line, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     name = f"layert2v {args.command}"
@@ -303,18 +311,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print(f"{name}: {INTERRUPTED.get(args.command, 'interrupted')}", file=sys.stderr)
+        _say(f"{name}: {INTERRUPTED.get(args.command, 'interrupted')}")
         return 130
     except BAD_INPUT as e:
         if args.debug:
             raise
-        print(f"{name}: error: {_one_line(e)}", file=sys.stderr)
+        _say(f"{name}: error: {_one_line(e)}")
         return 2
     except Exception as e:  # anything unforeseen: still one line, the traceback on request
         if args.debug:
             raise
-        print(f"{name}: error: {type(e).__name__}: {_one_line(e)} (run with --debug for the traceback)",
-              file=sys.stderr)
+        _say(f"{name}: error: {type(e).__name__}: {_one_line(e)} (run with --debug for the traceback)")
         return 1
 
 
