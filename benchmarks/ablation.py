@@ -128,11 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     accuracies = ("fg_colour", "fg_shape", "fg_motion", "bg_kind", "bg_colour")
     lines = [f"Same budget ({args.steps} layered steps from {args.init}), {args.n} held-out one-object cases x "
              f"{args.seeds} seed(s), {args.frames} frames.", "",
-             "| variant | leakage (lower better) | text alignment (mean reader accuracy) | recomposite PSNR (dB) | "
+             "| variant | object in background (lower better) | text alignment (mean reader accuracy) | "
+             "recomposite PSNR (dB) | "
              + " | ".join(accuracies) + " |", "|---" * (4 + len(accuracies)) + "|"]
     for variant, s in results.items():
         alignment = float(np.mean([s[a] for a in accuracies]))
-        lines.append(f"| {variant} | {s['leakage']:.4f} | {alignment:.3f} | {s['recomposite_psnr']:.2f} | "
+        lines.append(f"| {variant} | {s['object_in_background']:.4f} | {alignment:.3f} | {s['recomposite_psnr']:.2f} | "
                      + " | ".join(f"{s[a]:.2f}" for a in accuracies) + " |")
     table = "\n".join(lines)
     print(table)

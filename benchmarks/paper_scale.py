@@ -108,6 +108,9 @@ class RandomTextEncoder:
             out.append(torch.randn(self.max_length, self.dim, generator=g))
         return torch.stack(out).to(self.device)
 
+    def check_lengths(self, named_prompts: list[tuple[str, str]]) -> None:
+        """Any prompt fits: each is one fixed-length random embedding."""
+
 
 def build_pipeline(scale: Scale, max_foregrounds: int, device: torch.device, dtype: torch.dtype) -> LayerT2VPipeline:
     torch.manual_seed(0)  # identical weights on every context-parallel rank

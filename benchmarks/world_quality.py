@@ -4,7 +4,9 @@ For each held-out case of the procedural world (:func:`layert2v.data.world.heldo
 layered video from the case's prompts; attribute *readers* then read, from pixels alone, each foreground layer's
 colour, shape and motion and the background layer's kind and colour, and score them against the case's ground
 truth. Layer-quality metrics come alongside: recomposite PSNR (full video vs. the composite of its own layers),
-leakage (objects painted into the background layer), alpha binariness and alpha flicker.
+object-in-background share (objects painted into the background layer), alpha hardness and alpha flicker. The
+first two are not `layert2v eval`'s "FG colour leakage" and "alpha binariness" (docs/EVALUATION.md): they are
+defined otherwise, so they carry other names.
 
 The readers are validated on ground-truth clips (:func:`validate_readers`, and ``--ground-truth`` runs the whole
 table on them), so a low score measures the model, not the reader.
@@ -265,7 +267,7 @@ def recomposite_psnr(video: LayeredVideo, cap: float = 100.0) -> float:
     return cap if mse <= 10 ** (-cap / 10) else 10 * math.log10(1.0 / mse)
 
 
-def leakage(video: LayeredVideo, bg_colour: str | None = None) -> float:
+def object_in_background(video: LayeredVideo, bg_colour: str | None = None) -> float:
     """Share of object pixels (alpha > 0.5) where the background layer looks more like the object than like a
     background: the object was painted into the background instead of (or as well as) its own layer."""
     bg_colour = bg_colour or read_background_colour(video.background)
@@ -280,7 +282,7 @@ def leakage(video: LayeredVideo, bg_colour: str | None = None) -> float:
     return float(np.mean(shares)) if shares else 0.0
 
 
-def alpha_binariness(video: LayeredVideo) -> float:
+def alpha_hardness(video: LayeredVideo) -> float:
     """1 - mean 4a(1 - a): 1 for a perfectly binary matte; anti-aliased edges cost a little."""
     return float(1.0 - np.mean([np.mean(4 * a * (1 - a)) for a in video.alphas]))
 
@@ -309,8 +311,8 @@ def score_clip(video: LayeredVideo, spec: ClipSpec) -> dict[str, Any]:
         "bg_kind": read["background"]["kind"] == spec.background.kind,
         "bg_colour": read["background"]["colour"] == spec.background.colour,
         "recomposite_psnr": recomposite_psnr(video),
-        "leakage": leakage(video, read["background"]["colour"]),
-        "alpha_binariness": alpha_binariness(video),
+        "object_in_background": object_in_background(video, read["background"]["colour"]),
+        "alpha_hardness": alpha_hardness(video),
         "alpha_flicker": alpha_flicker(video),
         "read": read,
         "truth": {"background": {"kind": spec.background.kind, "colour": spec.background.colour},
@@ -319,7 +321,7 @@ def score_clip(video: LayeredVideo, spec: ClipSpec) -> dict[str, Any]:
 
 
 ACCURACIES = ("fg_colour", "fg_shape", "fg_motion", "bg_kind", "bg_colour")
-METRICS = ("recomposite_psnr", "leakage", "alpha_binariness", "alpha_flicker")
+METRICS = ("recomposite_psnr", "object_in_background", "alpha_hardness", "alpha_flicker")
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -335,8 +337,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 def format_table(summary: dict[str, float], title: str = "") -> str:
     """One markdown table: metric | value."""
-    better = {"recomposite_psnr": "dB, higher is better (capped at 100)", "leakage": "lower is better",
-              "alpha_binariness": "1 = binary", "alpha_flicker": "lower is better"}
+    better = {"recomposite_psnr": "dB, higher is better (capped at 100)", "object_in_background": "lower is better",
+              "alpha_hardness": "1 = binary", "alpha_flicker": "lower is better"}
     lines = [f"### {title}", ""] if title else []
     lines += ["| metric | value | note |", "|---|---|---|"]
     for key, value in summary.items():

@@ -1,32 +1,91 @@
-"""`layert2v` command line: generate, train, info, eval, data, ui."""
+"""`layert2v` command line: generate, train, info, eval, data, ui.
+
+Arguments and config files are checked before torch or diffusers is imported, so a mistake is answered in well
+under a second. Every error ends in one line on stderr (exit 2 for bad input, 1 for anything unexpected, 130 for
+Ctrl-C); ``--debug`` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 import time
 from pathlib import Path
 
 BUILTIN_MODEL = Path(__file__).parent / "weights" / "world"
+BAD_INPUT = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+INTERRUPTED = {"generate": "interrupted; nothing was written", "eval": "interrupted; nothing was written",
+               "train": "interrupted; run the same command to resume from the last checkpoint"}
 
 
+# ------------------------------------------------------------------------------------------ argument types
 def parse_size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"--size must look like WIDTHxHEIGHT (e.g. 64x64), got {text!r}") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"--size must be positive in both sides, got {text!r}")
     return w, h
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    from .preflight import SEED_RANGE
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"must be from {SEED_RANGE[0]} to 2**63-1, got {text}")
+    return value
+
+
+def guidance_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (1 turns guidance off), got {text!r}")
+    return value
+
+
+def device_name(text: str) -> str:
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", text):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or mps, got {text!r}")
+    return text
+
+
+# ------------------------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="layert2v", description="Layered text-to-video generation.")
+    parser.add_argument("--version", action="version", version=f"layert2v {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    common = argparse.ArgumentParser(add_help=False)  # so --debug also works after the command
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    g = sub.add_parser("generate", help="generate a layered video from prompts",
+    g = sub.add_parser("generate", parents=[common], help="generate a layered video from prompts",
                        description="Generate the full video, a clean background, foreground layers and alpha "
                                    "mattes in one denoising pass. Without --bg/--fg the layer prompts are derived "
-                                   "from the full prompt (see docs/CLI.md).")
+                                   "from a full prompt of the form '<foreground> [and <foreground>] over "
+                                   "<background>' (see README.md).")
     g.add_argument("prompt", help="the full-video prompt")
     g.add_argument("--bg", help="background prompt")
     g.add_argument("--fg", action="append", default=None, help="foreground prompt; repeat for more layers")
@@ -35,43 +94,44 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default=None, help="pipeline directory saved by `layert2v train`, or a Wan2.1-T2V "
                                                  "diffusers directory (default: the built-in model)")
     g.add_argument("--layer-weights", default=None, help="LayerT2V layer-weights file for a Wan2.1 --model")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
-    g.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
-    g.add_argument("--frames", type=int, default=None,
-                   help="frames per layer: 4k+1 for Wan2.1, 2k+1 for the built-in model (default: the model's)")
+    g.add_argument("--seed", type=seed_int, default=0, help="seed of the starting noise (0 to 2**63-1)")
+    g.add_argument("--steps", type=positive_int, default=None, help="denoising steps (default: the model's)")
+    g.add_argument("--guidance", type=guidance_float, default=None,
+                   help="classifier-free guidance scale (1 turns it off; default: the model's)")
+    g.add_argument("--frames", type=positive_int, default=None,
+                   help="frames per layer: 4k+1 for Wan2.1, 2k+1 for the built-in model, within the model's "
+                        "sequence length (default: the model's)")
     g.add_argument("--size", type=parse_size, default=None, help="WIDTHxHEIGHT, multiples of 16 (VAE factor x patch)")
     g.add_argument("--scheduler", choices=("unipc", "euler"), default="unipc")
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    g.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1 ...")
     g.add_argument("--offload", choices=("block", "leaf", "model"), default=None,
                    help="small GPUs: keep the transformer in CPU memory and run it on --device one block / one "
                         "layer / whole while denoising (exact; see docs/performance.md)")
     g.add_argument("--dtype", choices=("bf16", "fp32"), default=None,
                    help="transformer compute precision (default: bf16 on CUDA, fp32 elsewhere); Wan's norms and "
                         "modulation stay fp32")
-    g.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier output directory (one holding a saved layered video)")
 
-    t = sub.add_parser("train", help="train one stage from a YAML config (resumes from its checkpoint)")
+    t = sub.add_parser("train", parents=[common], help="train one stage from a YAML config (resumes from its "
+                                                       "checkpoint)")
     t.add_argument("config", help="stage config, e.g. configs/wan/2a_layered_192x336.yaml")
     t.add_argument("--dry-run", action="store_true", help="check the config and the stages it chains from without "
                    "weights (meta device) and print the plan; trains nothing")
 
-    i = sub.add_parser("info", help="describe a checkpoint, pipeline or output directory")
+    i = sub.add_parser("info", parents=[common], help="describe a checkpoint, pipeline or output directory")
     i.add_argument("path")
 
-    e = sub.add_parser("eval", help="evaluate saved layered videos and write a report")
-    try:
-        from .eval.command import add_eval_arguments
-    except ImportError:  # pragma: no cover - eval is part of the package
-        add_eval_arguments = None
-    if add_eval_arguments is not None:
-        add_eval_arguments(e)
-    d = sub.add_parser("data", help="build a layered dataset from raw videos (the data engine)")
+    e = sub.add_parser("eval", parents=[common], help="evaluate saved layered videos and write a report")
+    from .eval.command import add_eval_arguments
+
+    add_eval_arguments(e)
+    d = sub.add_parser("data", parents=[common], help="build a layered dataset from raw videos (the data engine)")
     from .engine.command import add_data_arguments
 
     add_data_arguments(d)
 
-    u = sub.add_parser("ui", help="start the local web app (generate, look at layers, recomposite)",
+    u = sub.add_parser("ui", parents=[common], help="start the local web app (generate, look at layers, recomposite)",
                        description="Serve the web app of docs/UI.md on this machine only, unless --host says "
                                    "otherwise.")
     u.add_argument("--model", default=None, help="model directory, as for generate (default: the built-in model)")
@@ -83,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# ---------------------------------------------------------------------------------------------- generate
 def derive_prompts(prompt: str, bg: str | None, fgs: list[str] | None) -> tuple[str, list[str]]:
     """Fill in missing layer prompts from the full prompt (the procedural world's rule)."""
     if bg and fgs:
@@ -93,10 +154,25 @@ def derive_prompts(prompt: str, bg: str | None, fgs: list[str] | None) -> tuple[
     return bg or parsed["background"], fgs or parsed["foregrounds"]
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    import torch
+def native_config(model: Path) -> dict:
+    """The sampling defaults a saved layert2v pipeline records (empty for a Wan2.1 directory)."""
+    from .formats import PIPELINE_FILE
 
-    from .pipeline import LayerT2VPipeline, check_video_shape, saved_video_multiples
+    file = model / PIPELINE_FILE
+    if not file.is_file():
+        return {}
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{file} is not valid JSON ({e}); re-save the pipeline") from None
+    config = meta.get("config") if isinstance(meta, dict) else None
+    return config if isinstance(config, dict) else {}
+
+
+def check_generate(args: argparse.Namespace) -> tuple[Path, str, list[str]]:
+    """Every check `generate` can make from its arguments and the model's config files: nothing heavy loads."""
+    from .formats import PIPELINE_FILE, VIDEO_MANIFEST
+    from .preflight import check_model_directory, check_sequence_length, check_video_shape, video_multiples
     from .utils import check_output_directory
 
     if not args.prompt.strip():
@@ -108,21 +184,43 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.offload and args.device == "cpu":
         raise ValueError("--offload keeps the transformer in CPU memory and runs it on an accelerator; pass "
                          "--device cuda, or drop --offload on the CPU")
-    width, height = args.size if args.size else (None, None)
+    check_output_directory(args.out, args.overwrite, marker=VIDEO_MANIFEST)
     model = Path(args.model) if args.model else BUILTIN_MODEL
-    multiples = saved_video_multiples(model)
-    if multiples is not None and (args.frames is not None or args.size is not None):  # before loading weights
-        check_video_shape(args.frames or 1, height or multiples[1], width or multiples[1], *multiples)
-    check_output_directory(args.out, args.overwrite)
-    if args.model is None and not (model / "layert2v.json").is_file():
+    if args.model is None and not (model / PIPELINE_FILE).is_file():
         raise FileNotFoundError(f"no built-in model at {model}; pass --model DIR (a directory saved by "
                                 "`layert2v train`)")
+    if not model.exists():
+        raise FileNotFoundError(f"model path {model} does not exist; pass --model with a directory saved by "
+                                "`layert2v train` or a Wan2.1-T2V diffusers directory")
+    if not ((model / PIPELINE_FILE).is_file() or (model / "model_index.json").is_file()):
+        return model, *derive_prompts(args.prompt, args.bg, args.fg)  # loading says what it is not
+    vae, transformer = check_model_directory(model)
+    native = native_config(model)
+    temporal, spatial = video_multiples(vae, transformer)
+    frames = args.frames or native.get("num_frames")
+    width, height = args.size or (native.get("width"), native.get("height"))
+    if frames is not None or args.size is not None:
+        check_video_shape(frames or 1, height or spatial, width or spatial, temporal, spatial)
     bg, fgs = derive_prompts(args.prompt, args.bg, args.fg)
-    supported = supported_foregrounds(model)
+    supported = transformer.get("max_foregrounds", 1) if (model / PIPELINE_FILE).is_file() else None
     if supported is not None and len(fgs) > supported:
         raise ValueError(f"this model supports at most {supported} foreground layer(s), got {len(fgs)}; pass "
                          "fewer --fg")
+    if frames is not None and height is not None and width is not None:
+        check_sequence_length(len(fgs), frames, height, width, vae, transformer)
+    return model, bg, fgs
 
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    model, bg, fgs = check_generate(args)
+    from .preflight import check_device
+
+    check_device(args.device)
+    import torch
+
+    from .pipeline import LayerT2VPipeline
+
+    width, height = args.size if args.size else (None, None)
     start = time.perf_counter()
     dtype = args.dtype or ("bf16" if str(args.device).startswith("cuda") else "fp32")
     pipe = LayerT2VPipeline.from_pretrained(model, layer_weights=args.layer_weights)
@@ -147,15 +245,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def supported_foregrounds(model: Path) -> int | None:
-    """Read the layer count a saved model supports from its config, before loading any weights."""
-    cfg = model / "transformer" / "config.json"
-    if not cfg.is_file():
-        return None
-    return json.loads(cfg.read_text()).get("max_foregrounds", 1)
-
-
+# ------------------------------------------------------------------------------------------ train / info
 def cmd_train(args: argparse.Namespace) -> int:
+    if not Path(args.config).is_file():
+        raise FileNotFoundError(f"no config file at {args.config}; pass a stage YAML such as "
+                                "configs/world/4_layered.yaml")
     if args.dry_run:
         from .training.plan import plan
 
@@ -168,30 +262,47 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    return data
+
+
 def cmd_info(args: argparse.Namespace) -> int:
+    from .formats import CHECKPOINT_PROGRESS, PIPELINE_FILE, VIDEO_MANIFEST
+
     path = Path(args.path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
     info: dict = {"path": str(path)}
-    if (path / "manifest.json").is_file():
+    if (path / VIDEO_MANIFEST).is_file():
         info["kind"] = "layered video"
-        info.update(json.loads((path / "manifest.json").read_text()))
-    elif (path / "layert2v.json").is_file():
+        info.update(_read_json(path / VIDEO_MANIFEST))
+    elif (path / PIPELINE_FILE).is_file():
         info["kind"] = "layert2v pipeline"
-        info.update(json.loads((path / "layert2v.json").read_text()))
+        info.update(_read_json(path / PIPELINE_FILE))
         info["transformer"] = _config_summary(path / "transformer" / "config.json")
         info["vae"] = _config_summary(path / "vae" / "config.json")
     elif (path / "model_index.json").is_file():
         info["kind"] = "diffusers pipeline (Wan2.1 layout)"
         info["transformer"] = _config_summary(path / "transformer" / "config.json")
-    elif (path / "checkpoint" / "progress.json").is_file() or (path / "progress.json").is_file():
+    elif (path / "checkpoint" / CHECKPOINT_PROGRESS).is_file() or (path / CHECKPOINT_PROGRESS).is_file():
         ckpt = path / "checkpoint" if (path / "checkpoint").is_dir() else path
-        progress = json.loads((ckpt / "progress.json").read_text())
+        progress = _read_json(ckpt / CHECKPOINT_PROGRESS)
         info["kind"] = "training checkpoint"
-        info.update({"stage": progress["stage"], "step": progress["step"],
-                     "steps": progress["config"]["train"]["steps"]})
+        info.update({"stage": progress.get("stage"), "step": progress.get("step"),
+                     "steps": (progress.get("config") or {}).get("train", {}).get("steps")})
+    elif any((path / part / "config.json").is_file() for part in ("vae", "alpha_path", "transformer")):
+        info["kind"] = "training stage output (no pipeline yet: use it as the next stage's init)"
+        for part in ("transformer", "vae", "alpha_path"):
+            if (path / part / "config.json").is_file():
+                info[part] = _config_summary(path / part / "config.json")
     else:
-        raise ValueError(f"{path} is not a layered video, a pipeline or a training checkpoint")
+        raise ValueError(f"{path} is not a layered video, a pipeline, a stage output or a training checkpoint")
     print(json.dumps(info, indent=2, default=str))
     return 0
 
@@ -199,9 +310,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _config_summary(path: Path) -> dict:
     if not path.is_file():
         return {"missing": str(path)}
-    cfg = json.loads(path.read_text())
+    cfg = _read_json(path)
     keys = ("_class_name", "num_layers", "num_attention_heads", "attention_head_dim", "text_dim", "max_foregrounds",
-            "layer_text_embedding", "z_dim", "base_dim")
+            "layer_text_embedding", "z_dim", "base_dim", "rank")
     return {k: cfg[k] for k in keys if k in cfg}
 
 
@@ -228,13 +339,43 @@ COMMANDS = {"generate": cmd_generate, "train": cmd_train, "info": cmd_info, "eva
             "ui": cmd_ui}
 
 
+# -------------------------------------------------------------------------------------------------- main
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)) and \
+            error.filename is not None and error.strerror:  # a raw OSError: say which path
+        text = f"{error.strerror}: {error.filename}"
+    return text
+
+
+def _say(line: str) -> None:
+    """Print the error on a line of its own, even when a progress bar was left mid-line."""
+    bars = getattr(sys.modules.get("tqdm.std"), "tqdm", None)
+    if bars is not None and getattr(bars, "_instances", None):
+        print(file=sys.stderr)
+    print(line, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    name = f"layert2v {args.command}"
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as e:
-        print(f"layert2v {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        _say(f"{name}: {INTERRUPTED.get(args.command, 'interrupted')}")
+        return 130
+    except BAD_INPUT as e:
+        if args.debug:
+            raise
+        _say(f"{name}: error: {_one_line(e)}")
         return 2
+    except Exception as e:  # anything unforeseen: still one line, the traceback on request
+        if args.debug:
+            raise
+        _say(f"{name}: error: {type(e).__name__}: {_one_line(e)} (run with --debug for the traceback)")
+        return 1
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
+from .formats import LAYER_WEIGHTS_FORMAT
 from .models.text import TextEncoder
 from .models.transformer import LayeredWanTransformer
 from .models.vae import AlphaPath
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from .pipeline import LayerT2VPipeline
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"]
-FORMAT = "layert2v-layer-weights"
 
 
 def add_transformer_lora(transformer: LayeredWanTransformer, rank: int, alpha: float | None = None) -> LoraConfig:
@@ -111,7 +111,7 @@ def export_layer_weights(path: str | Path, transformer: LayeredWanTransformer, a
         tensors[f"alpha_path.{k}"] = v.detach()
     merged = _merged_state(transformer) if lora is not None else transformer.state_dict()
     meta = {
-        "format": FORMAT,
+        "format": LAYER_WEIGHTS_FORMAT,
         "version": 2,
         "base": chain.base,
         "result": base_fingerprint(merged),
@@ -148,7 +148,7 @@ def read_layer_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, torc
             meta = json.loads((f.metadata() or {}).get("layert2v", "null") or "null")
     except Exception as e:  # safetensors raises its own error types for damaged files
         raise ValueError(f"{path} is not a readable safetensors file ({e}); export it again") from None
-    if not meta or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != LAYER_WEIGHTS_FORMAT:
         raise ValueError(f"{path} is not a layert2v layer-weights file")
     if meta.get("version") != 2:
         raise ValueError(f"{path} is an old layer-weights file that names no base model; export it again with "
@@ -168,12 +168,13 @@ def apply_loras(transformer: LayeredWanTransformer, chain: LoraChain) -> None:
 def load_wan_pipeline(cls: type[LayerT2VPipeline], root: Path, layer_weights: str | Path | None,
                       text_encoder: str | Path | None) -> LayerT2VPipeline:
     """A Wan2.1-T2V diffusers directory (transformer/, vae/, text_encoder/, tokenizer/) + optional layer file."""
-    from .pipeline import PipelineConfig, check_transformer_config
+    from .pipeline import PipelineConfig, load_weights
+    from .preflight import check_model_directory
 
     for sub in ("transformer", "vae"):
         if not (root / sub).is_dir():
             raise FileNotFoundError(f"{root} has no {sub}/ folder; expected a Wan2.1-T2V diffusers directory")
-    check_transformer_config(root / "transformer")
+    check_model_directory(root)  # size fields present, the model fits: before anything is built
     meta, tensors = read_layer_weights(layer_weights) if layer_weights is not None else (None, {})
 
     wan_config = LayeredWanTransformer.load_config(root / "transformer")
@@ -189,7 +190,7 @@ def load_wan_pipeline(cls: type[LayerT2VPipeline], root: Path, layer_weights: st
         raise ValueError(f"{root / 'transformer'} does not match the Wan2.1 architecture "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
 
-    vae = AutoencoderKLWan.from_pretrained(root / "vae")
+    vae = load_weights(AutoencoderKLWan, root / "vae")
     alpha_path = AlphaPath(**meta["alpha_path"]) if meta else AlphaPath.for_vae(vae)
     if meta:
         if base_fingerprint(transformer.state_dict()) != meta["base"]:
@@ -215,7 +216,12 @@ def _load_folder_state(directory: Path) -> dict[str, torch.Tensor]:
     files = sorted(directory.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"no .safetensors weights in {directory}")
+    from safetensors import SafetensorError
+
     state: dict[str, torch.Tensor] = {}
     for f in files:
-        state.update(load_file(str(f)))
+        try:
+            state.update(load_file(str(f)))
+        except (OSError, SafetensorError) as e:
+            raise ValueError(f"cannot read {f} ({e}); the file is truncated or damaged: download it again") from None
     return state

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are handled, so argument checks stay fast
+    import torch
 
 FULL = "full"
 BACKGROUND = "background"
@@ -211,6 +213,8 @@ class LayerLayout:
 
     def segment_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         """Broadcast a (B,) timestep to (B, num_segments), with condition segments held at t = 0."""
+        import torch
+
         mask = torch.tensor(self.generated, dtype=t.dtype, device=t.device)
         return t.reshape(-1, 1) * mask
 
@@ -232,10 +236,14 @@ class LayerLayout:
             parts = [parts[n] for n in self.names]
         if len(parts) != self.num_segments:
             raise ValueError(f"expected {self.num_segments} segments, got {len(parts)}")
+        import torch
+
         return torch.cat(list(parts), dim=dim)
 
     def segment_mask(self, latents: torch.Tensor, which: Sequence[bool], dim: int = 2) -> torch.Tensor:
         """A 0/1 tensor broadcastable to `latents`, 1 on the segments where `which` is True."""
+        import torch
+
         per_seg = latents.shape[dim] // self.num_segments
         flags = torch.tensor(which, dtype=latents.dtype, device=latents.device).repeat_interleave(per_seg)
         shape = [1] * latents.ndim

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +19,24 @@ from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, UniPCMu
 from tqdm.auto import tqdm
 
 from .flow import NUM_TRAIN_TIMESTEPS
+from .formats import PIPELINE_FILE, PIPELINE_FORMAT
 from .latents import encode_layered
 from .layout import BACKGROUND, FOREGROUND, FULL, LayerLayout
 from .models.text import TextEncoder
 from .models.transformer import LayeredWanTransformer
-from .models.vae import AlphaPath, compression, decode_rgb
+from .models.vae import AlphaPath, decode_rgb
+from .preflight import (
+    check_guidance,
+    check_model_directory,
+    check_seed,
+    check_sequence_length,
+    check_video_shape,
+    compression,
+    model_configs,
+    video_multiples,
+)
 from .video import LayeredVideo
 
-PIPELINE_FILE = "layert2v.json"
 SCHEDULERS = ("unipc", "euler")
 OFFLOAD_MODES = ("block", "leaf", "model")
 
@@ -46,38 +56,34 @@ class PipelineConfig:
     flow_shift: float = 3.0
     negative_prompt: str = ""
     model_id: str = "layert2v"
-    extra: dict[str, Any] = field(default_factory=dict)
 
-
-def video_multiples(vae_config: Mapping[str, Any], transformer_config: Mapping[str, Any]) -> tuple[int, int]:
-    """(temporal, spatial): frames must be temporal * k + 1 (the VAE keeps the first frame on its own) and both
-    sides multiples of spatial (the VAE's factor times the DiT's patch). Wan2.1: (4, 16); the built-in: (2, 16)."""
-    temporal, spatial = compression(vae_config)
-    return temporal, spatial * max(transformer_config["patch_size"][1:])
+    @classmethod
+    def from_dict(cls, raw: Any, where: Path) -> PipelineConfig:
+        """From a saved layert2v.json "config"; unknown keys are refused, not ignored."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"{where}: config must be a JSON object")
+        raw = {k: v for k, v in raw.items() if not (k == "extra" and not v)}  # written (empty) by version 0.1.0
+        unknown = sorted(set(raw) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"{where}: unknown config key(s) {unknown}; this layert2v knows "
+                             f"{[f.name for f in fields(cls)]}")
+        return cls(**raw)
 
 
 def saved_video_multiples(model: Path) -> tuple[int, int] | None:
-    """:func:`video_multiples` of a saved model, read from its config files before any weights load."""
-    vae, transformer = model / "vae" / "config.json", model / "transformer" / "config.json"
-    if not (vae.is_file() and transformer.is_file()):
+    """:func:`video_multiples` of a saved model, read from its config files before any weights load (None when the
+    directory has no model configs: loading it then says what is missing)."""
+    if not (model / "vae" / "config.json").is_file() or not (model / "transformer" / "config.json").is_file():
         return None
-    try:
-        return video_multiples(json.loads(vae.read_text()), json.loads(transformer.read_text()))
-    except KeyError:  # not a Wan model: loading it says so
-        return None
-
-
-def check_video_shape(num_frames: int, height: int, width: int, temporal: int = 4, spatial: int = 16) -> None:
-    """Raise on a shape the model cannot make; the defaults are Wan2.1's (see :func:`video_multiples`)."""
-    if num_frames < 1 or (num_frames - 1) % temporal:
-        examples = ", ".join(str(temporal * k + 1) for k in (1, 2, 4, 8))
-        raise ValueError(f"--frames must be {temporal}k+1 for this model (e.g. {examples}), got {num_frames}")
-    if height <= 0 or width <= 0 or height % spatial or width % spatial:
-        raise ValueError(f"--size must be a multiple of {spatial} in both sides for this model, got {width}x{height}")
+    return video_multiples(*model_configs(model))
 
 
 class LayerT2VPipeline:
     """Prompts in, a LayeredVideo out.
+
+    Components, as in diffusers pipelines: ``transformer``, ``vae``, ``alpha_path``, ``text_encoder`` and
+    ``scheduler`` (UniPC by default; swap it by assignment, ``pipe.scheduler = pipe.make_scheduler("euler")`` or
+    any diffusers flow-matching scheduler). Every call samples with a fresh copy of it, so calls do not interfere.
 
     Attributes that trade speed for memory without changing the result (see :meth:`enable_memory_savers`):
         cfg_batch: run both CFG branches as one batch-2 forward (default) or as two batch-1 forwards.
@@ -91,12 +97,14 @@ class LayerT2VPipeline:
         alpha_path: AlphaPath,
         text_encoder: TextEncoder,
         config: PipelineConfig | None = None,
+        scheduler: Any | None = None,
     ):
         self.transformer = transformer.eval().requires_grad_(False)
         self.vae = vae.eval().requires_grad_(False)
         self.alpha_path = alpha_path.eval().requires_grad_(False)
         self.text_encoder = text_encoder
         self.config = config or PipelineConfig()
+        self.scheduler = scheduler if scheduler is not None else self.make_scheduler("unipc")
         self._prompt_cache: dict[str, torch.Tensor] = {}
         self.cfg_batch = True
         self.offload_text_encoder = False
@@ -189,6 +197,8 @@ class LayerT2VPipeline:
         if not root.exists():
             raise FileNotFoundError(f"model path {root} does not exist; pass --model with a directory saved by "
                                     "`layert2v train` or a Wan2.1-T2V diffusers directory")
+        if (root / PIPELINE_FILE).is_file() or (root / "model_index.json").is_file():
+            check_model_directory(root)  # configs valid and complete, and the model fits: before building anything
         if (root / PIPELINE_FILE).is_file():
             if layer_weights is not None:
                 raise ValueError("layer weights apply to a Wan2.1 directory; this one is a complete layert2v pipeline")
@@ -200,15 +210,17 @@ class LayerT2VPipeline:
 
     @classmethod
     def _load_own(cls, root: Path, text_encoder: str | Path | None) -> LayerT2VPipeline:
-        meta = json.loads((root / PIPELINE_FILE).read_text())
-        if meta.get("format") != "layert2v-pipeline":
+        try:
+            meta = json.loads((root / PIPELINE_FILE).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{root / PIPELINE_FILE} is not valid JSON ({e}); re-save the pipeline") from None
+        if not isinstance(meta, dict) or meta.get("format") != PIPELINE_FORMAT:
             raise ValueError(f"{root / PIPELINE_FILE} is not a layert2v pipeline file")
-        config = PipelineConfig(**meta["config"])
-        check_transformer_config(root / "transformer")
+        config = PipelineConfig.from_dict(meta.get("config", {}), root / PIPELINE_FILE)
         # weights may ship in fp16 to stay small; compute in fp32 unless the caller casts with .to()
-        transformer = LayeredWanTransformer.from_pretrained(root / "transformer", torch_dtype=torch.float32)
-        vae = AutoencoderKLWan.from_pretrained(root / "vae", torch_dtype=torch.float32)
-        alpha_path = AlphaPath.from_pretrained(root / "alpha_path", torch_dtype=torch.float32)
+        transformer = load_weights(LayeredWanTransformer, root / "transformer")
+        vae = load_weights(AutoencoderKLWan, root / "vae")
+        alpha_path = load_weights(AlphaPath, root / "alpha_path")
         source = text_encoder or config.text_encoder
         if not Path(str(source)).is_absolute() and (root / str(source)).is_dir():
             source = root / str(source)
@@ -216,14 +228,15 @@ class LayerT2VPipeline:
         return cls(transformer, vae, alpha_path, encoder, config)
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write transformer/, vae/, alpha_path/ and layert2v.json atomically into `directory`."""
+        """Write transformer/, vae/, alpha_path/ and layert2v.json atomically into `directory`: a new or empty one,
+        or an earlier saved pipeline (replaced); anything else is refused."""
         from .utils import atomic_directory
 
-        with atomic_directory(directory, overwrite=True) as tmp:
+        with atomic_directory(directory, overwrite=True, marker=PIPELINE_FILE) as tmp:
             self.transformer.save_pretrained(tmp / "transformer")
             self.vae.save_pretrained(tmp / "vae")
             self.alpha_path.save_pretrained(tmp / "alpha_path")
-            meta = {"format": "layert2v-pipeline", "version": 1, "config": asdict(self.config)}
+            meta = {"format": PIPELINE_FORMAT, "version": 1, "config": asdict(self.config)}
             (tmp / PIPELINE_FILE).write_text(json.dumps(meta, indent=2))
         return Path(directory)
 
@@ -241,22 +254,22 @@ class LayerT2VPipeline:
         return torch.stack([self._prompt_cache[p] for p in prompts])
 
     # --------------------------------------------------------------- sampling
-    def make_scheduler(self, name: str, num_inference_steps: int) -> Any:
+    def make_scheduler(self, name: str) -> Any:
+        """A flow-matching scheduler by name, with this pipeline's flow shift: "unipc" (default) or "euler"."""
         if name == "unipc":
-            sched = UniPCMultistepScheduler(
+            return UniPCMultistepScheduler(
                 num_train_timesteps=NUM_TRAIN_TIMESTEPS, prediction_type="flow_prediction", use_flow_sigmas=True,
                 flow_shift=self.config.flow_shift, solver_order=2,
             )
-        elif name == "euler":
-            sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS,
-                                                    shift=self.config.flow_shift)
-        else:
-            raise ValueError(f"unknown scheduler {name!r}; choose from {SCHEDULERS}")
-        sched.set_timesteps(num_inference_steps, device=self.device)
-        return sched
+        if name == "euler":
+            return FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS,
+                                                   shift=self.config.flow_shift)
+        raise ValueError(f"unknown scheduler {name!r}; choose from {SCHEDULERS}")
 
     def check_inputs(self, prompt: str, background_prompt: str, foreground_prompts: list[str], num_frames: int,
-                     height: int, width: int, num_inference_steps: int) -> None:
+                     height: int, width: int, num_inference_steps: int, guidance_scale: float = 1.0, seed: int = 0,
+                     negative_prompts: list[str] = ()) -> None:
+        """Everything a call can get wrong, refused before any encoding or denoising."""
         for name, p in [("full", prompt), ("background", background_prompt),
                         *((f"foreground {i + 1}", f) for i, f in enumerate(foreground_prompts))]:
             if not isinstance(p, str) or not p.strip():
@@ -266,9 +279,18 @@ class LayerT2VPipeline:
         if len(foreground_prompts) > self.max_foregrounds:
             raise ValueError(f"this model supports at most {self.max_foregrounds} foreground layer(s), got "
                              f"{len(foreground_prompts)}; pass fewer --fg")
+        for name, value in [("--frames", num_frames), ("--steps", num_inference_steps)]:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
         check_video_shape(num_frames, height, width, *self.video_multiples)
-        if num_inference_steps < 1:
-            raise ValueError(f"--steps must be at least 1, got {num_inference_steps}")
+        check_sequence_length(len(foreground_prompts), num_frames, height, width, self.vae.config,
+                              self.transformer.config)
+        check_guidance(guidance_scale)
+        check_seed(seed)
+        named = [("full", prompt), ("background", background_prompt),
+                 *((f"foreground {i + 1}", f) for i, f in enumerate(foreground_prompts)),
+                 *(("negative", n) for n in negative_prompts)]
+        self.text_encoder.check_lengths(named)
 
     @torch.no_grad()
     def __call__(
@@ -283,34 +305,45 @@ class LayerT2VPipeline:
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         seed: int = 0,
-        scheduler: str = "unipc",
+        scheduler: str | None = None,
         conditions: dict[str, np.ndarray] | None = None,
         progress: bool = True,
         callback: Callable[[int, torch.Tensor], None] | None = None,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
     ) -> LayeredVideo:
         """Generate every layer in one denoising pass.
 
         Args:
+            num_frames, height, width, num_inference_steps, guidance_scale: None takes the model's default.
             negative_prompt: one for all layers, or one per layer in ``layout.prompt_names`` order.
+            seed: seeds the starting noise when no ``generator`` is given.
+            scheduler: "unipc" or "euler" for this call only; None samples with ``self.scheduler``.
             conditions: segments given instead of generated (LayerFlow's variants), name -> frames in [0, 1]:
                 RGB layers (T, H, W, 3), alphas (T, H, W). A foreground is given straight and needs its alpha.
             callback: called with (step, latents) after every step.
+            generator: a torch.Generator for the starting noise, as in diffusers pipelines (instead of ``seed``).
+            latents: the starting noise itself, (1, z, S * T', H', W') for S layout segments.
         """
         cfg = self.config
-        num_frames = num_frames or cfg.num_frames
-        height, width = height or cfg.height, width or cfg.width
-        steps = num_inference_steps or cfg.num_inference_steps
+        num_frames = cfg.num_frames if num_frames is None else num_frames
+        height = cfg.height if height is None else height
+        width = cfg.width if width is None else width
+        steps = cfg.num_inference_steps if num_inference_steps is None else num_inference_steps
         guidance = cfg.guidance_scale if guidance_scale is None else guidance_scale
         foreground_prompts = list(foreground_prompts)
-        self.check_inputs(prompt, background_prompt, foreground_prompts, num_frames, height, width, steps)
+        negatives = negative_prompt if negative_prompt is not None else cfg.negative_prompt
+        negatives = [negatives] if isinstance(negatives, str) else list(negatives)
+        self.check_inputs(prompt, background_prompt, foreground_prompts, num_frames, height, width, steps, guidance,
+                          seed, negatives)
         conditions = conditions or {}
         layout = LayerLayout(len(foreground_prompts), conditions=conditions.keys())
         timings: dict[str, float] = {}
 
         start = time.perf_counter()
         prompts = layout.layer_prompts(prompt, background_prompt, foreground_prompts)
-        negatives = negative_prompt if negative_prompt is not None else cfg.negative_prompt
-        negatives = [negatives] * len(prompts) if isinstance(negatives, str) else list(negatives)
+        if len(negatives) == 1:
+            negatives = negatives * len(prompts)
         if len(negatives) != len(prompts):
             raise ValueError(f"need one negative prompt or {len(prompts)} (one per layer), got {len(negatives)}")
         do_cfg = guidance > 1.0
@@ -325,8 +358,17 @@ class LayerT2VPipeline:
         temporal, spatial = compression(self.vae.config)
         t_lat = (num_frames - 1) // temporal + 1
         shape = (1, self.vae.config.z_dim, layout.num_segments * t_lat, height // spatial, width // spatial)
-        generator = torch.Generator("cpu").manual_seed(seed)
-        latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
+        if latents is not None:
+            if tuple(latents.shape) != shape:
+                raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {shape} for this call")
+            latents = latents.to(self.device, torch.float32)
+        else:
+            if generator is None:
+                generator = torch.Generator("cpu").manual_seed(seed)
+            else:
+                seed = generator.initial_seed()
+            latents = torch.randn(shape, generator=generator, dtype=torch.float32,
+                                  device=generator.device).to(self.device)
         given = self.encode_conditions(conditions, layout, num_frames, height, width)
         keep = layout.segment_mask(latents, layout.generated)
         if given is not None:
@@ -334,7 +376,8 @@ class LayerT2VPipeline:
         timings["encode_conditions_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        sched = self.make_scheduler(scheduler, steps)
+        sched = self.make_scheduler(scheduler) if scheduler else type(self.scheduler).from_config(self.scheduler.config)
+        sched.set_timesteps(steps, device=self.device)
         for i, t in enumerate(tqdm(sched.timesteps, desc="denoising", disable=not progress)):
             v = self.guided_velocity(latents, t, context, layout, guidance)
             latents = sched.step(v, t, latents, return_dict=False)[0]
@@ -354,7 +397,8 @@ class LayerT2VPipeline:
             fps=cfg.fps,
             prompts={"full": prompt, "background": background_prompt, "foregrounds": foreground_prompts},
             seed=seed,
-            metadata={"steps": steps, "guidance": guidance, "scheduler": scheduler, "model_id": cfg.model_id,
+            metadata={"steps": steps, "guidance": guidance, "scheduler": scheduler_name(sched),
+                      "model_id": cfg.model_id,
                       "negative_prompts": negatives, "conditions": sorted(conditions), "timings": timings},
         )
 
@@ -422,12 +466,19 @@ class LayerT2VPipeline:
         return out
 
 
-def check_transformer_config(directory: Path) -> None:
-    """Refuse a checkpoint of another architecture with a message instead of a shape error deep inside."""
-    cfg_file = directory / "config.json"
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"no transformer config at {cfg_file}")
-    name = json.loads(cfg_file.read_text()).get("_class_name")
-    if name not in ("LayeredWanTransformer", "WanTransformer3DModel"):
-        raise ValueError(f"{directory} holds a {name}, not a Wan transformer; layert2v needs Wan2.1-T2V "
-                         "(WanTransformer3DModel) weights")
+def scheduler_name(scheduler: Any) -> str:
+    """"unipc" / "euler" for the schedulers :meth:`LayerT2VPipeline.make_scheduler` builds, else the class name."""
+    names = {UniPCMultistepScheduler: "unipc", FlowMatchEulerDiscreteScheduler: "euler"}
+    return names.get(type(scheduler), type(scheduler).__name__)
+
+
+def load_weights(cls: Any, directory: Path) -> Any:
+    """``cls.from_pretrained(directory)`` in float32, with damaged or missing weight files reported in one line."""
+    from safetensors import SafetensorError
+
+    try:
+        return cls.from_pretrained(directory, torch_dtype=torch.float32)
+    except (OSError, SafetensorError, UnicodeDecodeError, EOFError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot read the weights in {directory} ({reason[:200]}); the files are missing, truncated "
+                         "or damaged: save or download them again") from e

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -26,14 +24,14 @@ import numpy as np
 from av.video.reformatter import ColorRange, Colorspace, Interpolation
 from PIL import Image, ImageDraw, ImageFont
 
+from .formats import VIDEO_FORMAT, VIDEO_MANIFEST, VIDEO_VERSION
 from .layout import BACKGROUND, FOREGROUND, FULL, LayerLayout
+from .utils import atomic_directory
 
 if TYPE_CHECKING:
     from .video import LayeredVideo
 
-FORMAT = "layert2v-layered-video"
-VERSION = 1
-MANIFEST = "manifest.json"
+FORMAT, VERSION, MANIFEST = VIDEO_FORMAT, VIDEO_VERSION, VIDEO_MANIFEST
 PREVIEW_MAX_WIDTH = 1600
 
 # Manifest keys owned by the writer; video.metadata may not override them.
@@ -73,7 +71,6 @@ _CODECS = {
     "libvpx-vp9": _Codec("libvpx-vp9", "yuv420p", "yuva420p", False,
                          {"crf": "15", "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}),
 }
-_ALIASES = {"h264": "libx264", "prores": "prores_ks", "vp9": "libvpx-vp9"}
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -105,13 +102,13 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "
                 options: dict[str, str] | None = None) -> Path:
     """Encode (T, H, W, 3) RGB or (T, H, W, 4) straight RGBA frames (uint8, or float in [0, 1]).
 
-    `codec` is libx264/h264, prores_ks/prores (4444) or libvpx-vp9/vp9; `options` override the codec defaults.
+    `codec` is libx264, prores_ks (4444) or libvpx-vp9; `options` override the codec defaults.
     4:2:0 codecs need even width and height.
     """
     path = Path(path)
-    spec = _CODECS.get(_ALIASES.get(codec, codec))
+    spec = _CODECS.get(codec)
     if spec is None:
-        raise ValueError(f"unsupported codec {codec!r}; choose from {sorted(_CODECS) + sorted(_ALIASES)}")
+        raise ValueError(f"unsupported codec {codec!r}; choose from {sorted(_CODECS)}")
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] not in (3, 4) or frames.shape[0] == 0:
         raise ValueError(f"frames must be (T, H, W, 3) or (T, H, W, 4) with T >= 1, got {frames.shape}")
@@ -205,11 +202,6 @@ def read_video_rgba(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{path.name} contains no video frames")
     rgba = np.stack(frames)
     return rgba[..., :3], rgba[..., 3]
-
-
-def read_webm_alpha(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """RGB and alpha of a VP9 .webm, decoded with libvpx so the alpha survives (ffmpeg's own vp9 drops it)."""
-    return read_video_rgba(path)
 
 
 def video_info(path: str | Path) -> tuple[int, float, int, int]:
@@ -340,38 +332,6 @@ def _manifest(video: LayeredVideo) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------- save / load
-def _sibling(parent: Path, prefix: str) -> Path:
-    """Create a fresh hidden directory next to the target (same filesystem, so the final rename is atomic)."""
-    for _ in range(100):
-        path = parent / f"{prefix}{secrets.token_hex(4)}"
-        try:
-            path.mkdir()  # honours the umask, unlike tempfile.mkdtemp's 0700
-            return path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"could not create a temporary directory in {parent}")
-
-
-def _check_target(target: Path, overwrite: bool) -> bool:
-    """Refuse to clobber anything unexpected; return whether the target exists and must be swapped out."""
-    if not target.exists():
-        return False
-    if not target.is_dir():
-        raise FileExistsError(f"{target} exists and is not a directory; choose another directory")
-    if not any(target.iterdir()):
-        return True
-    if not overwrite:
-        raise FileExistsError(
-            f"{target} exists and is not empty; pass overwrite=True (CLI: --overwrite) or choose another directory"
-        )
-    if not (target / MANIFEST).is_file():  # guard against overwrite=True pointed at e.g. a home directory
-        raise FileExistsError(
-            f"{target} exists and is not a saved layered video (no {MANIFEST}); refusing to overwrite it, "
-            "remove it yourself or choose another directory"
-        )
-    return True
-
-
 def save_layered_video(video: LayeredVideo, directory: str | Path, overwrite: bool = False) -> Path:
     """Write every layer file, the preview and manifest.json into `directory`, atomically.
 
@@ -380,8 +340,6 @@ def save_layered_video(video: LayeredVideo, directory: str | Path, overwrite: bo
     new one is complete. Returns the directory's path.
     """
     target = Path(directory).expanduser().absolute()
-    if target.is_symlink():  # replace what the link points at, not the link itself
-        target = target.resolve()
     w, h = video.size
     if h % 2 or w % 2:
         raise ValueError(f"video size {w}x{h} must have even width and height for H.264/VP9 (4:2:0); crop or pad it")
@@ -393,17 +351,7 @@ def save_layered_video(video: LayeredVideo, directory: str | Path, overwrite: bo
     manifest = _manifest(video)
     manifest_text = json.dumps(manifest, indent=2, default=_json_default)  # fail before touching the disk
 
-    exists = _check_target(target, overwrite)
-    parent = target.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except PermissionError as e:
-        raise PermissionError(f"cannot create {parent}: permission denied") from e
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write to {parent}: permission denied (needed to create {target.name})")
-
-    tmp = _sibling(parent, f".{target.name}.tmp-")
-    try:
+    with atomic_directory(target, overwrite, marker=MANIFEST) as tmp:
         files = manifest["files"]
         write_video(tmp / files["full"], video.full, video.fps, "libx264")
         write_video(tmp / files["background"], video.background, video.fps, "libx264")
@@ -417,21 +365,6 @@ def save_layered_video(video: LayeredVideo, directory: str | Path, overwrite: bo
         write_video(tmp / files["composite"], video.composite(), video.fps, "libx264")
         contact_sheet(video).save(tmp / files["preview"])
         (tmp / MANIFEST).write_text(manifest_text + "\n", encoding="utf-8")  # last: its presence marks completion
-
-        if exists:
-            old = _sibling(parent, f".{target.name}.old-")
-            os.replace(target, old)  # onto the fresh empty dir
-            try:
-                os.replace(tmp, target)
-            except BaseException:
-                os.replace(old, target)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
@@ -457,6 +390,15 @@ def _load_manifest(directory: Path) -> dict[str, Any]:
     k = manifest["num_foregrounds"]
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"{path}: num_foregrounds must be an integer >= 1, got {k!r}")
+    size, frames, fps = manifest["size"], manifest["frames"], manifest["fps"]
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise ValueError(f"{path}: size must be [width, height] in pixels, got {size!r}")
+    if not isinstance(frames, int) or frames < 1:
+        raise ValueError(f"{path}: frames must be an integer >= 1, got {frames!r}")
+    if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not 0 < fps < 1e4:
+        raise ValueError(f"{path}: fps must be a positive number, got {fps!r}")
+    if not isinstance(manifest["files"], dict):
+        raise ValueError(f"{path}: files must map layer names to file names")
     if manifest.get("layer_order", LayerLayout(k).names) != LayerLayout(k).names:
         raise ValueError(f"{path}: layer_order {manifest['layer_order']} does not match {k} foreground(s)")
     return manifest
@@ -478,9 +420,13 @@ def load_layered_video(directory: str | Path) -> LayeredVideo:
 
     def path_of(layer: str) -> Path:
         name = files.get(layer) if isinstance(files, dict) else None
-        if not name:
+        if not name or not isinstance(name, str):
             raise ValueError(f"{directory / MANIFEST} lists no file for {layer}")
         path = directory / name
+        inside = path.resolve().parent == directory.resolve()  # no "..", absolute paths or links out of it
+        if Path(name).name != name or name in (".", "..") or not inside:
+            raise ValueError(f"{directory / MANIFEST} names {name!r} for {layer}, which is not a file inside "
+                             f"{directory}; a layered video reads only its own files")
         if not path.is_file():
             raise FileNotFoundError(f"{directory} is missing {name} (listed in {MANIFEST})")
         return path

@@ -122,7 +122,7 @@ def test_report_is_not_written_over_an_unrelated_directory(tmp_path, in_memory):
     in_memory["runs", "v"] = moving_square()
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious/thesis.tex").write_text("...")
-    with pytest.raises(ValueError, match="not an earlier report"):
+    with pytest.raises(FileExistsError, match=r"not what this command writes \(no report.json\)"):
         run_eval(args(tmp_path / "runs/v", out=tmp_path / "precious"))
 
 

@@ -75,3 +75,31 @@ def test_save_and_load_pipeline(tiny_pipeline, tmp_path):
     a = tiny_pipeline("a", "b", ["c"], progress=False)
     b = loaded("a", "b", ["c"], progress=False)
     assert np.array_equal(a.full, b.full) and np.array_equal(a.alphas[0], b.alphas[0])
+
+
+def test_scheduler_is_a_component_and_generator_and_latents_are_accepted(tiny_pipeline):
+    """As in diffusers pipelines: `pipe.scheduler` is swapped by assignment, each call samples with a fresh copy,
+    and the starting noise comes from `seed`, a `generator` or `latents` alike."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+
+    pipe = tiny_pipeline
+    run = dict(num_frames=5, num_inference_steps=2, progress=False)
+    assert isinstance(pipe.scheduler, UniPCMultistepScheduler)
+    first = pipe("a", "b", ["c"], seed=7, **run)
+    again = pipe("a", "b", ["c"], seed=7, **run)  # the component's state does not leak between calls
+    assert first.metadata["scheduler"] == "unipc" and np.array_equal(first.full, again.full)
+    from_generator = pipe("a", "b", ["c"], generator=torch.Generator().manual_seed(7), **run)
+    assert np.array_equal(first.full, from_generator.full) and from_generator.seed == 7
+    shape = (1, 4, 4 * 2, 32 // 8, 32 // 8)  # z, 4 segments x 2 latent frames, 32 px / 8
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(7))
+    assert np.array_equal(first.full, pipe("a", "b", ["c"], latents=noise, **run).full)
+    with pytest.raises(ValueError, match="latents have shape"):
+        pipe("a", "b", ["c"], latents=noise[:, :, :4], **run)
+
+    pipe.scheduler = pipe.make_scheduler("euler")
+    euler = pipe("a", "b", ["c"], seed=7, **run)
+    assert isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler) and euler.metadata["scheduler"] == "euler"
+    assert not np.array_equal(first.full, euler.full)
+    pipe.scheduler = pipe.make_scheduler("unipc")
+    assert np.array_equal(pipe("a", "b", ["c"], scheduler="euler", seed=7, **run).full, euler.full)

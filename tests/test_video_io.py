@@ -21,7 +21,6 @@ from layert2v.video_io import (
     load_layered_video,
     read_video,
     read_video_rgba,
-    read_webm_alpha,
     save_layered_video,
     write_video,
 )
@@ -133,7 +132,7 @@ def test_files_and_codecs(saved):
 def test_webm_alpha_survives(saved):
     video, out = saved
     for i, a in enumerate(video.alphas, start=1):
-        rgb, alpha = read_webm_alpha(out / f"foreground_{i}.webm")
+        rgb, alpha = read_video_rgba(out / f"foreground_{i}.webm")
         assert alpha.shape == a.shape and rgb.shape == video.foregrounds[i - 1].shape
         err = np.abs(alpha - a)
         assert err.mean() < 2 / 255 and err.max() < 16 / 255  # lossy VP9, but clearly the same matte
@@ -234,7 +233,7 @@ def test_overwrite_refuses_foreign_directory(tmp_path):
     target = tmp_path / "home"
     target.mkdir()
     (target / "notes.txt").write_text("x")
-    with pytest.raises(FileExistsError, match="not a saved layered video"):
+    with pytest.raises(FileExistsError, match=r"not what this command writes \(no manifest.json\)"):
         save_layered_video(make_video(1), target, overwrite=True)
     assert (target / "notes.txt").read_text() == "x"
 
@@ -349,7 +348,7 @@ def test_write_read_video_uint8_and_float(tmp_path):
     assert back.shape == (3, 64, 64, 3) and back.dtype == np.float32
     assert psnr(back, frames / 255.0) > 35
     rgba = np.concatenate([frames / 255.0, np.full((3, 64, 64, 1), 0.25)], axis=-1)
-    write_video(tmp_path / "a.mov", rgba, fps=12, codec="prores")
+    write_video(tmp_path / "a.mov", rgba, fps=12, codec="prores_ks")
     rgb, alpha = read_video_rgba(tmp_path / "a.mov")
     assert np.abs(alpha - 0.25).max() < 1 / 1023 + 1e-6
     assert np.abs(rgb - frames / 255.0).max() < 2 / 255
@@ -364,7 +363,7 @@ def test_write_video_rejects_bad_input(tmp_path):
         write_video(tmp_path / "x.mp4", np.zeros((1, 9, 8, 3)), fps=8)
     with pytest.raises(ValueError, match="unsupported codec"):
         write_video(tmp_path / "x.mp4", np.zeros((1, 8, 8, 3)), fps=8, codec="mpeg2")
-    write_video(tmp_path / "odd.mov", np.zeros((1, 9, 7, 3)), fps=8, codec="prores")  # 4:4:4 has no parity rule
+    write_video(tmp_path / "odd.mov", np.zeros((1, 9, 7, 3)), fps=8, codec="prores_ks")  # 4:4:4 has no parity rule
     assert read_video(tmp_path / "odd.mov").shape == (1, 9, 7, 3)
 
 

@@ -238,11 +238,11 @@ def test_readers_notice_wrong_layers():
 
 def test_quality_metrics_separate_good_and_bad_layers():
     video = generate_clip(4)
-    assert wq.recomposite_psnr(video) >= 60 and wq.leakage(video) == 0.0 and wq.alpha_binariness(video) > 0.9
+    assert wq.recomposite_psnr(video) >= 60 and wq.object_in_background(video) == 0.0 and wq.alpha_hardness(video) > 0.9
     broken = replace(video, full=np.clip(video.full + 0.1, 0, 1), background=video.full.copy())
     assert wq.recomposite_psnr(broken) < 30
-    assert wq.leakage(broken) > 0.5, "objects painted into the background are leakage"
-    assert wq.alpha_binariness(replace(video, alphas=[a * 0 + 0.5 for a in video.alphas])) < 0.05
+    assert wq.object_in_background(broken) > 0.5, "objects painted into the background count"
+    assert wq.alpha_hardness(replace(video, alphas=[a * 0 + 0.5 for a in video.alphas])) < 0.05
 
 
 def test_benchmark_runs_on_ground_truth(tmp_path):

@@ -11,18 +11,17 @@ import argparse
 import datetime
 import glob
 import json
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from ..formats import REPORT_FILE, VIDEO_FORMAT, VIDEO_MANIFEST
+from ..utils import atomic_directory, check_output_directory
 from ..video import LayeredVideo
 from . import layers, report, suite, trajectory
 from .backbones import load_backbones
 
-VIDEO_FORMAT = "layert2v-layered-video"
 MIN_FRAMES = 3  # Motion Smoothness needs two even frames around an odd one
 
 
@@ -46,7 +45,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------------------ inputs
 def is_saved_video(path: Path) -> bool:
     """A directory written by LayeredVideo.save: it has a manifest.json of our format."""
-    manifest = path / "manifest.json"
+    manifest = path / VIDEO_MANIFEST
     if not manifest.is_file():
         return False
     try:
@@ -165,39 +164,20 @@ def _load(path: Path, role: str) -> LayeredVideo:
 
 
 def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; choose a directory path")
-    if out.is_dir() and any(out.iterdir()) and not (out / "report.json").is_file():
-        raise ValueError(f"--out {out} is a non-empty directory that is not an earlier report; choose another path")
+    """An earlier report is replaced (no --overwrite needed); any other non-empty directory is refused."""
+    check_output_directory(out, overwrite=True, marker=REPORT_FILE)
 
 
 def _write_atomically(out: Path, content: dict[str, Any]) -> None:
     """Build the report in a sibling temp directory, then swap it into place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_directory(out, overwrite=True, marker=REPORT_FILE) as tmp:
         try:
             content["plots"] = report.plots(content, tmp)
         except ImportError:
             content["plots"] = []
             content["plots_skipped"] = "matplotlib is not installed"
-        report.write_json(content, tmp / "report.json")
+        report.write_json(content, tmp / REPORT_FILE)
         (tmp / "report.md").write_text(report.markdown(content) + "\n")
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            out.rename(old)
-            try:
-                tmp.rename(out)
-            except BaseException:
-                old.rename(out)  # put the earlier report back
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # ------------------------------------------------------------------------------------------ the run

@@ -61,9 +61,22 @@ class TextEncoder:
             max_length = 512 if model.config.model_type in ("umt5", "t5", "mt5") else 77
         return cls(tokenizer, model, max_length, name)
 
+    def num_tokens(self, prompt: str) -> int:
+        """Tokens of ``prompt`` with the special tokens, before any truncation."""
+        return len(self.tokenizer(prompt, add_special_tokens=True, truncation=False, verbose=False)["input_ids"])
+
+    def check_lengths(self, named_prompts: list[tuple[str, str]]) -> None:
+        """Refuse a prompt longer than the window, which :meth:`encode` would cut without a word."""
+        for name, prompt in named_prompts:
+            n = self.num_tokens(prompt)
+            if n > self.max_length:
+                raise ValueError(f"the {name} prompt is {n} tokens long, but this model's text encoder reads at most "
+                                 f"{self.max_length}; shorten it")
+
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> torch.Tensor:
-        """(N,) prompts -> (N, max_length, dim) float32 hidden states, zero past each prompt's tokens."""
+        """(N,) prompts -> (N, max_length, dim) float32 hidden states, zero past each prompt's tokens; longer prompts
+        are cut to ``max_length`` (the pipeline refuses them first, see :meth:`check_lengths`)."""
         tokens = self.tokenizer(
             prompts, padding="max_length", max_length=self.max_length, truncation=True,
             add_special_tokens=True, return_attention_mask=True, return_tensors="pt",

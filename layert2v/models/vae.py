@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
@@ -25,20 +24,14 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch.nn.utils import parametrize
 
+from ..preflight import compression  # noqa: F401  (re-exported: the VAE's factors, read from its config)
+
 
 def _latent_stats(vae: AutoencoderKLWan, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     shape = (1, vae.config.z_dim, 1, 1, 1)
     mean = torch.tensor(vae.config.latents_mean, device=like.device, dtype=like.dtype).view(shape)
     std = torch.tensor(vae.config.latents_std, device=like.device, dtype=like.dtype).view(shape)
     return mean, std
-
-
-def compression(config: Mapping[str, Any]) -> tuple[int, int]:
-    """(temporal, spatial) downsampling factors of a VAE config (``vae.config``, or its saved config.json):
-    (4, 8) for Wan2.1's VAE, (4, 16) for Wan2.2's, which pixel-shuffles by its ``patch_size`` first; frames map
-    as (T - 1) / temporal + 1."""
-    spatial = 2 ** (len(config["dim_mult"]) - 1) * (config.get("patch_size") or 1)
-    return 2 ** sum(config["temperal_downsample"]), spatial
 
 
 def encode_rgb(vae: AutoencoderKLWan, video: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,254 @@
+"""Checks made from arguments and config files alone, before torch, diffusers or any weights are loaded.
+
+Everything here reads JSON and does arithmetic, so a bad ``--frames``, a config of another architecture or a
+model too big for this machine is refused in well under a second, with the fix in the message. The pipeline runs
+the same checks again, so the Python API refuses the same inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+WAN_TRANSFORMERS = ("LayeredWanTransformer", "WanTransformer3DModel")
+# Fields that set a Wan transformer's size: a config lacking any of them is refused, never filled with diffusers'
+# defaults (those describe the 14 B model).
+TRANSFORMER_SIZE_FIELDS = ("patch_size", "num_attention_heads", "attention_head_dim", "in_channels", "out_channels",
+                           "text_dim", "freq_dim", "ffn_dim", "num_layers", "rope_max_seq_len")
+VAE_SIZE_FIELDS = ("base_dim", "z_dim", "dim_mult", "num_res_blocks", "temperal_downsample")
+LOAD_FACTOR = 2  # fp32 weights in the model plus the state dict read from disk while loading
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A model's config.json as a dict, or a one-line error naming the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no config at {path}; point at a directory saved by `layert2v train` or a Wan2.1-T2V "
+                                "diffusers directory")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); restore the file that came with the weights") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} is not a JSON object; restore the file that came with the weights")
+    return config
+
+
+def _missing_or_bad(config: Mapping[str, Any], fields: tuple[str, ...]) -> list[str]:
+    def ok(value: Any) -> bool:
+        if isinstance(value, list):
+            return all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value) and bool(value)
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+    return [f for f in fields if f not in config or not ok(config[f])]
+
+
+def check_transformer_config(config: Mapping[str, Any], where: Path | str) -> None:
+    """Refuse a transformer config of another architecture or one lacking size fields."""
+    name = config.get("_class_name")
+    if name not in WAN_TRANSFORMERS:
+        raise ValueError(f"{where} holds a {name}, not a Wan transformer; layert2v needs Wan2.1-T2V "
+                         "(WanTransformer3DModel) weights")
+    bad = _missing_or_bad(config, TRANSFORMER_SIZE_FIELDS)
+    if bad:
+        raise ValueError(f"{where} lacks or has invalid size field(s) {bad}; layert2v does not guess a model's size: "
+                         "restore the config.json that came with the weights")
+    if len(config["patch_size"]) != 3:
+        raise ValueError(f"{where}: patch_size must list 3 numbers (t, h, w), got {config['patch_size']}")
+
+
+def check_vae_config(config: Mapping[str, Any], where: Path | str) -> None:
+    name = config.get("_class_name")
+    if name != "AutoencoderKLWan":
+        raise ValueError(f"{where} holds a {name}, not a Wan VAE (AutoencoderKLWan)")
+    bad = _missing_or_bad(config, VAE_SIZE_FIELDS[:4])
+    if bad or not isinstance(config.get("temperal_downsample"), list):
+        raise ValueError(f"{where} lacks or has invalid size field(s) {bad or ['temperal_downsample']}; restore the "
+                         "config.json that came with the weights")
+
+
+def model_configs(model: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(vae config, transformer config) of a saved model directory, both checked."""
+    transformer = read_config(model / "transformer" / "config.json")
+    check_transformer_config(transformer, model / "transformer")
+    vae = read_config(model / "vae" / "config.json")
+    check_vae_config(vae, model / "vae")
+    return vae, transformer
+
+
+# ------------------------------------------------------------------------------------------- video shape
+def compression(config: Mapping[str, Any]) -> tuple[int, int]:
+    """(temporal, spatial) downsampling factors of a VAE config (``vae.config``, or its saved config.json):
+    (4, 8) for Wan2.1's VAE, (4, 16) for Wan2.2's, which pixel-shuffles by its ``patch_size`` first; frames map
+    as (T - 1) / temporal + 1."""
+    spatial = 2 ** (len(config["dim_mult"]) - 1) * (config.get("patch_size") or 1)
+    return 2 ** sum(config["temperal_downsample"]), spatial
+
+
+def video_multiples(vae_config: Mapping[str, Any], transformer_config: Mapping[str, Any]) -> tuple[int, int]:
+    """(temporal, spatial): frames must be temporal * k + 1 (the VAE keeps the first frame on its own) and both
+    sides multiples of spatial (the VAE's factor times the DiT's patch). Wan2.1: (4, 16); the built-in: (2, 16)."""
+    temporal, spatial = compression(vae_config)
+    return temporal, spatial * max(transformer_config["patch_size"][1:])
+
+
+def check_video_shape(num_frames: int, height: int, width: int, temporal: int = 4, spatial: int = 16) -> None:
+    """Raise on a shape the model cannot make; the defaults are Wan2.1's (see :func:`video_multiples`)."""
+    if num_frames < 1 or (num_frames - 1) % temporal:
+        examples = ", ".join(str(temporal * k + 1) for k in (1, 2, 4, 8))
+        raise ValueError(f"--frames must be {temporal}k+1 for this model (e.g. {examples}), got {num_frames}")
+    if height <= 0 or width <= 0 or height % spatial or width % spatial:
+        raise ValueError(f"--size must be a multiple of {spatial} in both sides for this model, got {width}x{height}")
+
+
+def num_segments(num_foregrounds: int) -> int:
+    """Segments of a K-foreground layout, from :class:`~layert2v.layout.LayerLayout` (full, bg, K fgs, K alphas)."""
+    from .layout import LayerLayout
+
+    return LayerLayout(num_foregrounds).num_segments
+
+
+def check_sequence_length(num_foregrounds: int, num_frames: int, height: int, width: int,
+                          vae_config: Mapping[str, Any], transformer_config: Mapping[str, Any]) -> None:
+    """Refuse a layered sequence longer than the transformer's RoPE table (``rope_max_seq_len`` positions per
+    axis): the layers are serialised along time, so K foregrounds multiply the latent frames by 2K + 2."""
+    temporal, spatial = compression(vae_config)
+    p_t, p_h, p_w = transformer_config["patch_size"]
+    limit = transformer_config["rope_max_seq_len"]
+    segments = num_segments(num_foregrounds)
+    latent_frames = (num_frames - 1) // temporal + 1
+    if segments * latent_frames // p_t > limit:
+        most = (limit * p_t // segments - 1) * temporal + 1
+        fix = f"pass --frames {most} or fewer" if most >= 1 else "pass fewer --fg"
+        raise ValueError(f"{num_frames} frames with {num_foregrounds} foreground(s) make {segments} x {latent_frames} "
+                         f"latent frames, more than this model's {limit} positions (rope_max_seq_len); {fix}")
+    tokens_h, tokens_w = height // spatial // p_h, width // spatial // p_w
+    if max(tokens_h, tokens_w) > limit:
+        most = limit * spatial * min(p_h, p_w)
+        raise ValueError(f"--size {width}x{height} is beyond this model's {limit} positions per side "
+                         f"(rope_max_seq_len); pass --size of at most {most} on each side")
+
+
+# ------------------------------------------------------------------------------------------- model size
+def transformer_parameters(config: Mapping[str, Any]) -> int:
+    """Parameters of a (layered) Wan transformer, counted from its config: nothing is built."""
+    d = config["num_attention_heads"] * config["attention_head_dim"]
+    patch = math.prod(config["patch_size"])
+    ffn, text, freq = config["ffn_dim"], config["text_dim"], config["freq_dim"]
+    attention = 4 * (d * d + d) + 2 * d  # q, k, v, out + RMS norms on q and k
+    block = 2 * attention + d * ffn + ffn + ffn * d + d + 6 * d + (2 * d if config.get("cross_attn_norm", True) else 0)
+    embedders = (freq * d + d + d * d + d) + (6 * d * d + 6 * d) + (text * d + d + d * d + d)
+    io = config["in_channels"] * d * patch + d + d * config["out_channels"] * patch + config["out_channels"] * patch
+    k = config.get("max_foregrounds", 1)
+    layered = (2 + 2 * k) * 6 * d + (text * (2 + k) if config.get("layer_text_embedding") else 0)
+    return config["num_layers"] * block + embedders + io + 2 * d + layered
+
+
+def vae_parameters(config: Mapping[str, Any]) -> int:
+    """Approximate parameters of a Wan VAE (encoder + decoder: 3x3x3 convolutions per residual block), from its
+    config; within ~20% of the real count, enough to tell megabytes from gigabytes."""
+    dims = [config["base_dim"] * m for m in [1, *config["dim_mult"]]]
+    res = config["num_res_blocks"]
+    total = 0
+    for c_in, c_out in zip(dims, dims[1:]):
+        total += 27 * (c_in * c_out + c_out * c_out) + 27 * (res - 1) * 2 * c_out * c_out  # encoder level
+        total += 27 * (res + 1) * 2 * c_out * c_out  # decoder level (one more block)
+        total += 12 * c_out * c_out  # resampling (2D 3x3 + temporal 3x1x1)
+    top = dims[-1]
+    total += 2 * (2 * 2 * 27 * top * top + 4 * top * top)  # encoder and decoder middles: 2 blocks + attention
+    return total
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel says a new allocation can get (MemAvailable), or None where that is unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_fits_in_memory(model: Path, vae_config: Mapping[str, Any], transformer_config: Mapping[str, Any],
+                         available: int | None = None) -> None:
+    """Refuse a model whose float32 weights cannot be loaded in the memory left, saying how much it needs."""
+    params = transformer_parameters(transformer_config) + vae_parameters(vae_config)
+    need = params * 4 * LOAD_FACTOR
+    available = available_memory() if available is None else available
+    if available is not None and need > available:
+        raise ValueError(f"{model} holds a {params / 1e9:.1f} B-parameter model that needs about {need / 2**30:.1f} "
+                          f"GiB of memory to load in float32, but only {available / 2**30:.1f} GiB is free; free "
+                          "memory or pass --model with a smaller model (Wan2.1-T2V-1.3B needs about 11 GiB)")
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse a truncated or foreign .safetensors file from its header alone (8-byte length, JSON, data offsets),
+    so a damaged download is reported before torch is even imported."""
+    size = path.stat().st_size
+    fix = "the file is truncated or damaged: save or download it again"
+    with path.open("rb") as f:
+        head = f.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if length < 2 or 8 + length > size:
+            raise ValueError(f"cannot read the weights in {path} (no complete safetensors header); {fix}")
+        try:
+            header = json.loads(f.read(length))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ValueError(f"cannot read the weights in {path} (its header is not JSON); {fix}") from None
+    ends = [entry["data_offsets"][1] for key, entry in header.items()
+            if key != "__metadata__" and isinstance(entry, dict) and len(entry.get("data_offsets", ())) == 2]
+    if max(ends, default=0) > size - 8 - length:
+        raise ValueError(f"cannot read the weights in {path} ({size} bytes, the header describes "
+                         f"{8 + length + max(ends)}); {fix}")
+
+
+def check_model_directory(model: Path, available: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every check a model directory allows before loading: configs present, valid and of a size that fits, and
+    weight files complete."""
+    vae, transformer = model_configs(model)
+    check_fits_in_memory(model, vae, transformer, available)
+    for part in ("transformer", "vae", "alpha_path"):
+        for weights in sorted((model / part).glob("*.safetensors")):
+            check_safetensors(weights)
+    return vae, transformer
+
+
+# ------------------------------------------------------------------------------------------- arguments
+SEED_RANGE = (0, 2**63 - 1)
+
+
+def check_seed(seed: Any) -> int:
+    if not isinstance(seed, int) or isinstance(seed, bool) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ValueError(f"--seed must be an integer from {SEED_RANGE[0]} to 2**63-1, got {seed!r}")
+    return seed
+
+
+def check_guidance(guidance: float) -> float:
+    if not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
+        raise ValueError(f"--guidance must be a finite number >= 0 (1 turns guidance off), got {guidance!r}")
+    return float(guidance)
+
+
+def check_device(device: str) -> str:
+    """Refuse a device string torch would not parse or that this machine lacks (imports torch)."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"--device {device!r} is not a device; pass cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: CUDA is not available on this machine; pass --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                             f"pass cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    elif parsed.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ValueError(f"--device {device}: MPS is not available on this machine; pass --device cpu")
+    elif parsed.type != "cpu":
+        raise ValueError(f"--device {device}: layert2v runs on cpu, cuda or mps")
+    return device
