@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="small GPUs: keep the transformer in CPU memory and run it on --device one block / one "
                         "layer / whole while denoising (exact; see docs/performance.md)")
     g.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    g.add_argument("--trajectory", default=None, metavar="FILE",
+                   help="JSON file of key-frame boxes for one or more foregrounds (docs/TRAJECTORIES.md); steered "
+                        "by guided cross-attention, boxes drawn in OUT/trajectory.png")
 
     t = sub.add_parser("train", help="train one stage from a YAML config (resumes from its checkpoint)")
     t.add_argument("config", help="stage config, e.g. configs/stage2_layered.yaml")
@@ -101,6 +104,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if supported is not None and len(fgs) > supported:
         raise ValueError(f"this model supports at most {supported} foreground layer(s), got {len(fgs)}; pass "
                          "fewer --fg")
+    trajectories = None
+    if args.trajectory:  # checked against the clip before the model loads
+        from .trajectory import Trajectories
+
+        trajectories = Trajectories.load(args.trajectory)
+        native = model / "layert2v.json"
+        frames = args.frames or (json.loads(native.read_text())["config"]["num_frames"] if native.is_file() else None)
+        trajectories.check(frames, len(fgs))
 
     start = time.perf_counter()
     pipe = LayerT2VPipeline.from_pretrained(model, layer_weights=args.layer_weights)
@@ -111,7 +122,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     load_s = time.perf_counter() - start
     video = pipe(args.prompt, bg, fgs, negative_prompt=args.negative, num_frames=args.frames, height=height,
                  width=width, num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
-                 scheduler=args.scheduler)
+                 scheduler=args.scheduler, trajectories=trajectories)
     video.metadata["timings"]["load_model_s"] = load_s
     video.metadata["model_path"] = str(model)
     out = video.save(args.out, overwrite=args.overwrite)
@@ -120,6 +131,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     print(f"  background: {bg}")
     for k, f in enumerate(fgs, 1):
         print(f"  foreground {k}: {f}")
+    if trajectories is not None:
+        print(f"  trajectory: foreground(s) {trajectories.foregrounds} steered (strength {trajectories.strength}, "
+              f"first {trajectories.steps} steps); boxes in {out / 'trajectory.png'}")
     return 0
 
 

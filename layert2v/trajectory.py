@@ -122,12 +122,14 @@ class Trajectories:
     def foregrounds(self) -> list[int]:
         return [t.foreground for t in self.trajectories]
 
-    def check(self, num_frames: int, num_foregrounds: int) -> None:
-        """Raise, naming the fix, when the trajectories do not fit a clip of ``num_frames`` with K foregrounds."""
+    def check(self, num_frames: int | None, num_foregrounds: int) -> None:
+        """Raise, naming the fix, when the trajectories do not fit a clip of ``num_frames`` (None: not known yet)
+        with ``num_foregrounds`` foregrounds."""
         for t in self.trajectories:
             if t.foreground > num_foregrounds:
                 raise ValueError(f"a trajectory names foreground {t.foreground} but there are {num_foregrounds} "
                                  f"foreground prompt(s); add a --fg or renumber the trajectory")
+        for t in self.trajectories if num_frames is not None else ():
             t.check_frames(num_frames)
 
     def boxes(self, num_frames: int) -> dict[int, np.ndarray]:
@@ -253,6 +255,21 @@ def grid_mask(boxes: np.ndarray, height: int, width: int, temporal: int, spatial
         raise ValueError(f"size {width}x{height} is not a multiple of the grid factor {spatial}")
     per_frame = box_coverage(boxes, height // spatial, width // spatial)
     return np.stack([per_frame[list(span)].mean(0) for span in latent_frame_spans(len(per_frame), temporal)])
+
+
+def trajectory_files(video: Any) -> dict[str, bytes]:
+    """What a saved layered video with ``metadata["trajectory"]`` holds besides its layers: ``trajectory.json``, the
+    requested boxes per frame in pixels (``layert2v eval`` scores the video against it), and ``trajectory.png``,
+    the boxes drawn over the full video. Raises before anything is written when the record does not fit the video."""
+    import io
+
+    traj = Trajectories.from_dict(video.metadata["trajectory"], "the video's trajectory record")
+    (width, height), frames = video.size, video.num_frames
+    traj.check(frames, video.num_foregrounds)
+    png = io.BytesIO()
+    draw_boxes_overlay(video.full, traj.boxes(frames), video.alphas).save(png, format="PNG")
+    doc = json.dumps(traj.requested_document(frames, height, width), indent=1) + "\n"
+    return {"trajectory.json": doc.encode(), "trajectory.png": png.getvalue()}
 
 
 def draw_boxes_overlay(frames: np.ndarray, boxes: Mapping[int, np.ndarray], alphas: Sequence[np.ndarray],
