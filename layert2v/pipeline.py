@@ -385,7 +385,7 @@ class LayerT2VPipeline:
         if guidance <= 1.0:
             return self._velocity(latents, t, context, layout, box)
         if self.cfg_batch:
-            both = box.with_tokens(torch.cat([torch.zeros_like(box.tokens), box.tokens])) if box is not None else None
+            both = box.with_unguided_first() if box is not None else None
             v_uncond, v_cond = self._velocity(torch.cat([latents] * 2), t, context, layout, both).chunk(2)
         else:
             v_uncond = self._velocity(latents, t, context[:1], layout)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -55,14 +55,29 @@ class BoxGuidance:
     masks: dict[int, torch.Tensor]
     tokens: torch.Tensor
     strength: float
+    # Biases and derived guidances, built once per call: every block and every guided step reuse them.
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def with_tokens(self, tokens: torch.Tensor) -> BoxGuidance:
         return replace(self, tokens=tokens)
 
+    def with_unguided_first(self) -> BoxGuidance:
+        """The same guidance for a CFG batch [negative, conditional]: the negative row steers nothing."""
+        if "cfg" not in self._cache:
+            self._cache["cfg"] = self.with_tokens(torch.cat([torch.zeros_like(self.tokens), self.tokens]))
+        return self._cache["cfg"]
+
     def logit_bias(self, layout: LayerLayout, seg_ids: tuple[int, ...], prompt_ids: tuple[int, ...],
                    queries_per_segment: int, dtype: torch.dtype) -> torch.Tensor | None:
         """(B, 1, len(seg_ids) * Ls, len(prompt_ids) * Lt) additive bias for one routing group; None when nothing in
-        the group is guided."""
+        the group is guided. Built once per (layout, group, size, dtype) and reused."""
+        key = (layout, seg_ids, prompt_ids, queries_per_segment, dtype)
+        if key not in self._cache:
+            self._cache[key] = self._logit_bias(layout, seg_ids, prompt_ids, queries_per_segment, dtype)
+        return self._cache[key]
+
+    def _logit_bias(self, layout: LayerLayout, seg_ids: tuple[int, ...], prompt_ids: tuple[int, ...],
+                    queries_per_segment: int, dtype: torch.dtype) -> torch.Tensor | None:
         batch, _, lt = self.tokens.shape
         bias = None
         for k, mask in self.masks.items():
