@@ -1,10 +1,9 @@
 """Context parallelism for LayeredWanTransformer: every rank holds the same slice of every segment.
 
 diffusers' ``WanTransformer3DModel._cp_plan`` does not fit a layered forward: its hooks split the output of
-``rope`` and the input of ``blocks.0`` as one contiguous run of the token axis, but the layered forward runs the
-blocks through ``layered_block_forward`` (the ``blocks.0`` hook never fires), and a contiguous run would hand whole
-layers to some ranks and parts of layers to others, while per-segment modulation and routed cross-attention view
-the tokens as S equal segments.
+``rope`` and the input of ``blocks.0`` as one contiguous run of the token axis, and a contiguous run would hand
+whole layers to some ranks and parts of layers to others, while per-segment modulation and routed cross-attention
+view the tokens as S equal segments.
 
 So the sharding here is per segment: the tokens of each segment are cut into N equal slices and rank r keeps
 slice r of every segment. Locally the tokens are still S equal segments, so per-segment modulation and routed
