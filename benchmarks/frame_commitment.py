@@ -73,8 +73,8 @@ def measure(model: Path, n: int, frames: int, size: int, seed: int = 0) -> dict[
     original = pipe.guided_velocity
     history: list[tuple[float, np.ndarray]] = []
 
-    def recording(latents, t, context, layout, guidance):
-        v = original(latents, t, context, layout, guidance)
+    def recording(latents, t, context, layout, guidance, **kwargs):
+        v = original(latents, t, context, layout, guidance, **kwargs)
         level = float(t) / NUM_TRAIN_TIMESTEPS
         history.append((level, object_cells(layout.split(latents - level * v)["foreground_1"], empty)))
         return v

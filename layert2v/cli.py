@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "modulation stay fp32")
     g.add_argument("--overwrite", action="store_true",
                    help="replace an earlier output directory (one holding a saved layered video)")
+    g.add_argument("--trajectory", default=None, metavar="FILE",
+                   help="JSON file of key-frame boxes for one or more foregrounds (docs/TRAJECTORIES.md); steered "
+                        "by guided cross-attention, boxes drawn in OUT/trajectory.png")
 
     t = sub.add_parser("train", parents=[common], help="train one stage from a YAML config (resumes from its "
                                                        "checkpoint)")
@@ -208,11 +211,18 @@ def check_generate(args: argparse.Namespace) -> tuple[Path, str, list[str]]:
                          "fewer --fg")
     if frames is not None and height is not None and width is not None:
         check_sequence_length(len(fgs), frames, height, width, vae, transformer)
+    if args.trajectory:  # checked against the clip before the model loads
+        from .trajectory import Trajectories
+
+        Trajectories.load(args.trajectory).check(frames, len(fgs))
     return model, bg, fgs
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     model, bg, fgs = check_generate(args)
+    from .trajectory import Trajectories
+
+    trajectories = Trajectories.load(args.trajectory) if args.trajectory else None
     from .preflight import check_device
 
     check_device(args.device)
@@ -232,7 +242,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     load_s = time.perf_counter() - start
     video = pipe(args.prompt, bg, fgs, negative_prompt=args.negative, num_frames=args.frames, height=height,
                  width=width, num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
-                 scheduler=args.scheduler)
+                 scheduler=args.scheduler, trajectories=trajectories)
     video.metadata["timings"]["load_model_s"] = load_s
     video.metadata["model_path"] = str(model)
     video.metadata["dtype"] = dtype
@@ -242,6 +252,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     print(f"  background: {bg}")
     for k, f in enumerate(fgs, 1):
         print(f"  foreground {k}: {f}")
+    if trajectories is not None:
+        print(f"  trajectory: foreground(s) {trajectories.foregrounds} steered (strength {trajectories.strength}, "
+              f"first {trajectories.steps} steps); boxes in {out / 'trajectory.png'}")
     return 0
 
 

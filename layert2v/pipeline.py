@@ -6,6 +6,7 @@ flow sampler with CFG -> split the latent by the layout -> RGB VAE for RGB segme
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from .flow import NUM_TRAIN_TIMESTEPS
 from .formats import PIPELINE_FILE, PIPELINE_FORMAT
 from .latents import encode_layered
 from .layout import BACKGROUND, FOREGROUND, FULL, LayerLayout
+from .models.guidance import BoxGuidance, content_tokens, guided_cross_attention_processors
 from .models.text import TextEncoder
 from .models.transformer import LayeredWanTransformer
 from .models.vae import AlphaPath, decode_rgb
@@ -35,6 +37,7 @@ from .preflight import (
     model_configs,
     video_multiples,
 )
+from .trajectory import Trajectories
 from .video import LayeredVideo
 
 SCHEDULERS = ("unipc", "euler")
@@ -311,6 +314,7 @@ class LayerT2VPipeline:
         callback: Callable[[int, torch.Tensor], None] | None = None,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
+        trajectories: Trajectories | str | Path | None = None,
     ) -> LayeredVideo:
         """Generate every layer in one denoising pass.
 
@@ -324,6 +328,9 @@ class LayerT2VPipeline:
             callback: called with (step, latents) after every step.
             generator: a torch.Generator for the starting noise, as in diffusers pipelines (instead of ``seed``).
             latents: the starting noise itself, (1, z, S * T', H', W') for S layout segments.
+            trajectories: boxes for some foregrounds (a :class:`~layert2v.trajectory.Trajectories` or its JSON
+                file, docs/TRAJECTORIES.md), followed by training-free guided cross-attention over the first
+                ``trajectories.steps`` steps (:mod:`layert2v.models.guidance`).
         """
         cfg = self.config
         num_frames = cfg.num_frames if num_frames is None else num_frames
@@ -336,6 +343,10 @@ class LayerT2VPipeline:
         negatives = [negatives] if isinstance(negatives, str) else list(negatives)
         self.check_inputs(prompt, background_prompt, foreground_prompts, num_frames, height, width, steps, guidance,
                           seed, negatives)
+        if trajectories is not None and not isinstance(trajectories, Trajectories):
+            trajectories = Trajectories.load(trajectories)
+        if trajectories is not None:
+            trajectories.check(num_frames, len(foreground_prompts))
         conditions = conditions or {}
         layout = LayerLayout(len(foreground_prompts), conditions=conditions.keys())
         timings: dict[str, float] = {}
@@ -350,6 +361,7 @@ class LayerT2VPipeline:
         context = self.encode_prompts(prompts)[None]
         if do_cfg:
             context = torch.cat([self.encode_prompts(negatives)[None], context])
+        box = self.box_guidance(trajectories, prompts, num_frames, height, width) if trajectories is not None else None
         context = context.to(self.device, self.dtype)
         timings["encode_prompts_s"] = time.perf_counter() - start
 
@@ -378,18 +390,24 @@ class LayerT2VPipeline:
         start = time.perf_counter()
         sched = self.make_scheduler(scheduler) if scheduler else type(self.scheduler).from_config(self.scheduler.config)
         sched.set_timesteps(steps, device=self.device)
-        for i, t in enumerate(tqdm(sched.timesteps, desc="denoising", disable=not progress)):
-            v = self.guided_velocity(latents, t, context, layout, guidance)
-            latents = sched.step(v, t, latents, return_dict=False)[0]
-            if given is not None:
-                latents = latents * keep + given * (1 - keep)  # conditions stay bit-identical
-            if callback is not None:
-                callback(i, latents)
+        steered = guided_cross_attention_processors(self.transformer) if box is not None else contextlib.nullcontext()
+        with steered:
+            for i, t in enumerate(tqdm(sched.timesteps, desc="denoising", disable=not progress)):
+                step_box = box if box is not None and i < trajectories.steps else None
+                v = self.guided_velocity(latents, t, context, layout, guidance, box=step_box)
+                latents = sched.step(v, t, latents, return_dict=False)[0]
+                if given is not None:
+                    latents = latents * keep + given * (1 - keep)  # conditions stay bit-identical
+                if callback is not None:
+                    callback(i, latents)
         timings["denoise_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
         video = self.decode(latents, layout)
         timings["decode_s"] = time.perf_counter() - start
+        extra = {}
+        if trajectories is not None:  # saving writes trajectory.json (the requested boxes) and trajectory.png
+            extra = {"trajectory": trajectories.to_dict(), "trajectory_mechanism": "guided cross-attention"}
         return LayeredVideo(
             full=video[FULL], background=video[BACKGROUND],
             foregrounds=[video[layout.foreground_name(k)] for k in layout.composite_order],
@@ -399,28 +417,43 @@ class LayerT2VPipeline:
             seed=seed,
             metadata={"steps": steps, "guidance": guidance, "scheduler": scheduler_name(sched),
                       "model_id": cfg.model_id,
-                      "negative_prompts": negatives, "conditions": sorted(conditions), "timings": timings},
+                      "negative_prompts": negatives, "conditions": sorted(conditions), "timings": timings, **extra},
         )
 
     def guided_velocity(self, latents: torch.Tensor, t: torch.Tensor, context: torch.Tensor, layout: LayerLayout,
-                        guidance: float) -> torch.Tensor:
+                        guidance: float, *, box: BoxGuidance | None = None) -> torch.Tensor:
         """The CFG-combined velocity at step ``t``; ``context`` is (2, P, L, D) [uncond, cond] when guidance > 1.
 
         Both branches go through one batch-2 forward unless ``cfg_batch`` is off: then two batch-1 forwards, the
-        same result with half the activation memory.
+        same result with half the activation memory. ``box`` (trajectory guidance) steers the conditional branch.
         """
         if guidance <= 1.0:
-            return self._velocity(latents, t, context, layout)
+            return self._velocity(latents, t, context, layout, box)
         if self.cfg_batch:
-            v_uncond, v_cond = self._velocity(torch.cat([latents] * 2), t, context, layout).chunk(2)
+            both = box.with_unguided_first() if box is not None else None
+            v_uncond, v_cond = self._velocity(torch.cat([latents] * 2), t, context, layout, both).chunk(2)
         else:
-            v_uncond, v_cond = (self._velocity(latents, t, c[None], layout) for c in context)
+            v_uncond = self._velocity(latents, t, context[:1], layout)
+            v_cond = self._velocity(latents, t, context[1:], layout, box)
         return v_uncond + guidance * (v_cond - v_uncond)
 
     def _velocity(self, latents: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
-                  layout: LayerLayout) -> torch.Tensor:
+                  layout: LayerLayout, box: BoxGuidance | None = None) -> torch.Tensor:
         t_seg = layout.segment_timesteps(t.reshape(1).float().expand(latents.shape[0]))
-        return self.transformer(latents.to(self.dtype), t_seg, context, layout=layout).sample.float()
+        kwargs = {"attention_kwargs": {"box_guidance": box}} if box is not None else {}
+        return self.transformer(latents.to(self.dtype), t_seg, context, layout=layout, **kwargs).sample.float()
+
+    def box_guidance(self, trajectories: Trajectories, prompts: list[str], num_frames: int, height: int,
+                     width: int) -> BoxGuidance:
+        """The guidance input for ``trajectories``: box masks on the transformer's token grid (the VAE's factors
+        times the patch), and the content tokens of the conditional prompts (batch 1)."""
+        if self.transformer._parallel_config is not None or self.transformer.config.patch_size[0] != 1:
+            raise ValueError("trajectory guidance needs whole segments on one device and a patch of 1 latent frame; "
+                             "drop the trajectories or context parallelism")
+        masks = trajectories.grid_masks(num_frames, height, width, *self.video_multiples)
+        masks = {k: torch.from_numpy(m).flatten().to(self.device) for k, m in masks.items()}
+        tokens = content_tokens(self.encode_prompts(prompts)).to(self.device)[None]
+        return BoxGuidance(masks, tokens, float(trajectories.strength))
 
     # ------------------------------------------------------------- VAE sides
     def encode_conditions(self, conditions: dict[str, np.ndarray], layout: LayerLayout, num_frames: int,

@@ -350,6 +350,11 @@ def save_layered_video(video: LayeredVideo, directory: str | Path, overwrite: bo
             raise ValueError(f"{name} contains NaN or infinite values; refusing to save")
     manifest = _manifest(video)
     manifest_text = json.dumps(manifest, indent=2, default=_json_default)  # fail before touching the disk
+    extras = {}
+    if "trajectory" in video.metadata:  # requested boxes (what `layert2v eval` scores) and their overlay
+        from .trajectory import trajectory_files
+
+        extras = trajectory_files(video)
 
     with atomic_directory(target, overwrite, marker=MANIFEST) as tmp:
         files = manifest["files"]
@@ -364,6 +369,8 @@ def save_layered_video(video: LayeredVideo, directory: str | Path, overwrite: bo
                         "libx264")
         write_video(tmp / files["composite"], video.composite(), video.fps, "libx264")
         contact_sheet(video).save(tmp / files["preview"])
+        for name, data in extras.items():
+            (tmp / name).write_bytes(data)
         (tmp / MANIFEST).write_text(manifest_text + "\n", encoding="utf-8")  # last: its presence marks completion
     return target
 
