@@ -69,7 +69,7 @@ def page(browser, app):
     pg = context.new_page()
     pg.set_default_timeout(20_000)
     pg.goto(app.url)
-    pg.wait_for_selector("body[data-ready]")
+    pg.wait_for_selector("body[data-ready]", timeout=180_000)  # the first /api/model imports torch
     yield pg
     context.close()
 
@@ -266,7 +266,7 @@ def test_a_second_generation_waits_in_the_queue(browser, app):
         pg = context.new_page()
         pg.set_default_timeout(120_000)
         pg.goto(app.url)
-        pg.wait_for_selector("body[data-ready]")
+        pg.wait_for_selector("body[data-ready]", timeout=180_000)  # the first /api/model imports torch
         pg.click("#tabs button[data-tab=generate]")
         pg.fill("#prompt", PROMPT)
         pg.fill("#steps", "3" if not pages else "1")  # small: the point is the order, not the video
