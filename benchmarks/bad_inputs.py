@@ -141,7 +141,7 @@ def snapshot(directory: Path) -> set[str]:
     return {str(p.relative_to(directory)) for p in directory.rglob("*")}
 
 
-PROGRESS_BAR = re.compile(r"\|\s*\d+/\d+ \[[^\]]*\]")
+PROGRESS_BAR = re.compile(r"(\|\s*\d+/\d+|\d+it) \[[^\]]*\]")
 
 
 def last_line(text: str) -> str:
