@@ -46,37 +46,37 @@ def test_fsdp_config_builds_the_fsdp2_plugin():
     with mock.patch.dict(os.environ, prepare_multi_gpu_env(args)):
         plugin = FullyShardedDataParallelPlugin()
     assert plugin.fsdp_version == 2
-    assert plugin.transformer_cls_names_to_wrap == ["FeedForward"]
+    assert plugin.transformer_cls_names_to_wrap == ["LayeredWanBlock"]
     assert plugin.reshard_after_forward is True
 
 
 def test_fsdp_wrap_unit_is_a_module_whose_forward_runs():
-    """FSDP gathers a unit's weights in that unit's forward hook. The layered transformer calls each block's
-    FeedForward but never WanTransformerBlock.forward or the cross-attention's forward, so FeedForward is the
-    unit (a wrong class name here would shard weights that are then read without being gathered)."""
-    from diffusers.models.transformers.transformer_wan import WanTransformerBlock
+    """FSDP gathers a unit's weights in that unit's forward hook, so the wrap unit must be a module whose own forward
+    the layered transformer calls: one call per block, and the class its _no_split_modules names."""
     from helpers import TINY_TRANSFORMER
 
     from layert2v.layout import LayerLayout
     from layert2v.models.transformer import LayeredWanTransformer
 
+    unit = load_config_from_file(str(CONFIGS / "fsdp.yaml")).fsdp_config["fsdp_transformer_layer_cls_to_wrap"]
     torch.manual_seed(0)
     model = LayeredWanTransformer(**TINY_TRANSFORMER, max_foregrounds=1)
+    assert model._no_split_modules == [unit]
     calls: dict[str, int] = {}
 
     def count(module, *_):
         calls[type(module).__name__] = calls.get(type(module).__name__, 0) + 1
 
-    wrapped = [m for m in model.modules() if type(m).__name__ == "FeedForward"]
+    wrapped = [m for m in model.modules() if type(m).__name__ == unit]
     assert len(wrapped) == TINY_TRANSFORMER["num_layers"]
-    for m in [*wrapped, *(m for m in model.modules() if isinstance(m, WanTransformerBlock))]:
+    for m in wrapped:
         m.register_forward_pre_hook(count)
     layout = LayerLayout(1)
     x = torch.randn(1, 4, layout.num_segments, 4, 4)
     ctx = torch.randn(1, layout.num_prompts, 4, TINY_TRANSFORMER["text_dim"])
     with torch.no_grad():
         model(x, torch.tensor([500.0]), ctx, layout=layout)
-    assert calls == {"FeedForward": TINY_TRANSFORMER["num_layers"]}
+    assert calls == {unit: TINY_TRANSFORMER["num_layers"]}
 
 
 def test_deepspeed_config_builds_a_zero2_plugin_that_takes_accumulation_from_the_trainer():
