@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from layert2v.data.folder import FolderDataset
-from layert2v.engine import build, parse_config
+from layert2v.engine.build import build
+from layert2v.engine.config import parse_config
 from layert2v.engine.footage import make_clip, write_footage
 from layert2v.eval.layers import iou, psnr
 from layert2v.eval.matting import mse, sad

@@ -11,11 +11,12 @@ import pytest
 
 from layert2v.cli import main
 from layert2v.data.folder import FolderDataset, read_metadata
-from layert2v.engine import Judge, build, parse_config
-from layert2v.engine.build import Output
+from layert2v.engine.build import Output, build
 from layert2v.engine.clip import Reject, resample, sample_id
+from layert2v.engine.config import parse_config
 from layert2v.engine.footage import make_clip, write_footage
 from layert2v.engine.quality import key_frames, qualified_span
+from layert2v.engine.stages import Judge
 from layert2v.eval.layers import iou, psnr
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -21,8 +21,9 @@ from PIL import Image
 
 from layert2v.cli import main
 from layert2v.data.folder import FolderDataset
-from layert2v.engine import build, parse_config
+from layert2v.engine.build import build
 from layert2v.engine.clip import Reject
+from layert2v.engine.config import parse_config
 from layert2v.engine.footage import make_clip, write_footage
 from layert2v.engine.judge import OpenAIJudge, parse_scores
 from layert2v.engine.models import parse_captions

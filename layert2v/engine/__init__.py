@@ -2,13 +2,6 @@
 
 Five stages, each one small interface (:mod:`.stages`) with a real-model backend (:mod:`.models`,
 :mod:`.judge`) and a weight-free one; :func:`.build.build` runs them in this process or on Ray Data.
-See docs/DATA_ENGINE.md.
+See docs/DATA_ENGINE.md. Nothing is imported here, so the CLI's argument checks stay free of torch and Ray:
+import from the modules (``from layert2v.engine.build import build``).
 """
-
-from .build import Summary, build
-from .clip import Clip, Reject
-from .config import EngineConfig, load_config, parse_config
-from .stages import Captioner, Judge, Matter, Remover, Segmenter
-
-__all__ = ["Captioner", "Clip", "EngineConfig", "Judge", "Matter", "Reject", "Remover", "Segmenter", "Summary",
-           "build", "load_config", "parse_config"]
