@@ -86,7 +86,7 @@ def test_bad_inputs_are_rejected_with_reasons_and_the_rest_completes(footage, tm
     write_footage(root, "still", make_clip(7))
     still = make_clip(7)
     from layert2v.video_io import write_video
-    write_video(root / "still.mov", still.background, 8, "prores")  # nothing moves: nothing to segment
+    write_video(root / "still.mov", still.background, 8, "prores_ks")  # nothing moves: nothing to segment
     summary = build(root, tmp_path / "ds", parse_config({}), executor="local", progress=False)
     reasons = {r["source"]: r["reason"] for r in read_jsonl(tmp_path / "ds" / "rejects.jsonl")}
     assert sorted(r["source"] for r in summary.accepted) == ["clip0.mov", "clip1.mov"]
@@ -303,7 +303,7 @@ def composite_inputs(tmp_path_factory):
     fg.mkdir()
     bg.mkdir()
     disc = make_clip(0, num_frames=5, size=(16, 16))
-    write_video(fg / "disc.mov", np.concatenate([disc.foregrounds[0], disc.alphas[0][..., None]], -1), 8, "prores")
+    write_video(fg / "disc.mov", np.concatenate([disc.foregrounds[0], disc.alphas[0][..., None]], -1), 8, "prores_ks")
     (fg / "disc.txt").write_text("a textured disc\n")
     (fg / "square").mkdir()
     for i in range(3):  # shorter than the backgrounds: it loops

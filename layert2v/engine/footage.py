@@ -71,12 +71,12 @@ def make_clip(seed: int = 0, num_frames: int = 9, size: tuple[int, int] = (32, 3
     return video
 
 
-def write_footage(directory: str | Path, name: str, video: LayeredVideo, codec: str = "prores") -> Path:
-    """Save `video.full` as ``name.mov`` (ProRes 4444: 4:4:4, 10 bit) or, with ``codec="h264"``, ``name.mp4``
+def write_footage(directory: str | Path, name: str, video: LayeredVideo, codec: str = "prores_ks") -> Path:
+    """Save `video.full` as ``name.mov`` (ProRes 4444: 4:4:4, 10 bit) or, with ``codec="libx264"``, ``name.mp4``
     (4:2:0, whose halved chroma costs ~7 dB on small saturated footage), with a ``name.json`` caption sidecar."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    suffix = ".mov" if codec == "prores" else ".mp4"
+    suffix = ".mov" if codec == "prores_ks" else ".mp4"
     path = write_video(directory / f"{name}{suffix}", video.full, video.fps, codec)
     (directory / f"{name}.json").write_text(json.dumps(video.prompts) + "\n", encoding="utf-8")
     return path
