@@ -133,7 +133,7 @@ def test_stage_mismatch_and_bad_config(tmp_path, toy_data):
     with pytest.raises(ValueError, match="4k\\+1"):
         config(tmp_path, data={"frames": 6})
     with pytest.raises(ValueError, match="unknown key"):
-        config(tmp_path, data={"fps": 6})
+        config(tmp_path, data={"colour": 6})  # (fps became a key: data.fps resamples clips)
     with pytest.raises(ValueError, match="data.cache"):
         config(tmp_path, data={"cache": -1})
 

@@ -114,10 +114,11 @@ def test_alpha_stage_reads_vidlayer_clips_of_another_size_with_the_perceptual_te
     from layert2v.models.perceptual import vgg16_features
 
     write_vidlayer(tmp_path / "vidlayer", [toy_clip(i, 1, frames=9, size=48) for i in range(2)])
-    save_file({f"features.{k}": v for k, v in vgg16_features(23).state_dict().items()}, str(tmp_path / "vgg.st"))
+    vgg = {f"features.{k}": v for k, v in vgg16_features(23).state_dict().items()}
+    save_file(vgg, str(tmp_path / "vgg.safetensors"))
     cfg = wan_config(tmp_path, wan_dir, "alpha", "s1", init=str(wan_dir), train={"steps": 1},
                      data={"kind": "vidlayer", "path": str(tmp_path / "vidlayer")},
-                     loss={"lambda_perc": 1.0, "vgg16": str(tmp_path / "vgg.st")})
+                     loss={"lambda_perc": 1.0, "vgg16": str(tmp_path / "vgg.safetensors")})
     trainer = Trainer(cfg)
     record = trainer.train()[0]
     assert record["perc"] > 0 and record["loss"] > record["rec"]
