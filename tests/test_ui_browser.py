@@ -259,31 +259,54 @@ def test_bad_input_shows_a_message_and_the_server_keeps_going(page, app, tmp_pat
     assert not [p for p in runs.iterdir() if p.name.startswith(".")] if runs.exists() else True
 
 
+class _HeldPipeline:
+    """The app's pipeline, held at the start of each call until ``gate`` opens: the first generation is still
+    running whatever the machine's load when the second arrives, so the test does not race the worker."""
+
+    def __init__(self, pipe, gate: threading.Event):
+        self._pipe, self._gate = pipe, gate
+
+    def __getattr__(self, name):
+        return getattr(self._pipe, name)
+
+    def __call__(self, *args, **kwargs):
+        assert self._gate.wait(180), "the test never opened the gate"
+        return self._pipe(*args, **kwargs)
+
+
 def test_a_second_generation_waits_in_the_queue(browser, app):
-    pages = []
-    for _ in range(2):
-        context = browser.new_context()
-        pg = context.new_page()
-        pg.set_default_timeout(120_000)
-        pg.goto(app.url)
-        pg.wait_for_selector("body[data-ready]", timeout=180_000)  # the first /api/model imports torch
-        pg.click("#tabs button[data-tab=generate]")
-        pg.fill("#prompt", PROMPT)
-        pg.fill("#steps", "3" if not pages else "1")  # small: the point is the order, not the video
-        pg.fill("#frames", "3")
-        pg.fill("#guidance", "1")  # no CFG: one forward per step
-        pg.fill("#width", "32")
-        pg.fill("#height", "32")
-        pages.append(pg)
-    first, second = pages
-    first.click("#generate")
-    first.wait_for_function("() => ['loading', 'denoising'].includes(document.querySelector('#job-status')"
-                            ".dataset.state)")
-    second.click("#generate")
-    second.wait_for_function("() => document.querySelector('#job-status').dataset.state === 'queued'")
-    assert "1 generation(s) ahead" in second.inner_text("#job-status")
-    first.wait_for_selector("#layer-views[data-run]")
-    second.wait_for_selector("#layer-views[data-run]")
-    assert first.get_attribute("#layer-views", "data-run") != second.get_attribute("#layer-views", "data-run")
+    jobs = app.app.state.jobs
+    assert jobs.loaded.wait(180), "the model did not load"
+    gate = threading.Event()
+    real, jobs._pipe = jobs._pipe, _HeldPipeline(jobs._pipe, gate)
+    try:
+        pages = []
+        for _ in range(2):
+            context = browser.new_context()
+            pg = context.new_page()
+            pg.set_default_timeout(120_000)
+            pg.goto(app.url)
+            pg.wait_for_selector("body[data-ready]", timeout=180_000)  # the first /api/model imports torch
+            pg.click("#tabs button[data-tab=generate]")
+            pg.fill("#prompt", PROMPT)
+            pg.fill("#steps", "3" if not pages else "1")  # small: the point is the order, not the video
+            pg.fill("#frames", "3")
+            pg.fill("#guidance", "1")  # no CFG: one forward per step
+            pg.fill("#width", "32")
+            pg.fill("#height", "32")
+            pages.append(pg)
+        first, second = pages
+        first.click("#generate")
+        first.wait_for_function("() => document.querySelector('#job-status').dataset.state === 'denoising'")
+        second.click("#generate")
+        second.wait_for_function("() => document.querySelector('#job-status').dataset.state === 'queued'")
+        assert "1 generation(s) ahead" in second.inner_text("#job-status")
+        gate.set()
+        first.wait_for_selector("#layer-views[data-run]")
+        second.wait_for_selector("#layer-views[data-run]")
+        assert first.get_attribute("#layer-views", "data-run") != second.get_attribute("#layer-views", "data-run")
+    finally:
+        gate.set()
+        jobs._pipe = real
     for pg in pages:
         pg.context.close()
