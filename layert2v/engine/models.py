@@ -26,7 +26,7 @@ from PIL import Image
 
 from .clip import CAPTION_KEYS, Reject
 from .judge import first_json_object, judge_prompt, parse_scores
-from .stages import Captioner, Judge, Matter, Remover, Segmenter, _disk, trimap
+from .stages import Captioner, Judge, Remover, Segmenter, TrimapMatter, _disk
 
 _MARKERS = ("config.json", "model_index.json")
 
@@ -266,7 +266,7 @@ class Sam3Segmenter(LocalModel, Segmenter):
 
 
 # ---------------------------------------------------------------------------------------------- VitMatte
-class VitMatteMatter(LocalModel, Matter):
+class VitMatteMatter(LocalModel, TrimapMatter):
     """VitMatte on a trimap band of `band` pixels around each mask, frame by frame; foreground colours from
     pymatting's estimate_foreground_ml (VitMatte predicts alpha only)."""
 
@@ -291,22 +291,6 @@ class VitMatteMatter(LocalModel, Matter):
             alphas = self.model(pixel_values=inputs["pixel_values"].to(self.device, self.dtype)).alphas
         alpha = alphas[0, 0, :h, :w].float().cpu().numpy()  # the processor pads bottom/right
         return np.where(tri == 1, 1.0, np.where(tri == 0, 0.0, np.clip(alpha, 0.0, 1.0)))
-
-    def matte(self, frames: np.ndarray, masks: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        import pymatting
-
-        alphas, foregrounds = [], []
-        for mask in masks:
-            alpha = np.zeros(mask.shape, np.float32)
-            fg = np.zeros(frames.shape, np.float32)
-            for t in range(len(frames)):
-                if mask[t].any():
-                    alpha[t] = self.alpha(frames[t], trimap(mask[t], self.band))
-                    fg[t] = np.clip(pymatting.estimate_foreground_ml(frames[t].astype(np.float64),
-                                                                     alpha[t].astype(np.float64)), 0.0, 1.0)
-            alphas.append(alpha)
-            foregrounds.append(fg)
-        return alphas, foregrounds
 
 
 # --------------------------------------------------------------------------------------------- Wan VACE

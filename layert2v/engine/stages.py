@@ -160,23 +160,15 @@ def trimap(mask: np.ndarray, band: int) -> np.ndarray:
     return np.where(sure, 1.0, np.where(maybe, 0.5, 0.0))
 
 
-class PymattingMatter(Matter):
-    """pymatting on a trimap band around each mask: closed-form (``cf``, Levin et al.), learning-based
-    (``lbdm``, Zheng & Kambhamettu) or ``knn`` alpha, then its multi-level foreground colour estimation."""
+class TrimapMatter(Matter):
+    """A matter that solves alpha per frame inside a trimap band of ``self.band`` pixels around each mask
+    (:meth:`alpha`), then estimates the straight foreground colour with pymatting's multi-level method."""
 
-    METHODS = ("cf", "lbdm", "knn")
+    band: int
 
-    def __init__(self, method: str = "cf", band: int = 2):
-        if method not in self.METHODS:
-            raise ValueError(f"pymatting method must be one of {self.METHODS}, got {method!r}")
-        self.method, self.band = method, band
-
+    @abstractmethod
     def alpha(self, image: np.ndarray, tri: np.ndarray) -> np.ndarray:
-        import pymatting
-
-        estimate = {"cf": pymatting.estimate_alpha_cf, "lbdm": pymatting.estimate_alpha_lbdm,
-                    "knn": pymatting.estimate_alpha_knn}[self.method]
-        return np.clip(estimate(image, tri), 0.0, 1.0)
+        """Alpha (H, W) in [0, 1] of one frame (H, W, 3) given its trimap (1 sure fg, 0 sure bg, 0.5 unknown)."""
 
     def matte(self, frames: np.ndarray, masks: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         import pymatting
@@ -199,6 +191,25 @@ class PymattingMatter(Matter):
             alphas.append(alpha)
             foregrounds.append(fg)
         return alphas, foregrounds
+
+
+class PymattingMatter(TrimapMatter):
+    """pymatting on a trimap band around each mask: closed-form (``cf``, Levin et al.), learning-based
+    (``lbdm``, Zheng & Kambhamettu) or ``knn`` alpha, then its multi-level foreground colour estimation."""
+
+    METHODS = ("cf", "lbdm", "knn")
+
+    def __init__(self, method: str = "cf", band: int = 2):
+        if method not in self.METHODS:
+            raise ValueError(f"pymatting method must be one of {self.METHODS}, got {method!r}")
+        self.method, self.band = method, band
+
+    def alpha(self, image: np.ndarray, tri: np.ndarray) -> np.ndarray:
+        import pymatting
+
+        estimate = {"cf": pymatting.estimate_alpha_cf, "lbdm": pymatting.estimate_alpha_lbdm,
+                    "knn": pymatting.estimate_alpha_knn}[self.method]
+        return np.clip(estimate(image, tri), 0.0, 1.0)
 
 
 class TemporalPlateRemover(Remover):
