@@ -106,17 +106,21 @@ def layered_flow_loss(
     decode_alpha: Callable[[torch.Tensor], torch.Tensor] | None = None,
     weights: LossWeights | None = None,
     empty_latent: torch.Tensor | None = None,
+    generated: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """L_FM + λ_cons L_cons + λ_mask L_mask (eq. 9-12) on generated segments only.
 
     velocity, z0, z1, z_t: (B, C, S*T', H', W'); t_segments: (B, S); alphas: GT mattes (B, K, T, H, W) in
     [0, 1], needed for L_cons and L_mask; decode_alpha: the (frozen) alpha path decoder for L_mask, or None to
     skip that term; empty_latent: the latent of an empty layer, (1, C, T', H', W'), needed for L_cons (see
-    :func:`composite_latents`).
+    :func:`composite_latents`); generated: (B, S) 1/0 per sample and segment when samples give different segments
+    (the variant mix, :mod:`layert2v.training.variants`), else ``layout.generated`` holds for every sample.
     """
     weights = weights or LossWeights()
-    gen = layout.segment_mask(z0, layout.generated)  # (1, 1, S*T', 1, 1)
-    n_gen = gen.sum() * z0.shape[0] * z0.shape[1] * z0.shape[3] * z0.shape[4]
+    if generated is None:
+        generated = torch.tensor(layout.generated, dtype=z0.dtype, device=z0.device).expand(z0.shape[0], -1)
+    gen = expand_segments(generated, z0, layout)  # (B, 1, S*T', 1, 1)
+    n_gen = gen.sum() * z0.shape[1] * z0.shape[3] * z0.shape[4]
     fm = ((velocity.float() - (z1 - z0).float()) ** 2 * gen).sum() / n_gen
     losses = {"fm": fm}
     total = fm
@@ -128,7 +132,8 @@ def layered_flow_loss(
         z0_hat = z0_hat * gen + z0.float() * (1 - gen)
         parts = layout.split(z0_hat)
         target_full = layout.split(z0.float())[FULL]
-        if weights.cons > 0 and any(layout.generated[layout.index(n)] for n in layout.names if n != FULL):
+        full = layout.index(FULL)
+        if weights.cons > 0 and bool((torch.cat([generated[:, :full], generated[:, full + 1:]], 1) > 0).any()):
             if empty_latent is None:
                 raise ValueError("L_cons needs empty_latent, the latent of an all-black clip")
             lat_shape = tuple(parts[FULL].shape[2:])
@@ -139,10 +144,11 @@ def layered_flow_loss(
         if weights.mask > 0 and decode_alpha is not None:
             mask_terms = []
             for k in range(1, layout.num_foregrounds + 1):
-                if not layout.generated[layout.alpha(k)]:
+                keep = generated[:, layout.alpha(k)] > 0  # samples whose alpha k is generated
+                if not bool(keep.any()):
                     continue
-                pred = decode_alpha(parts[layout.alpha_name(k)])
-                target = alphas[:, k - 1 : k].to(pred.dtype)
+                pred = decode_alpha(parts[layout.alpha_name(k)][keep])
+                target = alphas[keep, k - 1 : k].to(pred.dtype)
                 mask_terms.append(F.smooth_l1_loss(pred, target) + weights.grad * alpha_gradient_loss(pred, target))
             if mask_terms:
                 mask = torch.stack(mask_terms).mean()

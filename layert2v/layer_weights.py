@@ -45,13 +45,17 @@ def merge_transformer_lora(transformer: LayeredWanTransformer) -> None:
         transformer.unload_lora()
 
 
-LAYER_MODULES = ("layer_adaln", "layer_prompt_embedding")  # LayerT2V's own parameters, not the base model's
+# LayerT2V's own parameters, not the base model's
+LAYER_MODULES = ("layer_adaln", "layer_prompt_embedding", "box_embedding")
 
 
 def layer_state_dict(transformer: LayeredWanTransformer) -> dict[str, torch.Tensor]:
     out = {"transformer.layer_adaln": transformer.layer_adaln.detach()}
     if transformer.layer_prompt_embedding is not None:
         out["transformer.layer_prompt_embedding"] = transformer.layer_prompt_embedding.detach()
+    if transformer.box_embedding is not None:
+        out.update({f"transformer.box_embedding.{k}": v.detach()
+                    for k, v in transformer.box_embedding.state_dict().items()})
     return out
 
 
@@ -118,6 +122,7 @@ def export_layer_weights(path: str | Path, transformer: LayeredWanTransformer, a
         "loras": loras,
         "max_foregrounds": transformer.max_foregrounds,
         "layer_text_embedding": transformer.layer_prompt_embedding is not None,
+        "box_conditioning": transformer.box_embedding is not None,
         "alpha_path": {k: alpha_path.config[k] for k in ("z_dim", "rank", "targets")},
     }
     path = Path(path)
@@ -180,7 +185,8 @@ def load_wan_pipeline(cls: type[LayerT2VPipeline], root: Path, layer_weights: st
     wan_config = LayeredWanTransformer.load_config(root / "transformer")
     extra = {}
     if meta:
-        extra = {"max_foregrounds": meta["max_foregrounds"], "layer_text_embedding": meta["layer_text_embedding"]}
+        extra = {"max_foregrounds": meta["max_foregrounds"], "layer_text_embedding": meta["layer_text_embedding"],
+                 "box_conditioning": meta.get("box_conditioning", False)}
     transformer = LayeredWanTransformer.from_config({**wan_config, **extra})
     state = _load_folder_state(root / "transformer")
     result = transformer.load_state_dict(state, strict=False)
@@ -201,6 +207,10 @@ def load_wan_pipeline(cls: type[LayerT2VPipeline], root: Path, layer_weights: st
             transformer.layer_adaln.copy_(tensors["transformer.layer_adaln"])
             if transformer.layer_prompt_embedding is not None:
                 transformer.layer_prompt_embedding.copy_(tensors["transformer.layer_prompt_embedding"])
+            if transformer.box_embedding is not None:
+                transformer.box_embedding.load_state_dict({k[len("transformer.box_embedding."):]: v
+                                                           for k, v in tensors.items()
+                                                           if k.startswith("transformer.box_embedding.")})
         alpha_path.load_state_dict({k[len("alpha_path."):]: v for k, v in tensors.items()
                                     if k.startswith("alpha_path.")})
 

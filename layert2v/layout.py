@@ -161,6 +161,11 @@ class LayerLayout:
                    **{self.foreground_name(k): p for k, p in zip(self.composite_order, foregrounds)}}
         return [by_name[name] for name in self.prompt_names]
 
+    def indexed_prompts(self, prompts: Sequence[str]) -> list[str]:
+        """LayerFlow's layer-index form: "n, description" with n = 1 + the prompt's layer-embedding row (full 1,
+        background 2, foreground_k k + 2); empty prompts (CFG's unconditional branch) stay empty."""
+        return [f"{row + 1}, {p}" if p else p for row, p in zip(self.prompt_rows, prompts)]
+
     @property
     def num_prompts(self) -> int:
         return len(self.prompt_names)

@@ -59,6 +59,7 @@ class PipelineConfig:
     flow_shift: float = 3.0
     negative_prompt: str = ""
     model_id: str = "layert2v"
+    layer_index_prompts: bool = False  # the model was trained on LayerFlow's "n, description" prompts
 
     @classmethod
     def from_dict(cls, raw: Any, where: Path) -> PipelineConfig:
@@ -353,6 +354,8 @@ class LayerT2VPipeline:
 
         start = time.perf_counter()
         prompts = layout.layer_prompts(prompt, background_prompt, foreground_prompts)
+        if cfg.layer_index_prompts:
+            prompts = layout.indexed_prompts(prompts)
         if len(negatives) == 1:
             negatives = negatives * len(prompts)
         if len(negatives) != len(prompts):
@@ -361,7 +364,11 @@ class LayerT2VPipeline:
         context = self.encode_prompts(prompts)[None]
         if do_cfg:
             context = torch.cat([self.encode_prompts(negatives)[None], context])
-        box = self.box_guidance(trajectories, prompts, num_frames, height, width) if trajectories is not None else None
+        box, boxes = None, None  # trajectories: trained box conditioning if the model has it, else guidance
+        if trajectories is not None and self.transformer.box_embedding is not None:
+            boxes = self.box_conditioning(trajectories, layout, num_frames, height, width)
+        elif trajectories is not None:
+            box = self.box_guidance(trajectories, prompts, num_frames, height, width)
         context = context.to(self.device, self.dtype)
         timings["encode_prompts_s"] = time.perf_counter() - start
 
@@ -394,7 +401,7 @@ class LayerT2VPipeline:
         with steered:
             for i, t in enumerate(tqdm(sched.timesteps, desc="denoising", disable=not progress)):
                 step_box = box if box is not None and i < trajectories.steps else None
-                v = self.guided_velocity(latents, t, context, layout, guidance, box=step_box)
+                v = self.guided_velocity(latents, t, context, layout, guidance, box=step_box, boxes=boxes)
                 latents = sched.step(v, t, latents, return_dict=False)[0]
                 if given is not None:
                     latents = latents * keep + given * (1 - keep)  # conditions stay bit-identical
@@ -407,7 +414,8 @@ class LayerT2VPipeline:
         timings["decode_s"] = time.perf_counter() - start
         extra = {}
         if trajectories is not None:  # saving writes trajectory.json (the requested boxes) and trajectory.png
-            extra = {"trajectory": trajectories.to_dict(), "trajectory_mechanism": "guided cross-attention"}
+            mechanism = "trained box conditioning" if boxes is not None else "guided cross-attention"
+            extra = {"trajectory": trajectories.to_dict(), "trajectory_mechanism": mechanism}
         return LayeredVideo(
             full=video[FULL], background=video[BACKGROUND],
             foregrounds=[video[layout.foreground_name(k)] for k in layout.composite_order],
@@ -421,27 +429,46 @@ class LayerT2VPipeline:
         )
 
     def guided_velocity(self, latents: torch.Tensor, t: torch.Tensor, context: torch.Tensor, layout: LayerLayout,
-                        guidance: float, *, box: BoxGuidance | None = None) -> torch.Tensor:
+                        guidance: float, *, box: BoxGuidance | None = None,
+                        boxes: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """The CFG-combined velocity at step ``t``; ``context`` is (2, P, L, D) [uncond, cond] when guidance > 1.
 
         Both branches go through one batch-2 forward unless ``cfg_batch`` is off: then two batch-1 forwards, the
-        same result with half the activation memory. ``box`` (trajectory guidance) steers the conditional branch.
+        same result with half the activation memory. ``box`` (trajectory guidance) steers the conditional branch;
+        ``boxes`` (trained box conditioning: the transformer's ``boxes``/``box_given``, batch 1) conditions both, as
+        given layers do.
         """
         if guidance <= 1.0:
-            return self._velocity(latents, t, context, layout, box)
+            return self._velocity(latents, t, context, layout, box, boxes)
         if self.cfg_batch:
             both = box.with_unguided_first() if box is not None else None
-            v_uncond, v_cond = self._velocity(torch.cat([latents] * 2), t, context, layout, both).chunk(2)
+            twice = {k: torch.cat([v] * 2) for k, v in boxes.items()} if boxes is not None else None
+            v_uncond, v_cond = self._velocity(torch.cat([latents] * 2), t, context, layout, both, twice).chunk(2)
         else:
-            v_uncond = self._velocity(latents, t, context[:1], layout)
-            v_cond = self._velocity(latents, t, context[1:], layout, box)
+            v_uncond = self._velocity(latents, t, context[:1], layout, None, boxes)
+            v_cond = self._velocity(latents, t, context[1:], layout, box, boxes)
         return v_uncond + guidance * (v_cond - v_uncond)
 
-    def _velocity(self, latents: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
-                  layout: LayerLayout, box: BoxGuidance | None = None) -> torch.Tensor:
+    def _velocity(self, latents: torch.Tensor, t: torch.Tensor, context: torch.Tensor, layout: LayerLayout,
+                  box: BoxGuidance | None = None, boxes: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         t_seg = layout.segment_timesteps(t.reshape(1).float().expand(latents.shape[0]))
         kwargs = {"attention_kwargs": {"box_guidance": box}} if box is not None else {}
+        kwargs.update(boxes or {})
         return self.transformer(latents.to(self.dtype), t_seg, context, layout=layout, **kwargs).sample.float()
+
+    def box_conditioning(self, trajectories: Trajectories, layout: LayerLayout, num_frames: int, height: int,
+                         width: int) -> dict[str, torch.Tensor]:
+        """The transformer's ``boxes`` (1, K, T', H', W') on the latent grid and ``box_given`` (1, K) for a model
+        trained with box conditioning: foregrounds without a trajectory get no box."""
+        temporal, spatial = compression(self.vae.config)
+        masks = trajectories.grid_masks(num_frames, height, width, temporal, spatial)
+        shape = (num_frames - 1) // temporal + 1, height // spatial, width // spatial
+        boxes = torch.zeros(1, layout.num_foregrounds, *shape)
+        given = torch.zeros(1, layout.num_foregrounds)
+        for k, mask in masks.items():
+            boxes[0, k - 1] = torch.from_numpy(mask)
+            given[0, k - 1] = 1.0
+        return {"boxes": boxes.to(self.device), "box_given": given.to(self.device)}
 
     def box_guidance(self, trajectories: Trajectories, prompts: list[str], num_frames: int, height: int,
                      width: int) -> BoxGuidance:

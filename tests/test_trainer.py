@@ -268,13 +268,17 @@ def test_shipped_configs_validate_and_chain():
         TrainConfig.from_yaml(path)
     outputs = set()
     world = sorted((root / "world").glob("*.yaml"), key=lambda p: int(p.name.split("_")[0]))  # step order
+    script = (root.parent / "scripts" / "train_builtin.sh").read_text()
+    previous = None
     for path in world:
         cfg = TrainConfig.from_yaml(path)
-        if cfg.init is not None:
+        if cfg.init == "layert2v/weights/world" and previous:  # the built-in model as exported from the step before
+            assert f"export_builtin.py {previous}/final layert2v/weights/world" in script
+        elif cfg.init is not None:
             assert cfg.init.removesuffix("/final") in outputs, f"{path.name} starts from {cfg.init}"
         outputs.add(cfg.output_dir)
+        previous = cfg.output_dir
     # scripts/train_builtin.sh runs every world step in order and exports the last one
-    script = (root.parent / "scripts" / "train_builtin.sh").read_text()
     stages = [s for s in re.search(r"for stage in (.*?); do", script, re.S).group(1).split() if s != "\\"]
     assert stages == [p.stem for p in world]
     assert f"export_builtin.py {cfg.output_dir}/final layert2v/weights/world" in script

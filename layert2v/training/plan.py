@@ -169,15 +169,20 @@ def _parameters(cfg: TrainConfig, comps: dict, vae_cfg: dict, transformer_cfg: d
             known = {k: v for k, v in transformer_cfg.items() if not k.startswith("_")}
             if cfg.stage == "t2v":
                 model = WanTransformer3DModel(**{k: v for k, v in known.items()
-                                                 if k not in ("max_foregrounds", "layer_text_embedding")})
+                                                 if k not in ("max_foregrounds", "layer_text_embedding",
+                                                              "box_conditioning")})
             else:
                 model = LayeredWanTransformer(**{**known, "max_foregrounds": cfg.max_foregrounds,
-                                                 "layer_text_embedding": cfg.layer_text_embedding})
+                                                 "layer_text_embedding": cfg.layer_text_embedding,
+                                                 "box_conditioning": cfg.box_conditioning
+                                                 or known.get("box_conditioning", False)})
                 if cfg.lora_rank > 0:
                     model.requires_grad_(False)
                     add_transformer_lora(model, cfg.lora_rank)
                     model.layer_adaln.requires_grad_(True)
                     if model.layer_prompt_embedding is not None:
                         model.layer_prompt_embedding.requires_grad_(True)
+                    if model.box_embedding is not None:
+                        model.box_embedding.requires_grad_(True)
     params = list(model.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)

@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
@@ -28,6 +29,7 @@ from tqdm.auto import tqdm
 from ..flow import NUM_TRAIN_TIMESTEPS, LossWeights, interpolate, interpolate_clip, layered_flow_loss, sample_timesteps
 from ..latents import encode_layered
 from ..layer_weights import (
+    LAYER_MODULES,
     LoraChain,
     _load_folder_state,
     add_transformer_lora,
@@ -41,14 +43,17 @@ from ..models.transformer import LayeredWanTransformer
 from ..models.vae import (
     AlphaPath,
     alpha_reconstruction_loss,
+    compression,
     decode_unclamped,
     empty_latent,
     encode_rgb,
     init_from_scratch,
 )
 from ..pipeline import PIPELINE_FILE, PipelineConfig
+from ..trajectory import grid_mask
 from .config import TrainConfig
 from .data import Batch, ClipBatch, Clips, ClipSource, Reads, clip_batch, to_tensor
+from .variants import VariantSampler, boxes_from_alphas
 
 LAYER_WEIGHTS = "layer_weights.safetensors"
 
@@ -268,9 +273,10 @@ class LayeredRecipe(LatentRecipe):
             base_cfg = dict(LayeredWanTransformer.load_config(path))
             transformer = LayeredWanTransformer.from_config(
                 {**base_cfg, "layer_text_embedding": cfg.layer_text_embedding,
+                 "box_conditioning": cfg.box_conditioning or base_cfg.get("box_conditioning", False),
                  "max_foregrounds": base_cfg.get("max_foregrounds", 1)})  # grown below if needed
             result = transformer.load_state_dict(_load_folder_state(path), strict=False)
-            bad = [k for k in result.missing_keys if not k.startswith(("layer_adaln", "layer_prompt_embedding"))]
+            bad = [k for k in result.missing_keys if k.split(".")[0] not in LAYER_MODULES]
             if bad or result.unexpected_keys:
                 raise ValueError(f"{path} does not fit this model (missing {bad[:3]}, unexpected "
                                  f"{result.unexpected_keys[:3]})")
@@ -278,7 +284,8 @@ class LayeredRecipe(LatentRecipe):
                 self.earlier = earlier_chain(path.parent, base_fingerprint(transformer.state_dict()))
         else:
             transformer = LayeredWanTransformer(**cfg.model["transformer"], max_foregrounds=cfg.max_foregrounds,
-                                                layer_text_embedding=cfg.layer_text_embedding)
+                                                layer_text_embedding=cfg.layer_text_embedding,
+                                                box_conditioning=cfg.box_conditioning)
         transformer.extend_foregrounds(cfg.max_foregrounds)  # stage 3: new rows from fg_1/alpha_1
         self.lora_config = None
         if cfg.lora_rank > 0:
@@ -289,9 +296,12 @@ class LayeredRecipe(LatentRecipe):
             transformer.layer_adaln.requires_grad_(True)
             if transformer.layer_prompt_embedding is not None:
                 transformer.layer_prompt_embedding.requires_grad_(True)
+            if transformer.box_embedding is not None:
+                transformer.box_embedding.requires_grad_(True)
         if cfg.train.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
         self._empty_latents: dict[tuple[int, int, int], torch.Tensor] = {}
+        self.variants = VariantSampler(cfg.variants, cfg.boxes, cfg.train.seed) if cfg.variants or cfg.boxes else None
         self.transformer = transformer.train()
         return self.transformer
 
@@ -308,10 +318,17 @@ class LayeredRecipe(LatentRecipe):
         prompts = [p for i, c in zip(batch.indices, clips) for p in self.latents.prompts_of(c, i)]
         context = self.latents.encode_prompts(prompts).unflatten(0, (len(clips), layout.num_prompts))
         t, z1 = self.noise(batch.indices, tuple(z0.shape[1:]))  # one shared noise over all segments
-        t_seg = layout.segment_timesteps(t)
-        z_t = interpolate(z0, z1, t_seg, layout)
-        v = self.model(z_t, t_seg * NUM_TRAIN_TIMESTEPS, context, layout=layout).sample
         alphas = torch.stack([c.alphas for c in clips]).float().to(dev)
+        generated, box_kwargs = None, {}
+        if self.variants is not None:  # per sample: which segments are given, which foregrounds carry boxes
+            generated = torch.from_numpy(self.variants.generated(batch.indices, layout)).to(dev)
+            if self.cfg.boxes:
+                box_kwargs = self.box_inputs(batch.indices, alphas, layout)
+            t_seg = t[:, None] * generated
+        else:
+            t_seg = layout.segment_timesteps(t)
+        z_t = interpolate(z0, z1, t_seg, layout)
+        v = self.model(z_t, t_seg * NUM_TRAIN_TIMESTEPS, context, layout=layout, **box_kwargs).sample
         w = self.cfg.loss
         decode = (lambda z: self.alpha_path.decode(self.vae, z, clamp=False)) if w.lambda_mask > 0 else None
         empty = self.empty_latent(tuple(alphas.shape[2:]))
@@ -319,7 +336,19 @@ class LayeredRecipe(LatentRecipe):
             empty = torch.zeros_like(empty)
         return layered_flow_loss(v, z0, z1, z_t, t_seg, layout, alphas=alphas, decode_alpha=decode,
                                  weights=LossWeights(w.lambda_cons, w.lambda_mask, w.lambda_grad),
-                                 empty_latent=empty)
+                                 empty_latent=empty, generated=generated)
+
+    def box_inputs(self, indices: list[int], alphas: torch.Tensor, layout: LayerLayout) -> dict[str, torch.Tensor]:
+        """The transformer's ``boxes`` (each foreground's box around its true matte, on the latent grid) and
+        ``box_given`` (which foregrounds the draw gave them to) for a batch with ground-truth mattes (B, K, T, H, W)."""
+        temporal, spatial = compression(self.vae.config)
+        b, k, frames, height, width = alphas.shape
+        mattes = alphas.cpu().numpy()
+        boxes = np.stack([np.stack([grid_mask(boxes_from_alphas(mattes[i, j]), height, width, temporal, spatial)
+                                    for j in range(k)]) for i in range(b)])
+        given = [self.variants.draw(index, layout)[2] for index in indices]
+        return {"boxes": torch.from_numpy(boxes).to(alphas.device),
+                "box_given": torch.tensor(given, dtype=torch.float32, device=alphas.device)}
 
     def empty_latent(self, frames_hw: tuple[int, int, int]) -> torch.Tensor:
         """L_cons's empty layer for clips of (T, H, W) frames, encoded once per shape."""
@@ -338,7 +367,7 @@ class LayeredRecipe(LatentRecipe):
         self.transformer.save_pretrained(directory / "transformer")
         pcfg = PipelineConfig(text_encoder=cfg.text_encoder, max_sequence_length=cfg.max_sequence_length,
                               num_frames=cfg.data.frames, height=cfg.data.height, width=cfg.data.width,
-                              **cfg.pipeline)
+                              layer_index_prompts=cfg.layer_index_prompts, **cfg.pipeline)
         meta = {"format": "layert2v-pipeline", "version": 1, "config": asdict(pcfg),
                 "trained_from": cfg.init if cfg.init else None, "steps": steps}
         (directory / PIPELINE_FILE).write_text(json.dumps(meta, indent=2))
@@ -388,8 +417,13 @@ class LatentCache:
             latents = self.recipe.encode(clips, k).cpu()  # host memory: a step moves only its batch to the device
         no_alphas = torch.empty(0, dtype=torch.float16)  # stage t2v never reads them
         return [EncodedClip(latents[j:j + 1], clips.alphas[j, :, 0].half() if self.recipe.reads.alphas else no_alphas,
-                            layout.layer_prompts(p["full"], p["background"], p["foregrounds"]))
+                            self.layer_prompts(layout, p))
                 for j, p in enumerate(clips.prompts)]
+
+    def layer_prompts(self, layout: LayerLayout, prompts: dict) -> list[str]:
+        """A clip's prompts in layout order, in LayerFlow's indexed form when the config asks for it."""
+        ordered = layout.layer_prompts(prompts["full"], prompts["background"], prompts["foregrounds"])
+        return layout.indexed_prompts(ordered) if self.cfg.layer_index_prompts else ordered
 
     def fill(self, batch: int, workers: int, show: bool, mine: tuple[int, int] = (0, 1)) -> None:
         """Encode the cached clips of every foreground count, and their prompts, before the first step, ``batch``
