@@ -233,6 +233,7 @@ def regenerate(pipe: LayerT2VPipeline, source: LayeredVideo, layer: str, prompt:
     conditions = given_layers(source, keep)
     video = pipe(text, background_prompt, foreground_prompts, conditions=conditions, trajectories=trajectories,
                  seed=seed, **call_kwargs)
+    video.fps = source.fps  # the kept layers' timing
     video.metadata["given"] = {name: {"from": origin(source), "layer": name} for name in sorted(conditions)}
     video.metadata["regenerated"] = layer
     carry_sources(video, source, conditions)
