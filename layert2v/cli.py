@@ -226,13 +226,29 @@ class ModelCheck:
     size: tuple[int, int] | None  # (width, height)
     multiples: tuple[int, int] | None
     fps: float | None
+    configs: tuple[dict, dict] | None = None  # the VAE's and the transformer's config.json
+    layert2v: bool = False  # a layert2v pipeline directory (it records max_foregrounds)
+
+    def check_foregrounds(self, num_foregrounds: int) -> None:
+        """The model takes this many foregrounds, and the layered sequence fits its RoPE table."""
+        from .preflight import check_sequence_length
+
+        if self.configs is None:
+            return
+        vae, transformer = self.configs
+        supported = transformer.get("max_foregrounds", 1) if self.layert2v else None
+        if supported is not None and num_foregrounds > supported:
+            raise ValueError(f"this model supports at most {supported} foreground layer(s), got {num_foregrounds}; "
+                             "pass fewer --fg")
+        if self.frames is not None and self.size is not None:
+            check_sequence_length(num_foregrounds, self.frames, self.size[1], self.size[0], vae, transformer)
 
 
-def check_model(args: argparse.Namespace, num_foregrounds: int, frames: int | None,
-                size: tuple[int, int] | None) -> ModelCheck:
-    """Every check of the model and the clip's shape that its config files allow: nothing heavy loads."""
+def check_model(args: argparse.Namespace, frames: int | None, size: tuple[int, int] | None) -> ModelCheck:
+    """Every check of the model and the clip's shape that its config files allow: nothing heavy loads (call
+    :meth:`ModelCheck.check_foregrounds` once the foreground count is known)."""
     from .formats import PIPELINE_FILE
-    from .preflight import check_model_directory, check_sequence_length, check_video_shape, video_multiples
+    from .preflight import check_model_directory, check_video_shape, video_multiples
 
     if args.offload and args.device == "cpu":
         raise ValueError("--offload keeps the transformer in CPU memory and runs it on an accelerator; pass "
@@ -253,14 +269,9 @@ def check_model(args: argparse.Namespace, num_foregrounds: int, frames: int | No
     width, height = size or (native.get("width"), native.get("height"))
     if frames is not None or size is not None:
         check_video_shape(frames or 1, height or spatial, width or spatial, temporal, spatial)
-    supported = transformer.get("max_foregrounds", 1) if (model / PIPELINE_FILE).is_file() else None
-    if supported is not None and num_foregrounds > supported:
-        raise ValueError(f"this model supports at most {supported} foreground layer(s), got {num_foregrounds}; pass "
-                         "fewer --fg")
-    if frames is not None and height is not None and width is not None:
-        check_sequence_length(num_foregrounds, frames, height, width, vae, transformer)
     both = (width, height) if width is not None and height is not None else None
-    return ModelCheck(model, frames, both, (temporal, spatial), native.get("fps"))
+    return ModelCheck(model, frames, both, (temporal, spatial), native.get("fps"), (vae, transformer),
+                      (model / PIPELINE_FILE).is_file())
 
 
 def check_generate(args: argparse.Namespace) -> tuple[ModelCheck, str, list[str]]:
@@ -272,8 +283,9 @@ def check_generate(args: argparse.Namespace) -> tuple[ModelCheck, str, list[str]
         raise ValueError("the prompt is empty; describe the video to generate")
     check_layer_prompts(args.bg, args.fg)
     check_output_directory(args.out, args.overwrite, marker=VIDEO_MANIFEST)
+    check = check_model(args, args.frames, args.size)
     bg, fgs = derive_prompts(args.prompt, args.bg, args.fg)
-    check = check_model(args, len(fgs), args.frames, args.size)
+    check.check_foregrounds(len(fgs))
     if args.trajectory:  # checked against the clip before the model loads
         from .trajectory import Trajectories
 
@@ -450,7 +462,8 @@ def cmd_decompose(args: argparse.Namespace) -> int:
         raise ValueError("the --prompt is empty; describe the video or leave --prompt out")
     check_output_directory(args.out, args.overwrite, marker=VIDEO_MANIFEST)
     length = probe(args.video)[0]  # a file that is not a video: one line, before anything else
-    check = check_model(args, len(args.fg), args.frames, args.size)
+    check = check_model(args, args.frames, args.size)
+    check.check_foregrounds(len(args.fg))
     if check.frames is None or check.size is None or check.multiples is None:
         raise ValueError("decompose fits the video before the model loads; pass --frames and --size for this model")
     frames = check.frames if args.frames else frames_the_model_takes(length, check.multiples[0], check.frames)
@@ -485,7 +498,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if Path(args.out).absolute() == Path(args.dir).absolute():
         raise ValueError("--out is the directory being edited; write the edit to a new directory")
     size = tuple(manifest["size"])
-    check = check_model(args, manifest["num_foregrounds"], manifest["frames"], size)
+    check = check_model(args, manifest["frames"], size)
+    check.check_foregrounds(manifest["num_foregrounds"])
     trajectories = None
     if args.trajectory:
         from .trajectory import Trajectories
