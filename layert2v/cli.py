@@ -355,11 +355,9 @@ class Kept:
 
 
 def parse_keep(text: str) -> tuple[str, Path]:
-    name, sep, source = text.partition("=")
-    if not sep or not name.strip() or not source.strip():
-        raise ValueError(f"--keep takes LAYER=SOURCE (e.g. background=out/earlier or background=clip.mp4), got "
-                         f"{text!r}")
-    return name.strip(), Path(source.strip())
+    from .editing import parse_keep_name
+
+    return parse_keep_name(text), Path(text.partition("=")[2].strip())
 
 
 def check_keeps(keeps: list[str], num_foregrounds: int, check: ModelCheck) -> Kept | None:
@@ -424,10 +422,18 @@ def check_keeps(keeps: list[str], num_foregrounds: int, check: ModelCheck) -> Ke
 
 def cmd_generate(args: argparse.Namespace) -> int:
     check, bg, fgs = check_generate(args)
-    kept = check_keeps(args.keep, len(fgs), check)
     from .trajectory import Trajectories
 
     trajectories = Trajectories.load(args.trajectory) if args.trajectory else None
+    if trajectories is not None and args.keep:
+        from .editing import keepable, parse_keep_name
+
+        kept_fgs = {keepable(parse_keep_name(k), len(fgs)).index for k in args.keep}
+        steered = sorted(kept_fgs & set(trajectories.foregrounds))
+        if steered:
+            raise ValueError(f"{args.trajectory} steers foreground(s) {steered}, which --keep gives; give boxes only "
+                             "for generated foregrounds")
+    kept = check_keeps(args.keep, len(fgs), check)
     width, height = args.size if args.size else (None, None)
     if kept is not None:
         width, height = check.size

@@ -143,6 +143,15 @@ def keepable(name: str, num_foregrounds: int) -> Segment:
     return segment
 
 
+def parse_keep_name(text: str) -> str:
+    """The LAYER of a ``--keep LAYER=SOURCE`` argument; a one-line ValueError when it has no such form."""
+    name, sep, source = text.partition("=")
+    if not sep or not name.strip() or not source.strip():
+        raise ValueError(f"--keep takes LAYER=SOURCE (e.g. background=out/earlier or background=clip.mp4), got "
+                         f"{text!r}")
+    return name.strip()
+
+
 def given_layers(source: LayeredVideo, keep: Iterable[str]) -> dict[str, np.ndarray]:
     """The layers of ``source`` named in ``keep`` as ``conditions=`` for the pipeline (full, background,
     foreground_k; a foreground brings its alpha along)."""

@@ -375,3 +375,13 @@ def test_generate_keep_refuses_the_same_layer_twice_and_every_layer(saved_scene,
     err = refused(["generate", "x", "--bg", BG, "--fg", FG1, "--fg", FG2, *keeps, "--out", str(out), *FAST_CLI], out,
                   capsys)
     assert "--keep gives every layer; leave one out" in err
+
+
+def test_generate_refuses_a_trajectory_for_a_kept_foreground(saved_scene, tmp_path, capsys, no_loading):
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"format": "layert2v-trajectories", "version": 1, "foregrounds": [
+        {"foreground": 2, "keyframes": [{"frame": 0, "box": [0.1, 0.1, 0.4, 0.4]}]}]}))
+    out = tmp_path / "o"
+    err = refused(["generate", "x", "--bg", BG, "--fg", FG1, "--fg", FG2, "--keep", f"foreground_2={saved_scene}",
+                   "--trajectory", str(boxes), "--out", str(out), *FAST_CLI], out, capsys)
+    assert "steers foreground(s) [2], which --keep gives" in err
