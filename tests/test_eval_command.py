@@ -158,7 +158,7 @@ def test_report_contents_without_codecs(tmp_path, in_memory):
     assert per_video["moving"]["layers"]["recomposite_psnr"] == 100.0
     assert per_video["still"]["layers"]["recomposite_psnr"] < 40
     assert report["summary"]["layers"]["alpha_binariness"] == 1.0
-    assert report["summary"]["trajectory"] == {"miou": 1.0, "ap50": 1.0, "objects": 1, "frames": T, "videos": 1}
+    assert report["summary"]["trajectory"] == {"miou": 1.0, "hit_rate@0.5": 1.0, "objects": 1, "frames": T, "videos": 1}
     assert report["summary"]["matting"] == {"skipped": "no --gt directory given"}
     md = (tmp_path / "report/report.md").read_text()
     assert "| Dimension | FG | BG | BL |" in md
@@ -188,7 +188,7 @@ def test_end_to_end_through_saved_files(tmp_path):
     assert summary["matting"]["mattes"] == 2
     assert summary["matting"]["sad"] < 0.01
     assert summary["trajectory"]["miou"] == pytest.approx(1.0)
-    assert summary["trajectory"]["ap50"] == 1.0
+    assert summary["trajectory"]["hit_rate@0.5"] == 1.0
     assert 0.9 < summary["vbench"]["temporal_flickering"]["BL"] <= 1.0
     assert summary["layers"]["recomposite_psnr"] > 30
     assert "skipped" in summary["vbench"]["subject_consistency"]

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .suite import COLUMNS
+from .trajectory import HIT_RATE
 from .vbench import DIMENSIONS
 
 FORMAT = "layert2v-eval-report"
@@ -107,8 +108,8 @@ def markdown(report: dict[str, Any]) -> str:
     if "skipped" in tr:
         lines += [f"Skipped — {tr['skipped']}.", ""]
     else:
-        lines += _table(["mIoU ↑", "AP50 ↑", "Objects", "Requested frames"], [
-            [_fmt(tr["miou"]), _fmt(tr["ap50"]), str(tr["objects"]), str(tr["frames"])],
+        lines += _table(["mIoU ↑", "hit-rate@0.5 ↑", "Objects", "Requested frames"], [
+            [_fmt(tr["miou"]), _fmt(tr[HIT_RATE]), str(tr["objects"]), str(tr["frames"])],
         ]) + [""]
 
     lines += ["## Per video", ""]
