@@ -97,7 +97,9 @@ def markdown(report: dict[str, Any]) -> str:
         psnr = gt["psnr"]
         lines += _table(["", "FG", "BG", "BL", "Alpha"], [
             ["PSNR (dB) ↑"] + [_fmt(psnr[c], 2) for c in ("FG", "BG", "BL", "alpha")],
-        ]) + ["", f"Alpha IoU (> 0.5) ↑: {_fmt(gt['iou_alpha'])} over {gt['videos']} video(s)", ""]
+        ]) + ["", f"Alpha IoU (> 0.5) ↑: {_fmt(gt['iou_alpha'])} over {gt['videos']} video(s)", "",
+              f"Recomposite PSNR against the ground truth's full video (for a decomposition: its input) ↑: "
+              f"{_fmt(gt['recomposite_psnr'], 2)} dB", ""]
         m = summary["matting"]
         lines += _table(["SAD (/1000) ↓", "MSE (×1e3) ↓", "Grad (/1000) ↓", "Conn (/1000) ↓", "dtSSD (×1e2) ↓"], [
             [_fmt(m["sad"]), _fmt(m["mse"]), _fmt(m["grad"]), _fmt(m["conn"]), _fmt(m["dtssd"])],
