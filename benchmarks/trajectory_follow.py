@@ -25,25 +25,12 @@ import numpy as np
 import torch
 
 from layert2v.data.world import heldout_prompts, render
-from layert2v.eval.trajectory import HIT_RATE, alpha_tracks, box_from_alpha, score_object, summarise
+from layert2v.eval.trajectory import HIT_RATE, alpha_tracks, score_object, summarise
+from layert2v.eval.variants import keyframe_trajectories
 from layert2v.pipeline import LayerT2VPipeline
-from layert2v.trajectory import DEFAULT_STEPS, DEFAULT_STRENGTH, Trajectories, Trajectory
+from layert2v.trajectory import DEFAULT_STEPS, DEFAULT_STRENGTH
 
 BUILTIN = Path(__file__).resolve().parent.parent / "layert2v" / "weights" / "world"
-
-
-def requested_trajectories(alphas: list[np.ndarray], strength: float, steps: int) -> Trajectories:
-    """Every foreground's ground-truth box in every frame, as key frames in [0, 1]."""
-    trajectories = []
-    for k, alpha in enumerate(alphas, start=1):
-        _, h, w = alpha.shape
-        keys = {}
-        for t, frame in enumerate(alpha):
-            box = box_from_alpha(frame)
-            if box is not None:
-                keys[t] = (box[0] / w, box[1] / h, box[2] / w, box[3] / h)
-        trajectories.append(Trajectory(k, keys))
-    return Trajectories(tuple(trajectories), strength=strength, steps=steps)
 
 
 def score(alphas: list[np.ndarray], requested: dict[int, list]) -> list:
@@ -79,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         requested = alpha_tracks(truth.alphas)  # in pixels: what the key frames below say, in [0, 1]
         pr = spec.prompts
         for arm, strength in zip(arms, [None, *args.strength]):
-            traj = None if strength is None else requested_trajectories(truth.alphas, strength, args.steps)
+            traj = None if strength is None else keyframe_trajectories(truth.alphas, 1, strength, args.steps)
             video = pipe(pr["full"], pr["background"], list(pr["foregrounds"]), num_frames=frames, height=size,
                          width=size, seed=args.seed, progress=False, trajectories=traj)
             objects[arm] += score(video.alphas, requested)
