@@ -147,7 +147,7 @@ def test_benchmark_runs_end_to_end_on_a_tiny_model(tmp_path, tiny_pipeline, caps
     assert bench.main(["--model", str(tmp_path / "model"), "--n", "1", "--steps", "2", "--out",
                        str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
-    assert "held-out cases: seeds 0..0" in printed and "generation seed 0" in printed
+    assert "tokens): seeds 0\n" in printed and "generation seed 0" in printed
     result = json.loads((tmp_path / "out/results.json").read_text())
     rows = {(r["variant"], r["metric"]): r for r in result["rows"]}
     assert len(rows) == 16
