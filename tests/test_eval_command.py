@@ -232,3 +232,23 @@ def test_end_to_end_through_saved_files(tmp_path):
     assert run_eval(args(runs / "first", out=out)) == 0
     assert json.loads((out / "report.json").read_text())["videos"] == ["first"]
     assert [p.name for p in out.parent.iterdir()] == ["ours"]
+
+
+def test_a_pipeline_decomposition_with_trajectories_is_scored_from_its_directory(tmp_path, tiny_pipeline):
+    """The real path: a decomposition generated with trajectories, saved, then `eval --gt` on its directory."""
+    pytest.importorskip("av")
+    from helpers import toy_clip
+
+    from layert2v.eval.variants import keyframe_trajectories
+
+    truth = toy_clip(3, num_foregrounds=1, frames=5, size=32)
+    truth.save(tmp_path / "gt/clip")
+    video = tiny_pipeline("toy", "a gradient", ["a square"], conditions={"full": truth.full},
+                          trajectories=keyframe_trajectories(truth.alphas, every=2), progress=False)
+    video.save(tmp_path / "runs/clip")
+    assert run_eval(args(tmp_path / "runs/clip", out=tmp_path / "report", gt=tmp_path / "gt")) == 0
+    summary = json.loads((tmp_path / "report/report.json").read_text())["summary"]
+    assert 0.0 <= summary["gt_layers"]["iou_alpha"] <= 1.0
+    assert summary["gt_layers"]["recomposite_psnr"] > 0 and summary["matting"]["mattes"] == 1
+    assert summary["trajectory"]["objects"] == 1 and summary["trajectory"]["frames"] == 5
+    assert 0.0 <= summary["trajectory"]["hit_rate@0.5"] <= 1.0
