@@ -7,7 +7,7 @@ trajectories, and with them (guided cross-attention, :mod:`layert2v.models.guida
 generated box is the tight box around alpha > 0.5 and the scores are ``layert2v eval``'s (``eval/trajectory.py``):
 
 * mIoU: mean over (case, object) of the volumetric IoU (summed intersections / summed unions over frames);
-* AP50: the share of all requested frames whose generated box has IoU >= 0.5 (a frame hit-rate, pooled over frames).
+* hit-rate@0.5: the share of all requested frames whose generated box has IoU >= 0.5 (pooled over frames).
 
     python benchmarks/trajectory_follow.py                       # 3 cases, strength 2, 10 guided steps
     python benchmarks/trajectory_follow.py --n 12 --strength 1 2 4 --steps 10 --out results/trajectory.json
@@ -25,25 +25,12 @@ import numpy as np
 import torch
 
 from layert2v.data.world import heldout_prompts, render
-from layert2v.eval.trajectory import alpha_tracks, box_from_alpha, score_object, summarise
+from layert2v.eval.trajectory import HIT_RATE, alpha_tracks, score_object, summarise
+from layert2v.eval.variants import keyframe_trajectories
 from layert2v.pipeline import LayerT2VPipeline
-from layert2v.trajectory import DEFAULT_STEPS, DEFAULT_STRENGTH, Trajectories, Trajectory
+from layert2v.trajectory import DEFAULT_STEPS, DEFAULT_STRENGTH
 
 BUILTIN = Path(__file__).resolve().parent.parent / "layert2v" / "weights" / "world"
-
-
-def requested_trajectories(alphas: list[np.ndarray], strength: float, steps: int) -> Trajectories:
-    """Every foreground's ground-truth box in every frame, as key frames in [0, 1]."""
-    trajectories = []
-    for k, alpha in enumerate(alphas, start=1):
-        _, h, w = alpha.shape
-        keys = {}
-        for t, frame in enumerate(alpha):
-            box = box_from_alpha(frame)
-            if box is not None:
-                keys[t] = (box[0] / w, box[1] / h, box[2] / w, box[3] / h)
-        trajectories.append(Trajectory(k, keys))
-    return Trajectories(tuple(trajectories), strength=strength, steps=steps)
 
 
 def score(alphas: list[np.ndarray], requested: dict[int, list]) -> list:
@@ -79,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         requested = alpha_tracks(truth.alphas)  # in pixels: what the key frames below say, in [0, 1]
         pr = spec.prompts
         for arm, strength in zip(arms, [None, *args.strength]):
-            traj = None if strength is None else requested_trajectories(truth.alphas, strength, args.steps)
+            traj = None if strength is None else keyframe_trajectories(truth.alphas, 1, strength, args.steps)
             video = pipe(pr["full"], pr["background"], list(pr["foregrounds"]), num_frames=frames, height=size,
                          width=size, seed=args.seed, progress=False, trajectories=traj)
             objects[arm] += score(video.alphas, requested)
@@ -88,10 +75,10 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
 
     rows = {a: summarise(objects[a]) for a in arms}
-    print("\n| guidance | mIoU | AP50 | objects | frames |\n|---|---|---|---|---|")
+    print("\n| guidance | mIoU | hit-rate@0.5 | objects | frames |\n|---|---|---|---|---|")
     for a, r in rows.items():
-        print(f"| {a} | {r['miou']:.3f} | {r['ap50']:.3f} | {r['objects']} | {r['frames']} |")
-    print("mIoU: mean volumetric IoU per object; AP50: share of requested frames with box IoU >= 0.5 "
+        print(f"| {a} | {r['miou']:.3f} | {r[HIT_RATE]:.3f} | {r['objects']} | {r['frames']} |")
+    print("mIoU: mean volumetric IoU per object; hit-rate@0.5: share of requested frames with box IoU >= 0.5 "
           "(eval/trajectory.py)")
     if args.out:
         out = Path(args.out)

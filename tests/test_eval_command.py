@@ -104,6 +104,39 @@ def test_gt_with_another_layer_count_or_length_is_an_error(tmp_path, in_memory):
     assert not (tmp_path / "report").exists()
 
 
+def test_a_decomposition_is_scored_against_its_ground_truth_by_hand(tmp_path, in_memory):
+    """A decomposition whose square sits 2 px right of the truth and whose background is 0.1 too bright.
+
+    Per frame the 4x4 squares share 8 of 24 pixels (alpha IoU 1/3); 8 pixels are predicted only, 8 missed.
+    The full segment is the input itself, so only the layers' composite shows the error.
+    """
+    fake_saved(tmp_path / "runs/v")
+    fake_saved(tmp_path / "gt/v")
+    truth, video = moving_square(), moving_square(offset=2)
+    video.background = video.background + 0.1
+    video.full = truth.full.copy()
+    in_memory["runs", "v"], in_memory["gt", "v"] = video, truth
+    requested = [[2 + t, 2, 6 + t, 6] for t in range(T)]  # the true square's boxes
+    (tmp_path / "runs/v/trajectory.json").write_text(json.dumps({"objects": [{"boxes": requested}]}))
+    assert run_eval(args(tmp_path / "runs/v", out=tmp_path / "report", gt=tmp_path / "gt")) == 0
+
+    summary = json.loads((tmp_path / "report/report.json").read_text())["summary"]
+    gt = summary["gt_layers"]
+    assert gt["iou_alpha"] == pytest.approx(1 / 3)
+    assert gt["psnr"]["BG"] == pytest.approx(20.0)
+    assert gt["psnr"]["BL"] == 100.0
+    # composite vs input: 232 pixels off by 0.1, 8 by 0.9 - 0.25, 8 by 0.9 - 0.35
+    mse = (232 * 0.1**2 + 8 * 0.65**2 + 8 * 0.55**2) / (H * W)
+    assert gt["recomposite_psnr"] == pytest.approx(-10 * np.log10(mse), abs=1e-4)
+    assert summary["matting"]["sad"] == pytest.approx(16 / 1000)  # 16 wrong pixels per frame, fully wrong
+    assert summary["matting"]["mse"] == pytest.approx(16 / (H * W) * 1e3)
+    # boxes: 2 of 6 columns shared -> IoU 8 / 24 in every frame: below 0.5, so no frame is a hit
+    assert summary["trajectory"]["miou"] == pytest.approx(1 / 3)
+    assert summary["trajectory"]["hit_rate@0.5"] == 0.0
+    md = (tmp_path / "report/report.md").read_text()
+    assert "hit-rate@0.5" in md and "Recomposite PSNR against the ground truth's full video" in md
+
+
 def test_mismatches_visible_in_the_manifests_fail_before_any_decoding(tmp_path, in_memory):
     # in_memory is empty: decoding anything would raise KeyError
     for name, frames, k in [("runs/v", 5, 1), ("gt/v", 5, 2)]:
@@ -158,7 +191,7 @@ def test_report_contents_without_codecs(tmp_path, in_memory):
     assert per_video["moving"]["layers"]["recomposite_psnr"] == 100.0
     assert per_video["still"]["layers"]["recomposite_psnr"] < 40
     assert report["summary"]["layers"]["alpha_binariness"] == 1.0
-    assert report["summary"]["trajectory"] == {"miou": 1.0, "ap50": 1.0, "objects": 1, "frames": T, "videos": 1}
+    assert report["summary"]["trajectory"] == {"miou": 1.0, "hit_rate@0.5": 1.0, "objects": 1, "frames": T, "videos": 1}
     assert report["summary"]["matting"] == {"skipped": "no --gt directory given"}
     md = (tmp_path / "report/report.md").read_text()
     assert "| Dimension | FG | BG | BL |" in md
@@ -188,7 +221,7 @@ def test_end_to_end_through_saved_files(tmp_path):
     assert summary["matting"]["mattes"] == 2
     assert summary["matting"]["sad"] < 0.01
     assert summary["trajectory"]["miou"] == pytest.approx(1.0)
-    assert summary["trajectory"]["ap50"] == 1.0
+    assert summary["trajectory"]["hit_rate@0.5"] == 1.0
     assert 0.9 < summary["vbench"]["temporal_flickering"]["BL"] <= 1.0
     assert summary["layers"]["recomposite_psnr"] > 30
     assert "skipped" in summary["vbench"]["subject_consistency"]
@@ -199,3 +232,23 @@ def test_end_to_end_through_saved_files(tmp_path):
     assert run_eval(args(runs / "first", out=out)) == 0
     assert json.loads((out / "report.json").read_text())["videos"] == ["first"]
     assert [p.name for p in out.parent.iterdir()] == ["ours"]
+
+
+def test_a_pipeline_decomposition_with_trajectories_is_scored_from_its_directory(tmp_path, tiny_pipeline):
+    """The real path: a decomposition generated with trajectories, saved, then `eval --gt` on its directory."""
+    pytest.importorskip("av")
+    from helpers import toy_clip
+
+    from layert2v.eval.variants import keyframe_trajectories
+
+    truth = toy_clip(3, num_foregrounds=1, frames=5, size=32)
+    truth.save(tmp_path / "gt/clip")
+    video = tiny_pipeline("toy", "a gradient", ["a square"], conditions={"full": truth.full},
+                          trajectories=keyframe_trajectories(truth.alphas, every=2), progress=False)
+    video.save(tmp_path / "runs/clip")
+    assert run_eval(args(tmp_path / "runs/clip", out=tmp_path / "report", gt=tmp_path / "gt")) == 0
+    summary = json.loads((tmp_path / "report/report.json").read_text())["summary"]
+    assert 0.0 <= summary["gt_layers"]["iou_alpha"] <= 1.0
+    assert summary["gt_layers"]["recomposite_psnr"] > 0 and summary["matting"]["mattes"] == 1
+    assert summary["trajectory"]["objects"] == 1 and summary["trajectory"]["frames"] == 5
+    assert 0.0 <= summary["trajectory"]["hit_rate@0.5"] <= 1.0

@@ -72,8 +72,20 @@ def test_iou_by_hand():
 def test_gt_metrics_of_a_perfect_prediction():
     video = make([np.ones((2, 2, 2)) * 0.7])
     out = layers.gt_layer_metrics(video, video)
-    assert out == {"psnr_full": 100.0, "psnr_background": 100.0, "psnr_foreground_1": 100.0,
-                   "psnr_alpha_1": 100.0, "iou_alpha_1": 1.0}
+    assert out == {"psnr_full": 100.0, "psnr_background": 100.0, "psnr_recomposite": 100.0,
+                   "psnr_foreground_1": 100.0, "psnr_alpha_1": 100.0, "iou_alpha_1": 1.0}
+
+
+def test_recomposite_against_ground_truth_uses_the_layers_not_the_full_segment():
+    # a decomposition whose full segment is the input exactly, but whose layers add up to 0.1 off it:
+    # psnr_full is perfect, psnr_recomposite is 20 dB (MSE 0.01)
+    truth = make([np.ones((2, 2, 2)) * 0.5])
+    video = make([np.ones((2, 2, 2)) * 0.5], bg=np.full((2, 2, 2, 3), 0.4, np.float32))
+    video.full = truth.full.copy()
+    out = layers.gt_layer_metrics(video, truth)
+    assert out["psnr_full"] == 100.0
+    assert out["psnr_recomposite"] == pytest.approx(20.0)  # composite 0.5*0.8 + 0.5*0.4 = 0.6 vs 0.5
+    assert out["psnr_background"] == pytest.approx(-10 * np.log10(0.04))  # 0.4 vs 0.2
 
 
 def test_gt_must_match_in_shape_and_layer_count():

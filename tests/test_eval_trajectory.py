@@ -1,4 +1,4 @@
-"""Trajectory metrics (volumetric IoU, mIoU, AP50) on boxes whose overlaps are counted by hand."""
+"""Trajectory metrics (volumetric IoU, mIoU, hit-rate@0.5) on boxes whose overlaps are counted by hand."""
 
 import numpy as np
 import pytest
@@ -23,7 +23,7 @@ def test_box_iou_by_hand():
 def test_volumetric_iou_and_hits_by_hand():
     # frame 1: identical 2x2 boxes (inter 4, union 4); frame 2: one-pixel overlap (inter 1, union 7);
     # frame 3: nothing requested but a 1x1 box predicted (inter 0, union 1) -> vIoU = 5 / 12.
-    # AP50 counts only frames with a requested box: IoU 1 (hit) and 1/7 (miss).
+    # hit-rate@0.5 counts only frames with a requested box: IoU 1 (hit) and 1/7 (miss).
     requested = [(0, 0, 2, 2), (0, 0, 2, 2), None]
     predicted = [(0, 0, 2, 2), (1, 1, 3, 3), (0, 0, 1, 1)]
     score = tr.score_object(predicted, requested, foreground=1)
@@ -31,18 +31,18 @@ def test_volumetric_iou_and_hits_by_hand():
     assert (score.frames, score.hits) == (2, 1)
 
 
-def test_miou_and_ap50_pool_objects_and_frames():
+def test_miou_and_hit_rate_pool_objects_and_frames():
     first = tr.score_object([(0, 0, 2, 2), (1, 1, 3, 3), (0, 0, 1, 1)], [(0, 0, 2, 2), (0, 0, 2, 2), None], 1)
     second = tr.score_object([(0, 0, 1, 1)] * 3, [(0, 0, 1, 1)] * 3, 2)
     out = tr.summarise([first, second])
     assert out["miou"] == pytest.approx((5 / 12 + 1) / 2)
-    assert out["ap50"] == pytest.approx((1 + 3) / (2 + 3))  # frame-weighted, not object-averaged
+    assert out["hit_rate@0.5"] == pytest.approx((1 + 3) / (2 + 3))  # frame-weighted, not object-averaged
     assert (out["objects"], out["frames"]) == (2, 5)
 
 
 def test_an_object_that_never_appears_anywhere_has_no_viou():
     assert tr.score_object([None, None], [None, None], 1).viou is None
-    assert tr.summarise([]) == {"miou": None, "ap50": None, "objects": 0, "frames": 0}
+    assert tr.summarise([]) == {"miou": None, "hit_rate@0.5": None, "objects": 0, "frames": 0}
 
 
 def test_parse_trajectory_accepts_the_documented_format():

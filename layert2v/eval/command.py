@@ -33,7 +33,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                              "is replaced")
     parser.add_argument("--gt", metavar="DIR",
                         help="ground-truth layered videos saved the same way, matched by directory name (or by "
-                             "order when no name matches): enables matting and per-layer metrics")
+                             "order when no name matches): enables alpha IoU, matting, per-layer PSNR and the "
+                             "recomposite PSNR against the ground truth's full video (a decomposition's input)")
     parser.add_argument("--weights", metavar="DIR",
                         help="local backbone weights for the model-based VBench dimensions (layout in "
                              "docs/EVALUATION.md); without it those dimensions are reported as skipped")

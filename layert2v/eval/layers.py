@@ -90,8 +90,14 @@ def check_matches(video: LayeredVideo, gt: LayeredVideo, name: str) -> None:
 
 
 def gt_layer_metrics(video: LayeredVideo, gt: LayeredVideo) -> dict[str, float]:
-    """Per-layer PSNR (foregrounds premultiplied: their colour outside the matte is arbitrary) and alpha IoU."""
-    out = {"psnr_full": psnr(video.full, gt.full), "psnr_background": psnr(video.background, gt.background)}
+    """Per-layer PSNR (foregrounds premultiplied: their colour outside the matte is arbitrary) and alpha IoU.
+
+    ``psnr_recomposite`` compares the composite of the video's own layers with the ground truth's full video: for a
+    decomposition, whose ground-truth full video is its input, it says whether the layers add back up to the input
+    (``psnr_full`` only says whether the video's full segment does).
+    """
+    out = {"psnr_full": psnr(video.full, gt.full), "psnr_background": psnr(video.background, gt.background),
+           "psnr_recomposite": psnr(video.composite(), gt.full)}
     for k in range(1, video.num_foregrounds + 1):
         out[f"psnr_foreground_{k}"] = psnr(video.premultiplied(k), gt.premultiplied(k))
         out[f"psnr_alpha_{k}"] = psnr(video.alphas[k - 1], gt.alphas[k - 1])

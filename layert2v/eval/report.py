@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .suite import COLUMNS
+from .trajectory import HIT_RATE
 from .vbench import DIMENSIONS
 
 FORMAT = "layert2v-eval-report"
@@ -96,7 +97,9 @@ def markdown(report: dict[str, Any]) -> str:
         psnr = gt["psnr"]
         lines += _table(["", "FG", "BG", "BL", "Alpha"], [
             ["PSNR (dB) ↑"] + [_fmt(psnr[c], 2) for c in ("FG", "BG", "BL", "alpha")],
-        ]) + ["", f"Alpha IoU (> 0.5) ↑: {_fmt(gt['iou_alpha'])} over {gt['videos']} video(s)", ""]
+        ]) + ["", f"Alpha IoU (> 0.5) ↑: {_fmt(gt['iou_alpha'])} over {gt['videos']} video(s)", "",
+              f"Recomposite PSNR against the ground truth's full video (for a decomposition: its input) ↑: "
+              f"{_fmt(gt['recomposite_psnr'], 2)} dB", ""]
         m = summary["matting"]
         lines += _table(["SAD (/1000) ↓", "MSE (×1e3) ↓", "Grad (/1000) ↓", "Conn (/1000) ↓", "dtSSD (×1e2) ↓"], [
             [_fmt(m["sad"]), _fmt(m["mse"]), _fmt(m["grad"]), _fmt(m["conn"]), _fmt(m["dtssd"])],
@@ -107,8 +110,8 @@ def markdown(report: dict[str, Any]) -> str:
     if "skipped" in tr:
         lines += [f"Skipped — {tr['skipped']}.", ""]
     else:
-        lines += _table(["mIoU ↑", "AP50 ↑", "Objects", "Requested frames"], [
-            [_fmt(tr["miou"]), _fmt(tr["ap50"]), str(tr["objects"]), str(tr["frames"])],
+        lines += _table(["mIoU ↑", "hit-rate@0.5 ↑", "Objects", "Requested frames"], [
+            [_fmt(tr["miou"]), _fmt(tr[HIT_RATE]), str(tr["objects"]), str(tr["frames"])],
         ]) + [""]
 
     lines += ["## Per video", ""]

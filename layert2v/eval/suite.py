@@ -159,6 +159,7 @@ def pool(per_video: list[dict[str, Any]], skipped: dict[str, str]) -> dict[str, 
         summary["gt_layers"] = {
             "psnr": {"FG": gt_mean("psnr_foreground_"), "BG": gt_mean("psnr_background"), "BL": gt_mean("psnr_full"),
                      "alpha": gt_mean("psnr_alpha_")},
+            "recomposite_psnr": gt_mean("psnr_recomposite"),
             "iou_alpha": gt_mean("iou_alpha_"),
             "videos": len(with_gt),
         }

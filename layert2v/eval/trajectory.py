@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 Box = tuple[float, float, float, float]
-AP_IOU = 0.5
+HIT_IOU = 0.5  # a frame is a hit when its box IoU reaches this
+HIT_RATE = "hit_rate@0.5"  # the summary key: share of requested frames that are hits
 
 
 def box_from_alpha(alpha: np.ndarray, threshold: float = 0.5) -> Box | None:
@@ -48,12 +49,12 @@ def box_iou(a: Box | None, b: Box | None) -> float:
 
 @dataclass
 class ObjectScore:
-    """One object in one video: volumetric IoU and the per-frame hits that AP50 pools."""
+    """One object in one video: volumetric IoU and the per-frame hits that hit-rate@0.5 pools."""
 
     foreground: int
     viou: float | None  # sum of intersections / sum of unions; None if both tracks are empty throughout
     frames: int  # frames with a requested box
-    hits: int  # of those, frames with IoU >= 0.5
+    hits: int  # of those, frames with IoU >= HIT_IOU
     ious: list[float]
 
 
@@ -68,18 +69,22 @@ def score_object(predicted: list[Box | None], requested: list[Box | None], foreg
         foreground=foreground,
         viou=inter / union if union > 0 else None,
         frames=len(ious),
-        hits=sum(v >= AP_IOU for v in ious),
+        hits=sum(v >= HIT_IOU for v in ious),
         ious=ious,
     )
 
 
 def summarise(scores: list[ObjectScore]) -> dict[str, float | int | None]:
-    """mIoU = mean volumetric IoU over (video, object) pairs; AP50 = share of all requested frames hit."""
+    """mIoU = mean volumetric IoU over (video, object) pairs; hit-rate@0.5 = share of all requested frames hit.
+
+    The hit-rate is not an average precision: generated mattes carry no confidence to rank, so there is no
+    precision-recall curve. LayerT2V v1 reports "AP50" without defining its protocol; this is not that number.
+    """
     vious = [s.viou for s in scores if s.viou is not None]
     frames = sum(s.frames for s in scores)
     return {
         "miou": float(np.mean(vious)) if vious else None,
-        "ap50": sum(s.hits for s in scores) / frames if frames else None,
+        HIT_RATE: sum(s.hits for s in scores) / frames if frames else None,
         "objects": len(scores),
         "frames": frames,
     }
