@@ -6,6 +6,7 @@ Skipped only when Playwright or a chromium executable is missing (.ci/run instal
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -310,3 +311,125 @@ def test_a_second_generation_waits_in_the_queue(browser, app):
         jobs._pipe = real
     for pg in pages:
         pg.context.close()
+
+
+# ------------------------------------------------------------------ trajectories
+def drag(page, selector: str, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """Press, move in steps and release the mouse from one point to another, given as fractions of the element's
+    box (outside [0, 1] is outside the element)."""
+    box = page.locator(selector).bounding_box()
+    x0, y0 = box["x"] + start[0] * box["width"], box["y"] + start[1] * box["height"]
+    x1, y1 = box["x"] + end[0] * box["width"], box["y"] + end[1] * box["height"]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x1, y1, steps=5)
+    page.mouse.up()
+
+
+def set_trajectory_frame(page, frame: int) -> None:
+    page.fill("#traj-frame", str(frame))
+    page.dispatch_event("#traj-frame", "input")
+
+
+def wait_trajectory(page, state: str) -> None:
+    page.wait_for_function("(s) => document.querySelector('#traj-canvas').dataset.state === s", arg=state)
+
+
+def new_run(page, before: str | None) -> str:
+    """Wait until the Layers panel shows a run other than `before`; its id."""
+    page.wait_for_function("(b) => { const v = document.querySelector('#layer-views');"
+                           " return v.dataset.run && v.dataset.run !== b; }", arg=before or "", timeout=180_000)
+    return page.get_attribute("#layer-views", "data-run")
+
+
+def test_a_drawn_box_path_is_sent_stored_and_drawn_over_the_result(page, app):
+    from layert2v.trajectory import Trajectories
+
+    page.click("#tabs button[data-tab=generate]")
+    page.fill("#prompt", PROMPT)
+    page.fill("#steps", "2")
+    page.fill("#frames", "3")
+    page.fill("#guidance", "1")
+    before = page.get_attribute("#layer-views", "data-run")
+    page.click("#tabs button[data-tab=trajectories]")
+    assert page.locator("#traj-fg option").count() == 3  # blank rows: up to the model's maximum
+    page.select_option("#traj-fg", "1")
+    set_trajectory_frame(page, 0)
+    drag(page, "#traj-canvas", (0.10, 0.20), (0.40, 0.60))
+    wait_trajectory(page, "ready")
+    set_trajectory_frame(page, 2)
+    drag(page, "#traj-canvas", (0.90, 0.70), (0.55, 0.30))  # dragged up-left: the same box as down-right
+    wait_trajectory(page, "ready")
+
+    doc = page.evaluate("trajDocument()")
+    traj = Trajectories.from_dict(doc)
+    (keys,) = [t.keyframes for t in traj.trajectories]
+    assert [f for f, _ in keys] == [0, 2]
+    step = 1 / 384 + 1e-4  # one canvas pixel
+    assert np.allclose(keys[0][1], (0.10, 0.20, 0.40, 0.60), atol=step)
+    assert np.allclose(keys[1][1], (0.55, 0.30, 0.90, 0.70), atol=step)
+    shown = page.evaluate("traj.boxes")  # the path the page draws: layert2v.trajectory's interpolation
+    assert np.allclose(shown["1"], traj.boxes(3)[1], atol=1e-6)
+    assert np.allclose(shown["1"][1], np.add(keys[0][1], keys[1][1]) / 2, atol=1e-6)  # halfway at frame 1
+    assert [li.split(":")[0] for li in page.locator("#traj-keys li").all_inner_texts()] == [
+        "foreground 1, frame 0", "foreground 1, frame 2"]
+    drawn = canvas_pixels(page, "#traj-canvas")[..., :3]  # the key frame box of frame 2 is outlined in red
+    x0, y0, x1, _ = (np.array(keys[1][1]) * 384).astype(int)
+    assert np.abs(drawn[int(keys[1][1][1] * 384), (x0 + x1) // 2] - [1, 64 / 255, 64 / 255]).max() < 0.02
+
+    with page.expect_request("**/api/generate") as sent:
+        page.click("#traj-generate")
+    assert sent.value.post_data_json["trajectories"] == doc
+    run_id = new_run(page, before)
+    run = page.request.get(f"{app.url}/api/runs/{run_id}").json()
+    run_dir = Path(run["path"])
+    saved = LayeredVideo.load(run_dir)
+    assert saved.metadata["trajectory"] == doc  # what the page sent is what the pipeline got
+    requested = json.loads((run_dir / "trajectory.json").read_text())
+    assert requested == traj.requested_document(3, 64, 64)
+    assert {"trajectory.json", "trajectory.png"} <= set(run["files"])
+
+    # the result shows the requested boxes: drawn over the playing video, frame by frame, and trajectory.png
+    page.wait_for_function("() => document.querySelector('#traj-sheet').naturalWidth > 0")
+    sheet = Image.open(run_dir / "trajectory.png")
+    assert page.eval_on_selector("#traj-sheet", "i => [i.naturalWidth, i.naturalHeight]") == list(sheet.size)
+    for frame in range(3):
+        show_frame(page, frame)
+        over = canvas_pixels(page, "canvas[data-layer=boxes]")[..., :3]
+        plain = canvas_pixels(page, "canvas[data-layer=full]")[..., :3]
+        b = np.rint(traj.boxes(3)[1][frame] * 64).astype(int)  # x0, y0, x1, y1 in pixels
+        edge = np.zeros((64, 64), bool)
+        edge[b[1], b[0]:b[2]] = edge[b[3] - 1, b[0]:b[2]] = True
+        edge[b[1]:b[3], b[0]] = edge[b[1]:b[3], b[2] - 1] = True
+        assert np.abs(over[edge] - [1, 64 / 255, 64 / 255]).max() < 0.01, frame  # foreground 1's colour
+        assert np.abs(over[~edge] - plain[~edge]).max() < 0.01, frame  # and nothing else drawn
+
+
+def test_a_bad_box_shows_its_message_and_is_not_generated(page, app):
+    page.click("#tabs button[data-tab=generate]")
+    page.fill("#prompt", PROMPT)
+    page.fill("#frames", "3")
+    page.click("#tabs button[data-tab=trajectories]")
+    set_trajectory_frame(page, 1)
+    drag(page, "#traj-canvas", (0.5, 0.5), (0.5, 0.5))  # a click: a box of zero size
+    wait_trajectory(page, "error")
+    assert "foreground 1 frame 1" in message(page) and "needs x0 < x1" in message(page)
+    runs = sorted((app.root / "runs").iterdir()) if (app.root / "runs").exists() else []
+    page.click("#traj-generate")  # refused by the server as well, before anything is queued
+    page.wait_for_function("() => document.querySelector('#message').textContent.includes('needs x0 < x1')")
+    assert (sorted((app.root / "runs").iterdir()) if (app.root / "runs").exists() else []) == runs
+
+    page.click("#tabs button[data-tab=trajectories]")
+    page.click("#traj-keys li[data-frame='1'] .remove-key")
+    wait_trajectory(page, "empty")
+    drag(page, "#traj-canvas", (0.6, 0.3), (1.3, 0.6))  # out past the right edge
+    wait_trajectory(page, "error")
+    assert "leaves the frame" in message(page)
+    set_trajectory_frame(page, 7)  # a key frame past the clip's 3 frames
+    page.click("#traj-clear")
+    drag(page, "#traj-canvas", (0.2, 0.2), (0.4, 0.4))
+    wait_trajectory(page, "error")
+    assert "past the clip's last frame 2" in message(page)
+    page.click("#traj-clear-all")
+    wait_trajectory(page, "empty")
+    assert page.evaluate("trajDocument()") is None
