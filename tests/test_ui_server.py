@@ -249,3 +249,142 @@ def test_started_app_says_where_it_listens(tmp_path):
     static = Path(__file__).parents[1] / "layert2v" / "ui" / "static"
     for file in static.iterdir():  # everything the page needs comes from this server: nothing from a CDN
         assert "://" not in file.read_text() and '"//' not in file.read_text(), file
+
+
+def post_json(server, path: str, body) -> tuple[int, dict]:
+    status, data = request(server, "POST", path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    return status, json.loads(data)
+
+
+def test_drawn_trajectories_are_interpolated_and_checked_by_the_library(server):
+    from layert2v.trajectory import Trajectories
+
+    doc = json.loads((Path(__file__).parents[1] / "docs" / "examples" / "two_crossing.json").read_text())
+    status, data = post_json(server, "/api/trajectory", {"trajectories": doc, "frames": 9, "foregrounds": 2})
+    assert status == 200
+    expected = Trajectories.from_dict(doc).boxes(9)
+    assert sorted(data["boxes"]) == ["1", "2"]
+    for k in (1, 2):
+        np.testing.assert_allclose(data["boxes"][str(k)], expected[k], atol=1e-6)
+
+    def refused(trajectories, frames=9, foregrounds=2):
+        status, data = post_json(server, "/api/trajectory", {"trajectories": trajectories, "frames": frames,
+                                                             "foregrounds": foregrounds})
+        assert status == 400
+        return data["error"]
+
+    def with_box(box, frame=0):
+        return {"format": "layert2v-trajectories", "version": 1,
+                "foregrounds": [{"foreground": 1, "keyframes": [{"frame": frame, "box": box}]}]}
+
+    assert "needs x0 < x1" in refused(with_box([0.5, 0.2, 0.5, 0.4]))
+    assert "leaves the frame" in refused(with_box([0.5, 0.2, 1.2, 0.4]))
+    assert "past the clip's last frame 8" in refused(with_box([0.1, 0.1, 0.2, 0.2], frame=9))
+    assert "there are 1 foreground prompt(s); add a foreground row" in refused(doc, foregrounds=1)
+    assert "expected a JSON object" in refused({"keyframes": []})
+    assert "frames must be a whole number" in refused(doc, frames="nine")
+
+
+def test_generation_with_a_bad_trajectory_is_refused_before_it_queues(server):
+    bad = {"format": "layert2v-trajectories", "version": 1,
+           "foregrounds": [{"foreground": 1, "keyframes": [{"frame": 0, "box": [0.3, 0.3, 0.3, 0.6]}]}]}
+    status, data = post_json(server, "/api/generate", {"prompt": "a red circle over a blue sky", "frames": 3,
+                                                       "trajectories": bad})
+    assert status == 400 and data["error"].startswith("trajectory: foreground 1 frame 0: box")
+    bad["foregrounds"][0]["keyframes"][0] = {"frame": 0, "box": [0.1, 0.1, 0.5, 0.5]}
+    bad["foregrounds"][0]["foreground"] = 2
+    status, data = post_json(server, "/api/generate", {"prompt": "a red circle over a blue sky", "frames": 3,
+                                                       "trajectories": bad})
+    assert status == 400 and "names foreground 2 but there are 1 foreground prompt(s)" in data["error"]
+    assert not (server["root"] / "runs").exists() or not any((server["root"] / "runs").iterdir())
+
+
+def multipart(fields: dict[str, str], file: tuple[str, bytes] | None) -> tuple[bytes, dict]:
+    boundary = "----layert2vtest"
+    parts = [f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n".encode()
+             for k, v in fields.items()]
+    if file is not None:
+        parts.append((f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file[0]}\"\r\n"
+                      "Content-Type: application/octet-stream\r\n\r\n").encode() + file[1] + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_decompose_requests_are_checked_before_they_queue(server):
+    import tempfile
+
+    def decompose(fields, file):
+        status, data = request(server, "POST", "/api/decompose", *multipart(fields, file))
+        return status, json.loads(data)["error"]
+
+    layers = {"background": "a gradient", "foregrounds": json.dumps(["a square"])}
+    png = io.BytesIO()
+    Image.new("RGB", (20, 10), (10, 200, 30)).save(png, format="PNG")
+    leftovers = set(Path(tempfile.gettempdir()).glob("layert2v-ui-decompose-*"))
+    status, error = decompose(layers, None)
+    assert status == 400 and "no video" in error
+    status, error = decompose(layers, ("clip.mp4", b"RIFF" + bytes(300)))
+    assert status == 400 and "neither an image nor a video" in error
+    status, error = decompose(layers, ("still.png", png.getvalue()))
+    assert status == 400 and "still image; decompose takes a video" in error
+    status, error = decompose(layers, ("big.mp4", bytes(5000)))
+    assert status == 413 and "limit" in error
+    status, error = decompose({**layers, "background": " "}, ("still.png", png.getvalue()))
+    assert status == 400 and "background prompt is empty" in error
+    status, error = decompose({**layers, "foregrounds": "[]"}, ("still.png", png.getvalue()))
+    assert status == 400 and "no foreground prompts" in error
+    four = json.dumps(["a", "b", "c", "d"])
+    status, error = decompose({**layers, "foregrounds": four}, ("still.png", png.getvalue()))
+    assert status == 400 and "at most 3" in error
+    status, error = decompose({**layers, "steps": "0"}, ("still.png", png.getvalue()))
+    assert status == 400 and "steps must be between 1" in error
+    assert set(Path(tempfile.gettempdir()).glob("layert2v-ui-decompose-*")) == leftovers  # nothing written
+    assert not (server["root"] / "runs").exists() or not any((server["root"] / "runs").iterdir())
+
+
+def test_regenerate_requests_are_checked_before_they_queue(server):
+    run = server["ids"]["toy"]
+    status, data = post_json(server, f"/api/runs/{run}/regenerate", {"layer": "foreground_3", "prompt": "a cat"})
+    assert status == 400 and "choose the foreground to regenerate (foreground_1, foreground_2)" in data["error"]
+    status, data = post_json(server, f"/api/runs/{run}/regenerate", {"layer": "background", "prompt": "a cat"})
+    assert status == 400 and "choose the foreground" in data["error"]
+    status, data = post_json(server, f"/api/runs/{run}/regenerate", {"layer": "foreground_1", "prompt": "  "})
+    assert status == 400 and "new prompt for foreground_1 is empty" in data["error"]
+    status, data = post_json(server, "/api/runs/nope/regenerate", {"layer": "foreground_1", "prompt": "a cat"})
+    assert status == 404
+    assert not (server["root"] / "runs").exists() or not any((server["root"] / "runs").iterdir())
+
+
+def test_an_edit_keeps_the_files_of_the_layers_it_kept(tmp_path):
+    """save_edit: a layer whose frames are bit-identical to the source's keeps the source's file byte for byte (a
+    new encoding of decoded frames would not be); a changed layer is encoded anew."""
+    from layert2v.ui.library import Library, kept_files, save_edit
+
+    source_dir = toy_clip(11, 2, frames=3, size=32).save(tmp_path / "source")
+    library = Library()
+    origin = library.add(source_dir, "opened")
+    source = LayeredVideo.load(source_dir)  # decoded frames, as the app holds an opened directory
+    other = toy_clip(12, 2, frames=3, size=32)
+    fg1 = source.foregrounds[0].copy()
+    fg1[:, :8] = other.foregrounds[0][:, :8]
+    background = source.background.copy()
+    background[0, 0, 0, 0] = np.nextafter(background[0, 0, 0, 0], 2, dtype=np.float32)  # one ulp: not the same
+    edited = LayeredVideo(full=other.full, background=source.background, foregrounds=[fg1, source.foregrounds[1]],
+                          alphas=[other.alphas[0], source.alphas[1]], fps=source.fps, prompts=source.prompts)
+    path = save_edit(edited, tmp_path / "edited", source, origin)
+    same = {n: (path / n).read_bytes() == (source_dir / n).read_bytes() for n in
+            ["background.mp4", "foreground_2.mov", "foreground_2.webm", "alpha_2.mp4", "foreground_1.mov",
+             "alpha_1.mp4", "full.mp4"]}
+    assert same == {"background.mp4": True, "foreground_2.mov": True, "foreground_2.webm": True, "alpha_2.mp4": True,
+                    "foreground_1.mov": False, "alpha_1.mp4": False, "full.mp4": False}
+    again = LayeredVideo.load(path)
+    assert np.array_equal(again.background, source.background) and np.array_equal(again.alphas[1], source.alphas[1])
+    resaved = LayeredVideo.load(source.save(tmp_path / "resaved"))  # what copying avoids: re-encoding loses a bit
+    assert (tmp_path / "resaved" / "foreground_2.mov").read_bytes() != (source_dir / "foreground_2.mov").read_bytes()
+    assert resaved.num_frames == 3
+
+    assert kept_files(edited, source) == ["background", "foreground_2", "foreground_2_webm", "alpha_2"]
+    nudged = LayeredVideo(full=other.full, background=background, foregrounds=edited.foregrounds,
+                          alphas=edited.alphas, fps=source.fps, prompts=source.prompts)
+    assert kept_files(nudged, source) == ["foreground_2", "foreground_2_webm", "alpha_2"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # atomic: no temporary leftovers
