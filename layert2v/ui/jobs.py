@@ -67,9 +67,9 @@ class DecomposeRequest:
     seed: int
     steps: int
     guidance: float
-    frames: int
-    width: int
-    height: int
+    frames: int | None  # None: as pipe.decompose chooses (the model's, fewer frames for a shorter clip)
+    width: int | None
+    height: int | None
 
     @property
     def name(self) -> str:

@@ -447,7 +447,7 @@ def _generation_request(body: dict[str, Any], model: dict[str, Any], derive) -> 
 
 def _decompose_request(body: dict[str, Any], model: dict[str, Any], filename: str) -> DecomposeRequest:
     """Check the prompts and numbers of a decomposition (the upload itself is checked by the caller). The video is
-    fitted to the model's frames and size unless the request gives others."""
+    fitted to the model's size and frames (fewer for a shorter clip) unless the request gives frames or a size."""
     background = str(body.get("background") or "").strip()
     if not background:
         raise ValueError("the background prompt is empty; describe what is behind the objects")
@@ -456,7 +456,9 @@ def _decompose_request(body: dict[str, Any], model: dict[str, Any], filename: st
         raise ValueError("no foreground prompts; describe each object to split off, bottom layer first")
     prompt = str(body.get("prompt") or "").strip() or None
     seed, steps, guidance = _sampling(body, model)
-    frames, width, height = _shape(body, model)
+    frames = width = height = None  # the model's, or fewer frames for a shorter clip (pipe.decompose decides)
+    if any(body.get(key) not in (None, "") for key in ("frames", "width", "height")):
+        frames, width, height = _shape(body, model)
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(filename).name).strip("._") or "upload.mp4"
     return DecomposeRequest(Path(stem), prompt, background, foregrounds, seed, steps, guidance, frames, width,
                             height)
