@@ -347,7 +347,7 @@ class LayerT2VPipeline:
             trajectories = Trajectories.load(trajectories)
         if trajectories is not None:
             trajectories.check(num_frames, len(foreground_prompts))
-        conditions = conditions or {}
+        conditions = self.check_conditions(conditions or {}, len(foreground_prompts), num_frames, height, width)
         layout = LayerLayout(len(foreground_prompts), conditions=conditions.keys())
         timings: dict[str, float] = {}
 
@@ -404,6 +404,7 @@ class LayerT2VPipeline:
 
         start = time.perf_counter()
         video = self.decode(latents, layout)
+        video.update(conditions)  # given layers come out exactly as given, not through the VAE
         timings["decode_s"] = time.perf_counter() - start
         extra = {}
         if trajectories is not None:  # saving writes trajectory.json (the requested boxes) and trajectory.png
@@ -419,6 +420,74 @@ class LayerT2VPipeline:
                       "model_id": cfg.model_id,
                       "negative_prompts": negatives, "conditions": sorted(conditions), "timings": timings, **extra},
         )
+
+    def decompose(self, video: np.ndarray | str | Path, background_prompt: str, foreground_prompts: list[str],
+                  prompt: str | None = None, **call_kwargs: Any) -> LayeredVideo:
+        """Layers of an existing video: the video is given as the full layer and the rest is generated.
+
+        Args:
+            video: (T, H, W, 3) float frames in [0, 1] at a frame count and size the model takes (they set the
+                call's), or a video file fitted by :func:`layert2v.editing.read_video` to ``num_frames`` /
+                ``height`` / ``width`` (default: the model's, fewer frames for a shorter clip), the mapping
+                recorded in ``metadata["input"]``.
+            prompt: the full prompt; None builds it from the layer prompts ("fg_1 and fg_2 over bg").
+            call_kwargs: anything else :meth:`__call__` takes (seed, steps, guidance, trajectories ...).
+        """
+        from .editing import frames_the_model_takes, full_prompt, probe, read_video
+
+        if "conditions" in call_kwargs:
+            raise ValueError("decompose gives the video as the full layer; call the pipeline itself to give others")
+        foreground_prompts = list(foreground_prompts)
+        text = prompt if prompt is not None else full_prompt(background_prompt, foreground_prompts)
+        mapping = None
+        if isinstance(video, (str, Path)):
+            cfg = self.config
+            num_frames = call_kwargs.get("num_frames")
+            if num_frames is None:  # the model's default, or the longest a shorter clip gives
+                num_frames = frames_the_model_takes(probe(video)[0], self.video_multiples[0], cfg.num_frames)
+            height = call_kwargs.get("height") or cfg.height
+            width = call_kwargs.get("width") or cfg.width
+            fitted = read_video(video, num_frames, height, width, self.video_multiples, fps=cfg.fps)
+            frames, mapping = fitted.frames, fitted.mapping
+        else:
+            frames = np.asarray(video)
+            if frames.ndim != 4 or frames.shape[-1] != 3:
+                raise ValueError(f"video must be (T, H, W, 3) frames in [0, 1] or a video file, got {frames.shape}")
+        shape = {"num_frames": frames.shape[0], "height": frames.shape[1], "width": frames.shape[2]}
+        for key, have in shape.items():
+            if call_kwargs.get(key) is not None and call_kwargs[key] != have:
+                raise ValueError(f"{key}={call_kwargs[key]} but the video has {have}; leave {key} out or fit the "
+                                 "video to it (layert2v.editing.read_video)")
+        out = self(text, background_prompt, foreground_prompts, conditions={FULL: frames}, **{**call_kwargs, **shape})
+        out.metadata["given"] = {FULL: {"from": str(video) if mapping is not None else "in memory", "layer": FULL}}
+        if mapping is not None:
+            out.metadata["input"] = mapping
+        return out
+
+    @staticmethod
+    def check_conditions(conditions: dict[str, np.ndarray], num_foregrounds: int, num_frames: int, height: int,
+                         width: int) -> dict[str, np.ndarray]:
+        """Given layers checked (names, shapes, values, a foreground's alpha) before anything is encoded; returned as
+        float32 arrays, the exact pixels the output will carry."""
+        layout = LayerLayout(num_foregrounds, conditions=conditions.keys())  # unknown names, nothing left to make
+        checked = {}
+        for name, frames in conditions.items():
+            segment = layout.segment(name)
+            frames = np.asarray(frames)
+            if frames.dtype.kind != "f":
+                raise ValueError(f"condition {name} is {frames.dtype}; give float frames in [0, 1] (uint8 / 255)")
+            want = (num_frames, height, width, 3) if segment.is_rgb else (num_frames, height, width)
+            if tuple(frames.shape) != want:
+                raise ValueError(f"condition {name} has shape {tuple(frames.shape)}, expected {want} (frames, height, "
+                                 f"width{', 3' if segment.is_rgb else ''}) for this call; fit it to the call's "
+                                 "frames and size first (layert2v.editing.read_video does for a video file)")
+            frames = np.asarray(frames, dtype=np.float32)
+            if not np.isfinite(frames).all() or frames.min() < 0 or frames.max() > 1:
+                raise ValueError(f"condition {name} has values outside [0, 1] (or NaN); give frames in [0, 1]")
+            if segment.kind == FOREGROUND and segment.partner not in conditions:
+                raise ValueError(f"condition {name} needs its alpha too: give {segment.partner}")
+            checked[name] = frames
+        return checked
 
     def guided_velocity(self, latents: torch.Tensor, t: torch.Tensor, context: torch.Tensor, layout: LayerLayout,
                         guidance: float, *, box: BoxGuidance | None = None) -> torch.Tensor:

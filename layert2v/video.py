@@ -6,6 +6,7 @@ Foregrounds are stored *straight* (not premultiplied); compositing multiplies by
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,46 @@ def over(foreground: np.ndarray, alpha: np.ndarray, under: np.ndarray) -> np.nda
     return foreground * a + under * (1.0 - a)
 
 
+def digest(frames: np.ndarray) -> str:
+    """A fingerprint of a layer's pixels (shape and float32 bytes): equal digests, equal arrays."""
+    arr = np.ascontiguousarray(frames, dtype=np.float32)
+    h = hashlib.blake2b(repr(arr.shape).encode(), digest_size=20)
+    h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class LayerSource:
+    """Where a layer's pixels were decoded from: a saved layered directory, the files that hold the layer there
+    (``full.mp4``; ``foreground_k.mov`` and its ``.webm``; ``alpha_k.mp4``), the files' sizes and modification times
+    when read, and the :func:`digest` of the pixels decoded. Saving a layer whose pixels still have this digest
+    copies these files instead of encoding again, so a kept layer stays bit-identical through save and load."""
+
+    directory: Path
+    files: tuple[str, ...]
+    stats: tuple[tuple[int, int], ...]  # (size, mtime_ns) per file
+    digest: str
+    fps: float
+
+    @classmethod
+    def of(cls, directory: Path, files: tuple[str, ...], frames: np.ndarray, fps: float) -> LayerSource:
+        return cls(directory, files, tuple(_stat(directory / f) for f in files), digest(frames), fps)
+
+    def holds(self, frames: np.ndarray, fps: float) -> bool:
+        """True when ``frames`` are the pixels read, at the same frame rate, and the files are unchanged since (so
+        a copy of the files is exact)."""
+        try:
+            unchanged = all(_stat(self.directory / f) == s for f, s in zip(self.files, self.stats))
+        except OSError:
+            return False
+        return unchanged and fps == self.fps and digest(frames) == self.digest
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
 @dataclass
 class LayeredVideo:
     full: np.ndarray
@@ -31,6 +72,8 @@ class LayeredVideo:
     prompts: dict[str, Any] = field(default_factory=dict)  # {"full": str, "background": str, "foregrounds": [str]}
     seed: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)  # steps, guidance, model id, timings ... (manifest)
+    # layer name -> the saved files it was read from (set by load, carried by the editing functions); not saved
+    sources: dict[str, LayerSource] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.foregrounds) == 0 or len(self.foregrounds) != len(self.alphas):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -356,23 +357,60 @@ def save_layered_video(video: LayeredVideo, directory: str | Path, overwrite: bo
 
         extras = trajectory_files(video)
 
+    copies = kept_files(video)  # layers read from a saved directory and unchanged since: their files are copied
+
     with atomic_directory(target, overwrite, marker=MANIFEST) as tmp:
         files = manifest["files"]
-        write_video(tmp / files["full"], video.full, video.fps, "libx264")
-        write_video(tmp / files["background"], video.background, video.fps, "libx264")
+        for name, frames in [(FULL, video.full), (BACKGROUND, video.background)]:
+            if name in copies:
+                _copy(copies[name], tmp, [files[name]])
+            else:
+                write_video(tmp / files[name], frames, video.fps, "libx264")
         for i, (fg, a) in enumerate(zip(video.foregrounds, video.alphas), start=1):
+            fg_name, alpha_name = LayerLayout.foreground_name(i), LayerLayout.alpha_name(i)
+            if fg_name in copies:
+                _copy(copies[fg_name], tmp, [files[fg_name], files[f"{fg_name}_webm"], files[alpha_name]])
+                continue
             rgba = np.concatenate([fg, a[..., None]], axis=-1)
-            fg_name = LayerLayout.foreground_name(i)
             write_video(tmp / files[fg_name], rgba, video.fps, "prores_ks")
             write_video(tmp / files[f"{fg_name}_webm"], rgba, video.fps, "libvpx-vp9")
-            write_video(tmp / files[LayerLayout.alpha_name(i)], np.repeat(a[..., None], 3, axis=-1), video.fps,
-                        "libx264")
+            write_video(tmp / files[alpha_name], np.repeat(a[..., None], 3, axis=-1), video.fps, "libx264")
         write_video(tmp / files["composite"], video.composite(), video.fps, "libx264")
         contact_sheet(video).save(tmp / files["preview"])
         for name, data in extras.items():
             (tmp / name).write_bytes(data)
         (tmp / MANIFEST).write_text(manifest_text + "\n", encoding="utf-8")  # last: its presence marks completion
     return target
+
+
+def kept_files(video: LayeredVideo) -> dict[str, list[Path]]:
+    """Layers of ``video`` still holding exactly the pixels :func:`load_layered_video` read from a saved directory
+    (``video.sources``), whose files there are unchanged and at the same frame rate: layer name -> the files to copy,
+    in the order the writer names them (full / background: the one H.264 file; foreground_k: its ``.mov``, its
+    ``.webm`` and ``alpha_k.mp4``, which needs alpha_k read from that same ``.mov`` too). Decoding a copied file
+    gives what decoding the source gave, so a kept layer stays bit-identical through save and load, where encoding
+    its decoded pixels again would lose a little more each time."""
+    out: dict[str, list[Path]] = {}
+    for name, frames in [(FULL, video.full), (BACKGROUND, video.background)]:
+        source = video.sources.get(name)
+        if source is not None and source.holds(frames, video.fps):
+            out[name] = [source.directory / f for f in source.files]
+    for k, (fg, a) in enumerate(zip(video.foregrounds, video.alphas), start=1):
+        fg_source = video.sources.get(LayerLayout.foreground_name(k))
+        alpha_source = video.sources.get(LayerLayout.alpha_name(k))
+        if fg_source is None or alpha_source is None or fg_source.directory != alpha_source.directory:
+            continue
+        if fg_source.files[0] != alpha_source.files[0]:  # both must come from the same .mov
+            continue
+        if fg_source.holds(fg, video.fps) and alpha_source.holds(a, video.fps):
+            out[LayerLayout.foreground_name(k)] = [fg_source.directory / f for f in
+                                                   (*fg_source.files, alpha_source.files[1])]
+    return out
+
+
+def _copy(sources: list[Path], directory: Path, names: list[str]) -> None:
+    for source, name in zip(sources, names, strict=True):
+        shutil.copyfile(source, directory / name)
 
 
 def _load_manifest(directory: Path) -> dict[str, Any]:
@@ -463,6 +501,31 @@ def load_layered_video(directory: str | Path) -> LayeredVideo:
         foregrounds.append(fg)
         alphas.append(a)
     metadata = {key: v for key, v in manifest.items() if key not in _RESERVED}
-    return LayeredVideo(full=full, background=background, foregrounds=foregrounds, alphas=alphas,
-                        fps=manifest["fps"], prompts=manifest.get("prompts") or {}, seed=manifest.get("seed"),
-                        metadata=metadata)
+    video = LayeredVideo(full=full, background=background, foregrounds=foregrounds, alphas=alphas,
+                         fps=manifest["fps"], prompts=manifest.get("prompts") or {}, seed=manifest.get("seed"),
+                         metadata=metadata)
+    video.sources = _sources(directory, files, video)
+    return video
+
+
+def _sources(directory: Path, files: dict[str, Any], video: LayeredVideo) -> dict[str, Any]:
+    """:class:`~layert2v.video.LayerSource` of each layer whose files (see :func:`kept_files`) are all present."""
+    from .video import LayerSource
+
+    def present(*keys: str) -> tuple[str, ...] | None:
+        names = tuple(files.get(key) for key in keys)
+        ok = all(isinstance(n, str) and Path(n).name == n and (directory / n).is_file() for n in names)
+        return names if ok else None
+
+    directory = directory.absolute()
+    out = {}
+    for name, frames in [(FULL, video.full), (BACKGROUND, video.background)]:
+        if (names := present(name)) is not None:
+            out[name] = LayerSource.of(directory, names, frames, video.fps)
+    for k in video.layout.composite_order:
+        fg, alpha = LayerLayout.foreground_name(k), LayerLayout.alpha_name(k)
+        fg_files, alpha_files = present(fg, f"{fg}_webm"), present(fg, alpha)
+        if fg_files is not None and alpha_files is not None:
+            out[fg] = LayerSource.of(directory, fg_files, video.foregrounds[k - 1], video.fps)
+            out[alpha] = LayerSource.of(directory, alpha_files, video.alphas[k - 1], video.fps)
+    return out
