@@ -40,7 +40,7 @@ def app(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("ui")
     toys = {}
-    for name, seed, k in [("toggle", 1, 2), ("background", 2, 1), ("opened", 3, 3), ("bad", 4, 1)]:
+    for name, seed, k in [("toggle", 1, 2), ("background", 2, 1), ("opened", 3, 3), ("bad", 4, 1), ("edit", 5, 2)]:
         toys[name] = toy_clip(seed, k, frames=5, size=32).save(root / f"toy_{name}")
     application = create_app(BUILTIN_MODEL, root / "runs", max_upload_bytes=UPLOAD_LIMIT)
     sock = bind("127.0.0.1", 0)
@@ -433,3 +433,70 @@ def test_a_bad_box_shows_its_message_and_is_not_generated(page, app):
     page.click("#traj-clear-all")
     wait_trajectory(page, "empty")
     assert page.evaluate("trajDocument()") is None
+
+
+# ------------------------------------------------------------------ decompose and edit
+def test_decompose_an_uploaded_video_into_layers(page, app, tmp_path):
+    from layert2v.editing import read_video
+    from layert2v.video_io import write_video
+
+    clip = np.zeros((5, 40, 48, 3), np.float32)  # another size and aspect than the model's: fitted
+    clip[..., 2] = 0.8
+    for i in range(5):
+        clip[i, 12:26, 4 + 6 * i:18 + 6 * i] = (1.0, 0.1, 0.1)
+    upload = write_video(tmp_path / "square.mp4", clip, 8, "libx264")
+    before = page.get_attribute("#layer-views", "data-run")
+    page.click("#tabs button[data-tab=edit]")
+    page.set_input_files("#dec-file", str(upload))
+    page.fill("#dec-background", "a blue background")
+    page.fill("#dec-foregrounds", "a red square moving right\n\na small green ball\n")
+    page.fill("#edit-steps", "1")
+    page.fill("#edit-guidance", "1")
+    page.click("#dec-go")
+    run_id = new_run(page, before)
+    assert page.get_attribute("#edit-status", "data-state") == "done"
+
+    layers = page.eval_on_selector_all("#layer-views canvas", "cs => cs.map(c => c.dataset.layer)")
+    assert layers == ["full", "background", "foreground_1", "foreground_2", "alpha_1", "alpha_2"]
+    run = page.request.get(f"{app.url}/api/runs/{run_id}").json()
+    assert run["manifest"]["prompts"]["foregrounds"] == ["a red square moving right", "a small green ball"]
+    assert run["manifest"]["input"]["source"] == "square.mp4" and run["manifest"]["conditions"] == ["full"]
+    assert "layert2v-ui-decompose" not in json.dumps(run["manifest"])  # no path of the removed temporary copy
+    pipe = app.app.state.jobs.pipeline()
+    fitted = read_video(upload, 5, pipe.config.height, pipe.config.width, pipe.video_multiples, fps=pipe.config.fps)
+    made = app.app.state.library.video(run_id)
+    assert np.array_equal(made.full, fitted.frames)  # the uploaded video is the full layer, as pipe.decompose gives it
+    show_frame(page, 4)
+    shown = canvas_pixels(page, "canvas[data-layer=full]")[..., :3]
+    assert np.abs(shown - fitted.frames[4]).max() < 0.01
+
+
+def test_regenerate_one_foreground_keeps_the_other_layers_files(page, app):
+    source = app.toys["edit"]
+    original = {p.name: p.read_bytes() for p in source.iterdir()}
+    open_directory(page, source)
+    page.click("#tabs button[data-tab=edit]")
+    assert "toy_edit" in page.inner_text("#regen-source")
+    page.select_option("#regen-layer", "foreground_1")
+    page.fill("#regen-prompt", "a green ball bouncing")
+    page.fill("#edit-steps", "1")
+    page.fill("#edit-guidance", "1")
+    page.click("#regen-go")
+    run_id = new_run(page, page.get_attribute("#layer-views", "data-run"))
+    result = Path(page.request.get(f"{app.url}/api/runs/{run_id}").json()["path"])
+
+    manifest = json.loads((result / "manifest.json").read_text())
+    assert manifest["prompts"]["foregrounds"] == ["a green ball bouncing", "square 1"]
+    assert manifest["regenerated"] == "foreground_1"
+    kept = ["background.mp4", "foreground_2.mov", "foreground_2.webm", "alpha_2.mp4"]
+    for name in kept:  # the kept layers' files, byte for byte
+        assert (result / name).read_bytes() == original[name], name
+    for name in ["foreground_1.mov", "alpha_1.mp4", "full.mp4"]:  # made again
+        assert (result / name).read_bytes() != original[name], name
+    source_video, again = LayeredVideo.load(source), LayeredVideo.load(result)
+    assert np.array_equal(again.background, source_video.background)
+    assert np.array_equal(again.foregrounds[1], source_video.foregrounds[1])
+    assert np.array_equal(again.alphas[1], source_video.alphas[1])
+    assert {p.name: p.read_bytes() for p in source.iterdir()} == original  # the source is left as it was
+    layers = page.eval_on_selector_all("#layer-views canvas", "cs => cs.map(c => c.dataset.layer)")
+    assert layers == ["full", "background", "foreground_1", "foreground_2", "alpha_1", "alpha_2"]

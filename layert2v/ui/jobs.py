@@ -76,10 +76,14 @@ class DecomposeRequest:
         return f"decomposed {self.video.stem}"
 
     def run(self, pipe: LayerT2VPipeline, callback: StepCallback) -> LayeredVideo:
-        return pipe.decompose(self.video, self.background, self.foregrounds, prompt=self.prompt,
-                              num_frames=self.frames, height=self.height, width=self.width,
-                              num_inference_steps=self.steps, guidance_scale=self.guidance, seed=self.seed,
-                              progress=False, callback=callback)
+        video = pipe.decompose(self.video, self.background, self.foregrounds, prompt=self.prompt,
+                               num_frames=self.frames, height=self.height, width=self.width,
+                               num_inference_steps=self.steps, guidance_scale=self.guidance, seed=self.seed,
+                               progress=False, callback=callback)
+        for given in video.metadata.get("given", {}).values():  # not the temporary copy, gone after this run
+            if given.get("from") == str(self.video):
+                given["from"] = f"uploaded to layert2v ui: {self.video.name}"
+        return video
 
     def discard(self) -> None:
         shutil.rmtree(self.video.parent, ignore_errors=True)
@@ -88,7 +92,8 @@ class DecomposeRequest:
 @dataclass
 class RegenerateRequest:
     """Generate foreground ``layer`` of a saved result again with a new prompt, every other layer kept
-    (``layert2v.editing.regenerate``). ``source_id`` is the library id of the result."""
+    (``layert2v.editing.regenerate``). ``source`` is the result as loaded from its directory (so that saving
+    copies the kept layers' files); ``source_id`` is its library id."""
 
     source_id: str
     source: LayeredVideo
@@ -97,7 +102,6 @@ class RegenerateRequest:
     seed: int
     steps: int
     guidance: float
-    trajectories: Trajectories | None = None
 
     @property
     def name(self) -> str:
@@ -106,9 +110,9 @@ class RegenerateRequest:
     def run(self, pipe: LayerT2VPipeline, callback: StepCallback) -> LayeredVideo:
         from ..editing import regenerate
 
-        return regenerate(pipe, self.source, self.layer, self.prompt, trajectories=self.trajectories,
-                          seed=self.seed, num_inference_steps=self.steps, guidance_scale=self.guidance,
-                          progress=False, callback=callback)
+        return regenerate(pipe, self.source, self.layer, self.prompt, seed=self.seed,
+                          num_inference_steps=self.steps, guidance_scale=self.guidance, progress=False,
+                          callback=callback)
 
     def discard(self) -> None:
         """Release what the request holds outside memory (nothing here)."""

@@ -11,7 +11,6 @@ import json
 import math
 import re
 import secrets
-import shutil
 import threading
 import time
 import zipfile
@@ -23,8 +22,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..layout import LayerLayout
-from ..utils import atomic_directory
 from ..video import LayeredVideo
 from ..video_io import MANIFEST
 
@@ -244,36 +241,6 @@ class Library:
         with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as zf:
             for name in entry.files():
                 zf.write(entry.file(name), arcname=f"{entry.path.name}/{name}")
-
-
-def kept_files(video: LayeredVideo, source: LayeredVideo) -> list[str]:
-    """The manifest "files" keys of every layer ``video`` holds bit-identical to ``source`` (a foreground counts
-    when its colour and its alpha are both unchanged; its .webm copy comes along)."""
-    if video.num_foregrounds != source.num_foregrounds:
-        return []
-    keys = ["background"] if np.array_equal(video.background, source.background) else []
-    for k in range(1, video.num_foregrounds + 1):
-        if (np.array_equal(video.foregrounds[k - 1], source.foregrounds[k - 1])
-                and np.array_equal(video.alphas[k - 1], source.alphas[k - 1])):
-            fg = LayerLayout.foreground_name(k)
-            keys += [fg, f"{fg}_webm", LayerLayout.alpha_name(k)]
-    return keys
-
-
-def save_edit(video: LayeredVideo, path: Path, source: LayeredVideo, origin: Entry) -> Path:
-    """Save an edit of the saved result ``origin`` (whose frames are ``source``): like ``video.save``, but
-    every layer kept bit-identical takes the source's file byte for byte rather than a new encoding of the same
-    frames (which would lose a little more at each edit of an opened directory). Atomic, as ``save`` is."""
-    source_files = origin.manifest["files"]
-    keys = kept_files(video, source)
-    with atomic_directory(path) as tmp:
-        video.save(tmp)  # an empty directory: save writes beside it and renames into it
-        files = json.loads((tmp / MANIFEST).read_text(encoding="utf-8"))["files"]
-        for key in keys:
-            original = origin.file(source_files[key]) if key in source_files else None
-            if key in files and original is not None:
-                shutil.copyfile(original, tmp / files[key])
-    return path
 
 
 def new_run_directory(root: Path, prompt: str) -> Path:

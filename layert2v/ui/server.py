@@ -21,13 +21,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .jobs import DecomposeRequest, GenerationQueue, GenerationRequest, JobRequest, RegenerateRequest, output_root
-from .library import Library, layer_frames, new_run_directory, parse_settings, recomposite, save_edit, sprite_png
+from .library import Library, layer_frames, new_run_directory, parse_settings, recomposite, sprite_png
 from .uploads import Uploads, decode_upload, fit_background
 
 if TYPE_CHECKING:  # torch and diffusers load in the worker thread, after the page is up
     from ..pipeline import LayerT2VPipeline
     from ..trajectory import Trajectories
-    from ..video import LayeredVideo
+
+from ..video import LayeredVideo
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
@@ -70,7 +71,7 @@ def _error(status: int, message: str) -> HTTPException:
 def _ui_message(e: Exception) -> str:
     """The library's messages name CLI flags; in the page the fields have the same names without dashes."""
     return (str(e).replace("--frames", "frames").replace("--size", "size").replace("--steps", "steps")
-            .replace("add a --fg", "add a foreground row"))
+            .replace("add a --fg", "add a foreground row").replace("--regenerate one of them", "choose one of them"))
 
 
 def create_app(model: Path, out: Path, open_dirs: list[Path] = (), max_upload_bytes: int = MAX_UPLOAD_BYTES,
@@ -96,11 +97,9 @@ def create_app(model: Path, out: Path, open_dirs: list[Path] = (), max_upload_by
 
     def finish(request: JobRequest, video: LayeredVideo) -> str:
         video.metadata["model_path"] = str(model)
-        path = new_run_directory(out, request.name)
-        if isinstance(request, RegenerateRequest):  # the kept layers keep their files byte for byte
-            save_edit(video, path, request.source, library.get(request.source_id))
-        else:
-            video.save(path)  # atomic: a temporary sibling, then a rename
+        # atomic: a temporary sibling, then a rename. A regenerated result's kept layers were read from the
+        # source directory (LayeredVideo.load records where): save copies their files byte for byte.
+        path = video.save(new_run_directory(out, request.name))
         return library.add(path, "generated", video).id
 
     jobs = GenerationQueue(load, finish)
@@ -182,24 +181,30 @@ def create_app(model: Path, out: Path, open_dirs: list[Path] = (), max_upload_by
             body = {**fields, "foregrounds": json.loads(fields.get("foregrounds") or "[]")}
         except ValueError:
             raise _error(400, "foregrounds must be a JSON list of prompts") from None
-        m = info()
         try:
-            req = _decompose_request(body, m, part.filename or "upload.mp4")
-            frames = await run_in_threadpool(decode_upload, data, part.filename or "the upload")
-            if len(frames) < 2:
-                raise ValueError(f"{part.filename} is a still image; decompose takes a video (MP4, WebM or MOV)")
+            req = _decompose_request(body, info(), part.filename or "upload.mp4")
         except ValueError as e:
             raise _error(400, _ui_message(e)) from None
         folder = Path(tempfile.mkdtemp(prefix="layert2v-ui-decompose-"))  # the worker removes it after the run
         req.video = folder / req.video.name
-        req.video.write_bytes(data)
+        try:
+            req.video.write_bytes(data)
+            await run_in_threadpool(_check_video, req.video)
+        except BaseException as e:
+            req.discard()
+            if isinstance(e, ValueError):  # the temporary copy's path means nothing to the page
+                raise _error(400, str(e).replace(str(req.video), req.video.name)) from None
+            raise
         return submit(req)
 
     @app.post("/api/runs/{run_id}/regenerate")
     async def regenerate(run_id: str, request: Request) -> dict[str, Any]:
         body = await _json(request)
-        entry(run_id)
-        source = await run_in_threadpool(library.video, run_id)
+        path = entry(run_id).path
+        try:  # read from its directory, so that saving the result copies the kept layers' files
+            source = await run_in_threadpool(LayeredVideo.load, path)
+        except (ValueError, FileNotFoundError, NotADirectoryError) as e:
+            raise _error(400, str(e)) from None
         try:
             req = _regenerate_request(run_id, source, body, info())
         except ValueError as e:
@@ -464,20 +469,23 @@ def _decompose_request(body: dict[str, Any], model: dict[str, Any], filename: st
                             height)
 
 
+def _check_video(path: Path) -> None:
+    """A file `pipe.decompose` can take: a video (layert2v.editing.probe) of more than one frame."""
+    from ..editing import probe
+
+    if probe(path)[0] < 2:
+        raise ValueError(f"{path.name} is a still image; decompose takes a video (MP4, WebM or MOV)")
+
+
 def _regenerate_request(run_id: str, source: LayeredVideo, body: dict[str, Any],
                         model: dict[str, Any]) -> RegenerateRequest:
-    """Check which foreground of `source` to generate again and its new prompt."""
-    from ..layout import LayerLayout
+    """Check which foreground of `source` to generate again (layert2v.editing's rule) and its new prompt."""
+    from ..editing import regeneration_plan
 
     layer = str(body.get("layer") or "")
-    names = [LayerLayout.foreground_name(k) for k in range(1, source.num_foregrounds + 1)]
-    if layer not in names:
-        raise ValueError(f"choose the foreground to regenerate ({', '.join(names)}), got {layer!r}")
+    regeneration_plan(source.num_foregrounds, layer)
     prompt = str(body.get("prompt") or "").strip()
     if not prompt:
         raise ValueError(f"the new prompt for {layer} is empty; describe what it should show")
     seed, steps, guidance = _sampling(body, model)
-    trajectories = None
-    if body.get("trajectories") is not None:
-        trajectories = _trajectories(body["trajectories"], source.num_frames, source.num_foregrounds)
-    return RegenerateRequest(run_id, source, layer, prompt, seed, steps, guidance, trajectories)
+    return RegenerateRequest(run_id, source, layer, prompt, seed, steps, guidance)
