@@ -110,6 +110,7 @@ class Assets:
         self.vae_stage = root / "vae_stage"
         shutil.copytree(BUILTIN / "vae", self.vae_stage / "vae")
         (root / "a_file").write_text("x")
+        (root / "junk.mp4").write_bytes(b"not a video " * 100)
         self.yaml = {
             "malformed": write_yaml(root / "malformed.yaml", "stage: layered\noutput_dir: [unclosed\n"),
             "not_mapping": write_yaml(root / "list.yaml", "- stage\n- layered\n"),
@@ -225,6 +226,14 @@ def cli_cases(a: Assets) -> list[tuple[str, list[str], dict]]:
         ("--model: other architecture", [*gen, "--model", str(a.other)], {}),
         ("--model: config not JSON", [*gen, "--model", str(a.broken_json)], {}),
         ("Ctrl-C during generate", [*gen, "--steps", "400"], {"expect": (130,), "interrupt_after": 12.0}),
+        ("decompose: a file that is not a video", ["decompose", str(a.root / "junk.mp4"), "--bg", "b", "--fg", "f",
+                                                   "--out", "out"], {}),
+        ("edit: --regenerate foreground_3 of one", ["edit", str(a.video), "--regenerate", "foreground_3", "--fg", "x",
+                                                    "--out", "out"], {}),
+        ("edit: DIR not a layered video", ["edit", str(a.vae_stage), "--regenerate", "foreground_1", "--fg", "x",
+                                           "--out", "out"], {}),
+        ("generate --keep of an unknown layer", [*gen, "--keep", f"sky={a.video}"], {}),
+        ("generate --keep of another frame count", [*gen, "--keep", f"background={a.video}"], {}),
         ("eval: manifest names /etc/passwd", ["eval", str(a.root / "escape_abs"), "--out", "report"], {}),
         ("eval: manifest names ../video/full.mp4", ["eval", str(a.root / "escape_up"), "--out", "report"], {}),
         ("info: vae-stage output", ["info", str(a.vae_stage)], {"expect": (0,)}),

@@ -1,4 +1,4 @@
-"""`layert2v` command line: generate, train, info, eval, data, ui.
+"""`layert2v` command line: generate, decompose, edit, train, info, eval, data, ui.
 
 Arguments and config files are checked before torch or diffusers is imported, so a mistake is answered in well
 under a second. Every error ends in one line on stderr (exit 2 for bad input, 1 for anything unexpected, 130 for
@@ -13,11 +13,14 @@ import math
 import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 BUILTIN_MODEL = Path(__file__).parent / "weights" / "world"
 BAD_INPUT = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
 INTERRUPTED = {"generate": "interrupted; nothing was written", "eval": "interrupted; nothing was written",
+               "decompose": "interrupted; nothing was written", "edit": "interrupted; nothing was written",
                "train": "interrupted; run the same command to resume from the last checkpoint"}
 
 
@@ -71,6 +74,36 @@ def device_name(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ parser
+def add_sampling_arguments(p: argparse.ArgumentParser, frames: bool) -> None:
+    """The output, model and sampling options generate, decompose and edit share (frames and size: not for edit,
+    whose clip has its directory's)."""
+    p.add_argument("--negative", default=None, help="negative prompt for every layer")
+    p.add_argument("--out", required=True, help="output directory (must be new or empty, or use --overwrite)")
+    p.add_argument("--model", default=None, help="pipeline directory saved by `layert2v train`, or a Wan2.1-T2V "
+                                                 "diffusers directory (default: the built-in model)")
+    p.add_argument("--layer-weights", default=None, help="LayerT2V layer-weights file for a Wan2.1 --model")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the starting noise (0 to 2**63-1)")
+    p.add_argument("--steps", type=positive_int, default=None, help="denoising steps (default: the model's)")
+    p.add_argument("--guidance", type=guidance_float, default=None,
+                   help="classifier-free guidance scale (1 turns it off; default: the model's)")
+    if frames:
+        p.add_argument("--frames", type=positive_int, default=None,
+                       help="frames per layer: 4k+1 for Wan2.1, 2k+1 for the built-in model, within the model's "
+                            "sequence length (default: the model's)")
+        p.add_argument("--size", type=parse_size, default=None,
+                       help="WIDTHxHEIGHT, multiples of 16 (VAE factor x patch)")
+    p.add_argument("--scheduler", choices=("unipc", "euler"), default="unipc")
+    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--offload", choices=("block", "leaf", "model"), default=None,
+                   help="small GPUs: keep the transformer in CPU memory and run it on --device one block / one "
+                        "layer / whole while denoising (exact; see docs/performance.md)")
+    p.add_argument("--dtype", choices=("bf16", "fp32"), default=None,
+                   help="transformer compute precision (default: bf16 on CUDA, fp32 elsewhere); Wan's norms and "
+                        "modulation stay fp32")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier output directory (one holding a saved layered video)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -85,36 +118,47 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Generate the full video, a clean background, foreground layers and alpha "
                                    "mattes in one denoising pass. Without --bg/--fg the layer prompts are derived "
                                    "from a full prompt of the form '<foreground> [and <foreground>] over "
-                                   "<background>' (see README.md).")
+                                   "<background>' (see README.md). --keep gives layers instead of generating them "
+                                   "(docs/EDITING.md).")
     g.add_argument("prompt", help="the full-video prompt")
     g.add_argument("--bg", help="background prompt")
     g.add_argument("--fg", action="append", default=None, help="foreground prompt; repeat for more layers")
-    g.add_argument("--negative", default=None, help="negative prompt for every layer")
-    g.add_argument("--out", required=True, help="output directory (must be new or empty, or use --overwrite)")
-    g.add_argument("--model", default=None, help="pipeline directory saved by `layert2v train`, or a Wan2.1-T2V "
-                                                 "diffusers directory (default: the built-in model)")
-    g.add_argument("--layer-weights", default=None, help="LayerT2V layer-weights file for a Wan2.1 --model")
-    g.add_argument("--seed", type=seed_int, default=0, help="seed of the starting noise (0 to 2**63-1)")
-    g.add_argument("--steps", type=positive_int, default=None, help="denoising steps (default: the model's)")
-    g.add_argument("--guidance", type=guidance_float, default=None,
-                   help="classifier-free guidance scale (1 turns it off; default: the model's)")
-    g.add_argument("--frames", type=positive_int, default=None,
-                   help="frames per layer: 4k+1 for Wan2.1, 2k+1 for the built-in model, within the model's "
-                        "sequence length (default: the model's)")
-    g.add_argument("--size", type=parse_size, default=None, help="WIDTHxHEIGHT, multiples of 16 (VAE factor x patch)")
-    g.add_argument("--scheduler", choices=("unipc", "euler"), default="unipc")
-    g.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1 ...")
-    g.add_argument("--offload", choices=("block", "leaf", "model"), default=None,
-                   help="small GPUs: keep the transformer in CPU memory and run it on --device one block / one "
-                        "layer / whole while denoising (exact; see docs/performance.md)")
-    g.add_argument("--dtype", choices=("bf16", "fp32"), default=None,
-                   help="transformer compute precision (default: bf16 on CUDA, fp32 elsewhere); Wan's norms and "
-                        "modulation stay fp32")
-    g.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier output directory (one holding a saved layered video)")
+    add_sampling_arguments(g, frames=True)
     g.add_argument("--trajectory", default=None, metavar="FILE",
                    help="JSON file of key-frame boxes for one or more foregrounds (docs/TRAJECTORIES.md); steered "
                         "by guided cross-attention, boxes drawn in OUT/trajectory.png")
+    g.add_argument("--keep", action="append", default=[], metavar="LAYER=SOURCE",
+                   help="give LAYER instead of generating it: background=DIR, foreground_K=DIR (with its alpha) or "
+                        "full=DIR, DIR a layered output directory of the same frames and size (its files are "
+                        "copied, so the layer stays bit-identical); background=VIDEO or full=VIDEO, a video file "
+                        "fitted like decompose's; repeat for more layers")
+
+    dc = sub.add_parser("decompose", parents=[common], help="split an existing video into layers",
+                        description="Give a video as the full layer and generate its background, foregrounds and "
+                                    "alpha mattes. Any video FFmpeg reads (mp4, mov, webm ...), any size and length: "
+                                    "its first frames at the model's frame rate are taken (--frames, default the "
+                                    "model's or fewer for a shorter clip), centre-cropped to the aspect of --size "
+                                    "and resized; the mapping is recorded in the manifest's 'input' "
+                                    "(docs/EDITING.md).")
+    dc.add_argument("video", help="the video file to decompose")
+    dc.add_argument("--bg", required=True, help="background prompt (what is behind the objects)")
+    dc.add_argument("--fg", action="append", required=True, help="foreground prompt; repeat for more layers")
+    dc.add_argument("--prompt", default=None,
+                    help="full-video prompt (default: built from --fg and --bg as 'fg_1 and fg_2 over bg')")
+    add_sampling_arguments(dc, frames=True)
+
+    ed = sub.add_parser("edit", parents=[common], help="regenerate one foreground of a saved layered video",
+                        description="Make one foreground layer of a layered output directory again from a new "
+                                    "prompt, keeping the background and every other foreground with its alpha "
+                                    "bit-identical (their files are copied); the layer's alpha, the full video and "
+                                    "the composite are made again. Frames and size are DIR's (docs/EDITING.md).")
+    ed.add_argument("dir", metavar="DIR", help="a layered output directory (holds manifest.json)")
+    ed.add_argument("--regenerate", required=True, metavar="foreground_K", help="the foreground layer to make again")
+    ed.add_argument("--fg", required=True, help="the new prompt of that layer")
+    ed.add_argument("--prompt", default=None, help="full-video prompt (default: built from the layer prompts)")
+    add_sampling_arguments(ed, frames=False)
+    ed.add_argument("--trajectory", default=None, metavar="FILE",
+                    help="JSON file of key-frame boxes for the regenerated foreground only (docs/TRAJECTORIES.md)")
 
     t = sub.add_parser("train", parents=[common], help="train one stage from a YAML config (resumes from its "
                                                        "checkpoint)")
@@ -172,22 +216,43 @@ def native_config(model: Path) -> dict:
     return config if isinstance(config, dict) else {}
 
 
-def check_generate(args: argparse.Namespace) -> tuple[Path, str, list[str]]:
-    """Every check `generate` can make from its arguments and the model's config files: nothing heavy loads."""
-    from .formats import PIPELINE_FILE, VIDEO_MANIFEST
-    from .preflight import check_model_directory, check_sequence_length, check_video_shape, video_multiples
-    from .utils import check_output_directory
+@dataclass
+class ModelCheck:
+    """What the checks made of the model before loading it: its path and the clip's frames and size (None where only
+    loading can tell: a Wan2.1 directory has no layert2v.json), the model's frame and size rule and frame rate."""
 
-    if not args.prompt.strip():
-        raise ValueError("the prompt is empty; describe the video to generate")
-    if any(not f.strip() for f in args.fg or []):
-        raise ValueError("a --fg prompt is empty; describe each foreground layer")
-    if args.bg is not None and not args.bg.strip():
-        raise ValueError("the --bg prompt is empty; describe the background or leave --bg out")
+    model: Path
+    frames: int | None
+    size: tuple[int, int] | None  # (width, height)
+    multiples: tuple[int, int] | None
+    fps: float | None
+    configs: tuple[dict, dict] | None = None  # the VAE's and the transformer's config.json
+    layert2v: bool = False  # a layert2v pipeline directory (it records max_foregrounds)
+
+    def check_foregrounds(self, num_foregrounds: int) -> None:
+        """The model takes this many foregrounds, and the layered sequence fits its RoPE table."""
+        from .preflight import check_sequence_length
+
+        if self.configs is None:
+            return
+        vae, transformer = self.configs
+        supported = transformer.get("max_foregrounds", 1) if self.layert2v else None
+        if supported is not None and num_foregrounds > supported:
+            raise ValueError(f"this model supports at most {supported} foreground layer(s), got {num_foregrounds}; "
+                             "pass fewer --fg")
+        if self.frames is not None and self.size is not None:
+            check_sequence_length(num_foregrounds, self.frames, self.size[1], self.size[0], vae, transformer)
+
+
+def check_model(args: argparse.Namespace, frames: int | None, size: tuple[int, int] | None) -> ModelCheck:
+    """Every check of the model and the clip's shape that its config files allow: nothing heavy loads (call
+    :meth:`ModelCheck.check_foregrounds` once the foreground count is known)."""
+    from .formats import PIPELINE_FILE
+    from .preflight import check_model_directory, check_video_shape, video_multiples
+
     if args.offload and args.device == "cpu":
         raise ValueError("--offload keeps the transformer in CPU memory and runs it on an accelerator; pass "
                          "--device cuda, or drop --offload on the CPU")
-    check_output_directory(args.out, args.overwrite, marker=VIDEO_MANIFEST)
     model = Path(args.model) if args.model else BUILTIN_MODEL
     if args.model is None and not (model / PIPELINE_FILE).is_file():
         raise FileNotFoundError(f"no built-in model at {model}; pass --model DIR (a directory saved by "
@@ -196,33 +261,47 @@ def check_generate(args: argparse.Namespace) -> tuple[Path, str, list[str]]:
         raise FileNotFoundError(f"model path {model} does not exist; pass --model with a directory saved by "
                                 "`layert2v train` or a Wan2.1-T2V diffusers directory")
     if not ((model / PIPELINE_FILE).is_file() or (model / "model_index.json").is_file()):
-        return model, *derive_prompts(args.prompt, args.bg, args.fg)  # loading says what it is not
+        return ModelCheck(model, frames, size, None, None)  # loading says what it is not
     vae, transformer = check_model_directory(model)
     native = native_config(model)
     temporal, spatial = video_multiples(vae, transformer)
-    frames = args.frames or native.get("num_frames")
-    width, height = args.size or (native.get("width"), native.get("height"))
-    if frames is not None or args.size is not None:
+    frames = frames or native.get("num_frames")
+    width, height = size or (native.get("width"), native.get("height"))
+    if frames is not None or size is not None:
         check_video_shape(frames or 1, height or spatial, width or spatial, temporal, spatial)
+    both = (width, height) if width is not None and height is not None else None
+    return ModelCheck(model, frames, both, (temporal, spatial), native.get("fps"), (vae, transformer),
+                      (model / PIPELINE_FILE).is_file())
+
+
+def check_generate(args: argparse.Namespace) -> tuple[ModelCheck, str, list[str]]:
+    """Every check `generate` can make from its arguments and the model's config files: nothing heavy loads."""
+    from .formats import VIDEO_MANIFEST
+    from .utils import check_output_directory
+
+    if not args.prompt.strip():
+        raise ValueError("the prompt is empty; describe the video to generate")
+    check_layer_prompts(args.bg, args.fg)
+    check_output_directory(args.out, args.overwrite, marker=VIDEO_MANIFEST)
+    check = check_model(args, args.frames, args.size)
     bg, fgs = derive_prompts(args.prompt, args.bg, args.fg)
-    supported = transformer.get("max_foregrounds", 1) if (model / PIPELINE_FILE).is_file() else None
-    if supported is not None and len(fgs) > supported:
-        raise ValueError(f"this model supports at most {supported} foreground layer(s), got {len(fgs)}; pass "
-                         "fewer --fg")
-    if frames is not None and height is not None and width is not None:
-        check_sequence_length(len(fgs), frames, height, width, vae, transformer)
+    check.check_foregrounds(len(fgs))
     if args.trajectory:  # checked against the clip before the model loads
         from .trajectory import Trajectories
 
-        Trajectories.load(args.trajectory).check(frames, len(fgs))
-    return model, bg, fgs
+        Trajectories.load(args.trajectory).check(check.frames, len(fgs))
+    return check, bg, fgs
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    model, bg, fgs = check_generate(args)
-    from .trajectory import Trajectories
+def check_layer_prompts(bg: str | None, fgs: list[str] | None) -> None:
+    if any(not f.strip() for f in fgs or []):
+        raise ValueError("a --fg prompt is empty; describe each foreground layer")
+    if bg is not None and not bg.strip():
+        raise ValueError("the --bg prompt is empty; describe the background or leave --bg out")
 
-    trajectories = Trajectories.load(args.trajectory) if args.trajectory else None
+
+def load_pipeline(args: argparse.Namespace, model: Path):  # -> LayerT2VPipeline (imported lazily)
+    """The pipeline on --device in --dtype (--offload: the transformer streamed), and the dtype's name."""
     from .preflight import check_device
 
     check_device(args.device)
@@ -230,8 +309,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from .pipeline import LayerT2VPipeline
 
-    width, height = args.size if args.size else (None, None)
-    start = time.perf_counter()
     dtype = args.dtype or ("bf16" if str(args.device).startswith("cuda") else "fp32")
     pipe = LayerT2VPipeline.from_pretrained(model, layer_weights=args.layer_weights)
     pipe.to(dtype={"bf16": torch.bfloat16, "fp32": torch.float32}[dtype])
@@ -239,22 +316,213 @@ def cmd_generate(args: argparse.Namespace) -> int:
         pipe.enable_memory_savers(vae_tiling=False, offload=args.offload, device=args.device)
     else:
         pipe.to(args.device)
-    load_s = time.perf_counter() - start
-    video = pipe(args.prompt, bg, fgs, negative_prompt=args.negative, num_frames=args.frames, height=height,
-                 width=width, num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
-                 scheduler=args.scheduler, trajectories=trajectories)
+    return pipe, dtype
+
+
+def sampling_kwargs(args: argparse.Namespace) -> dict:
+    return {"negative_prompt": args.negative, "num_inference_steps": args.steps, "guidance_scale": args.guidance,
+            "seed": args.seed, "scheduler": args.scheduler}
+
+
+def save_and_report(video, args: argparse.Namespace, model: Path, dtype: str, load_s: float, start: float,
+                    verb: str = "wrote") -> Path:
     video.metadata["timings"]["load_model_s"] = load_s
     video.metadata["model_path"] = str(model)
     video.metadata["dtype"] = dtype
     out = video.save(args.out, overwrite=args.overwrite)
-    print(f"wrote {video.num_foregrounds} foreground layer(s), {video.num_frames} frames "
+    print(f"{verb} {video.num_foregrounds} foreground layer(s), {video.num_frames} frames "
           f"{video.size[0]}x{video.size[1]} to {out} in {time.perf_counter() - start:.1f}s")
-    print(f"  background: {bg}")
-    for k, f in enumerate(fgs, 1):
+    print(f"  background: {video.prompts['background']}")
+    for k, f in enumerate(video.prompts["foregrounds"], 1):
         print(f"  foreground {k}: {f}")
+    given = video.metadata.get("given") or {}
+    if given:
+        kept = ", ".join(f"{name} from {g['from']}" for name, g in given.items() if not name.startswith("alpha_"))
+        print(f"  given, not generated: {kept}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- --keep
+@dataclass
+class Kept:
+    """The layers --keep gives: conditions for the pipeline, where each came from (the manifest's "given"), the
+    layered directories read (so their files are copied on save) and their frame rate."""
+
+    conditions: dict
+    given: dict
+    sources: list  # (LayeredVideo, [layer names]) read from layered directories
+    fps: float | None
+
+
+def parse_keep(text: str) -> tuple[str, Path]:
+    from .editing import parse_keep_name
+
+    return parse_keep_name(text), Path(text.partition("=")[2].strip())
+
+
+def check_keeps(keeps: list[str], num_foregrounds: int, check: ModelCheck) -> Kept | None:
+    """Read every --keep before the model loads: names, sources, frame counts and sizes checked, in one line each."""
+    if not keeps:
+        return None
+    from .editing import given_layers, is_video_file, keepable, read_video
+    from .formats import VIDEO_MANIFEST
+    from .layout import BACKGROUND, FULL
+    from .video_io import load_layered_video, read_manifest
+
+    if check.frames is None or check.size is None or check.multiples is None:
+        raise ValueError("--keep needs the clip's frames and size before the model loads; pass --frames and --size")
+    width, height = check.size
+    parsed = [parse_keep(k) for k in keeps]
+    names = [keepable(name, num_foregrounds).name for name, _ in parsed]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"--keep {twice[0]} is given twice; keep each layer once")
+    if len(names) == len({FULL, BACKGROUND}) + num_foregrounds:
+        raise ValueError("--keep gives every layer; leave one out to generate it")
+    directories: dict[Path, Any] = {}
+    for name, source in parsed:
+        if source.is_dir():
+            manifest = read_manifest(source)  # not a layered directory: one line
+            have_k, have_frames, have_size = manifest["num_foregrounds"], manifest["frames"], manifest["size"]
+            if name not in [FULL, BACKGROUND] and int(name.rsplit("_", 1)[1]) > have_k:
+                raise ValueError(f"--keep {name}={source}: {source} has {have_k} foreground(s); keep one of "
+                                 f"foreground_1..{have_k} or give a directory that has {name}")
+            if (have_frames, tuple(have_size)) != (check.frames, (width, height)):
+                raise ValueError(f"--keep {name}={source}: {source} holds {have_frames} frames of "
+                                 f"{have_size[0]}x{have_size[1]}, this generation makes {check.frames} frames of "
+                                 f"{width}x{height}; pass --frames {have_frames} --size {have_size[0]}x{have_size[1]}"
+                                 " or keep a layer of this shape")
+            directories.setdefault(source.resolve(), []).append(name)
+        elif source.is_file():
+            if name not in (FULL, BACKGROUND):
+                raise ValueError(f"--keep {name}={source}: a foreground needs its alpha, so it comes from a layered "
+                                 "directory (OUT of generate/decompose/edit); a video file can give background or full")
+            if not is_video_file(source):
+                raise ValueError(f"--keep {name}={source}: {source.name} is not a video file (mp4, mov, webm ...) "
+                                 f"nor a layered directory (with {VIDEO_MANIFEST})")
+        else:
+            raise FileNotFoundError(f"--keep {name}={source}: no such directory or video file")
+    conditions, given, sources, rates = {}, {}, [], set()
+    for directory, layer_names in directories.items():
+        video = load_layered_video(directory)
+        taken = given_layers(video, layer_names)
+        conditions.update(taken)
+        given.update({n: {"from": str(directory), "layer": n} for n in taken})
+        sources.append((video, list(taken)))
+        rates.add(video.fps)
+    if len(rates) > 1:
+        raise ValueError(f"the kept directories have different frame rates {sorted(rates)}; keep layers of one rate")
+    for name, source in parsed:
+        if source.is_file():
+            fitted = read_video(source, check.frames, height, width, check.multiples, fps=check.fps)
+            conditions[name] = fitted.frames
+            given[name] = {"from": str(source.absolute()), "layer": name, "input": fitted.mapping}
+    return Kept(conditions, given, sources, rates.pop() if rates else None)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    check, bg, fgs = check_generate(args)
+    from .trajectory import Trajectories
+
+    trajectories = Trajectories.load(args.trajectory) if args.trajectory else None
+    if trajectories is not None and args.keep:
+        from .editing import keepable, parse_keep_name
+
+        kept_fgs = {keepable(parse_keep_name(k), len(fgs)).index for k in args.keep}
+        steered = sorted(kept_fgs & set(trajectories.foregrounds))
+        if steered:
+            raise ValueError(f"{args.trajectory} steers foreground(s) {steered}, which --keep gives; give boxes only "
+                             "for generated foregrounds")
+    kept = check_keeps(args.keep, len(fgs), check)
+    width, height = args.size if args.size else (None, None)
+    if kept is not None:
+        width, height = check.size
+    start = time.perf_counter()
+    pipe, dtype = load_pipeline(args, check.model)
+    load_s = time.perf_counter() - start
+    video = pipe(args.prompt, bg, fgs, num_frames=check.frames if kept else args.frames, height=height,
+                 width=width, trajectories=trajectories, conditions=kept.conditions if kept else None,
+                 **sampling_kwargs(args))
+    if kept is not None:
+        from .editing import carry_sources
+
+        video.metadata["given"] = kept.given
+        video.fps = kept.fps or video.fps
+        for source, names in kept.sources:
+            carry_sources(video, source, names)
+    out = save_and_report(video, args, check.model, dtype, load_s, start)
     if trajectories is not None:
         print(f"  trajectory: foreground(s) {trajectories.foregrounds} steered (strength {trajectories.strength}, "
               f"first {trajectories.steps} steps); boxes in {out / 'trajectory.png'}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- decompose / edit
+def cmd_decompose(args: argparse.Namespace) -> int:
+    from .editing import frames_the_model_takes, probe, read_video
+    from .formats import VIDEO_MANIFEST
+    from .utils import check_output_directory
+
+    check_layer_prompts(args.bg, args.fg)
+    if args.prompt is not None and not args.prompt.strip():
+        raise ValueError("the --prompt is empty; describe the video or leave --prompt out")
+    check_output_directory(args.out, args.overwrite, marker=VIDEO_MANIFEST)
+    length = probe(args.video)[0]  # a file that is not a video: one line, before anything else
+    check = check_model(args, args.frames, args.size)
+    check.check_foregrounds(len(args.fg))
+    if check.frames is None or check.size is None or check.multiples is None:
+        raise ValueError("decompose fits the video before the model loads; pass --frames and --size for this model")
+    frames = check.frames if args.frames else frames_the_model_takes(length, check.multiples[0], check.frames)
+    fitted = read_video(args.video, frames, check.size[1], check.size[0], check.multiples, fps=check.fps)
+    start = time.perf_counter()
+    pipe, dtype = load_pipeline(args, check.model)
+    load_s = time.perf_counter() - start
+    video = pipe.decompose(fitted.frames, args.bg, args.fg, prompt=args.prompt, **sampling_kwargs(args))
+    video.metadata["given"] = {"full": {"from": str(Path(args.video).absolute()), "layer": "full"}}
+    video.metadata["input"] = fitted.mapping
+    save_and_report(video, args, check.model, dtype, load_s, start)
+    m = fitted.mapping
+    print(f"  input: {m['source']} {m['source_size'][0]}x{m['source_size'][1]}, frames {m['start_frame']}.."
+          f"{m['end_frame']} of {m['source_frames']} (every {m['frame_step']:g}), crop {m['crop_box']}")
+    return 0
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    from .editing import regenerate, regeneration_plan
+    from .formats import VIDEO_MANIFEST
+    from .utils import check_output_directory
+    from .video import LayeredVideo
+    from .video_io import read_manifest
+
+    manifest = read_manifest(Path(args.dir))  # not a layered directory: one line
+    k, _ = regeneration_plan(manifest["num_foregrounds"], args.regenerate)
+    if not args.fg.strip():
+        raise ValueError(f"the --fg prompt is empty; describe the new {args.regenerate}")
+    if args.prompt is not None and not args.prompt.strip():
+        raise ValueError("the --prompt is empty; describe the video or leave --prompt out")
+    check_output_directory(args.out, args.overwrite, marker=VIDEO_MANIFEST)
+    if Path(args.out).absolute() == Path(args.dir).absolute():
+        raise ValueError("--out is the directory being edited; write the edit to a new directory")
+    size = tuple(manifest["size"])
+    check = check_model(args, manifest["frames"], size)
+    check.check_foregrounds(manifest["num_foregrounds"])
+    trajectories = None
+    if args.trajectory:
+        from .trajectory import Trajectories
+
+        trajectories = Trajectories.load(args.trajectory)
+        trajectories.check(manifest["frames"], manifest["num_foregrounds"])
+        others = [f for f in trajectories.foregrounds if f != k]
+        if others:
+            raise ValueError(f"{args.trajectory} steers foreground(s) {others}, which are kept; give boxes only for "
+                             f"foreground {k}, the layer regenerated")
+    source = LayeredVideo.load(args.dir)
+    start = time.perf_counter()
+    pipe, dtype = load_pipeline(args, check.model)
+    load_s = time.perf_counter() - start
+    video = regenerate(pipe, source, args.regenerate, args.fg, trajectories=trajectories,
+                       full_prompt_text=args.prompt, **sampling_kwargs(args))
+    save_and_report(video, args, check.model, dtype, load_s, start, verb=f"regenerated {args.regenerate}; wrote")
     return 0
 
 
@@ -348,8 +616,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
                  [Path(d) for d in args.open], Path(args.out))
 
 
-COMMANDS = {"generate": cmd_generate, "train": cmd_train, "info": cmd_info, "eval": cmd_eval, "data": cmd_data,
-            "ui": cmd_ui}
+COMMANDS = {"generate": cmd_generate, "decompose": cmd_decompose, "edit": cmd_edit, "train": cmd_train,
+            "info": cmd_info, "eval": cmd_eval, "data": cmd_data, "ui": cmd_ui}
 
 
 # -------------------------------------------------------------------------------------------------- main

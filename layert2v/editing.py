@@ -143,6 +143,15 @@ def keepable(name: str, num_foregrounds: int) -> Segment:
     return segment
 
 
+def parse_keep_name(text: str) -> str:
+    """The LAYER of a ``--keep LAYER=SOURCE`` argument; a one-line ValueError when it has no such form."""
+    name, sep, source = text.partition("=")
+    if not sep or not name.strip() or not source.strip():
+        raise ValueError(f"--keep takes LAYER=SOURCE (e.g. background=out/earlier or background=clip.mp4), got "
+                         f"{text!r}")
+    return name.strip()
+
+
 def given_layers(source: LayeredVideo, keep: Iterable[str]) -> dict[str, np.ndarray]:
     """The layers of ``source`` named in ``keep`` as ``conditions=`` for the pipeline (full, background,
     foreground_k; a foreground brings its alpha along)."""
@@ -233,6 +242,7 @@ def regenerate(pipe: LayerT2VPipeline, source: LayeredVideo, layer: str, prompt:
     conditions = given_layers(source, keep)
     video = pipe(text, background_prompt, foreground_prompts, conditions=conditions, trajectories=trajectories,
                  seed=seed, **call_kwargs)
+    video.fps = source.fps  # the kept layers' timing
     video.metadata["given"] = {name: {"from": origin(source), "layer": name} for name in sorted(conditions)}
     video.metadata["regenerated"] = layer
     carry_sources(video, source, conditions)

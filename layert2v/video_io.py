@@ -420,7 +420,8 @@ def _load_manifest(directory: Path) -> dict[str, Any]:
         raise NotADirectoryError(f"{directory} is not a directory")
     path = directory / MANIFEST
     if not path.is_file():
-        raise ValueError(f"{directory} is not a saved layered video (no {MANIFEST})")
+        raise ValueError(f"{directory} is not a saved layered video (no {MANIFEST}); give a directory written by "
+                         "`layert2v generate`, `decompose` or `edit`")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -447,6 +448,12 @@ def _load_manifest(directory: Path) -> dict[str, Any]:
     if manifest.get("layer_order", LayerLayout(k).names) != LayerLayout(k).names:
         raise ValueError(f"{path}: layer_order {manifest['layer_order']} does not match {k} foreground(s)")
     return manifest
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """The checked manifest of a saved layered video, without decoding anything: a one-line error when
+    ``directory`` is not one."""
+    return _load_manifest(Path(directory).expanduser())
 
 
 def load_layered_video(directory: str | Path) -> LayeredVideo:

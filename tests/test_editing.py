@@ -13,7 +13,7 @@ import pytest
 from helpers import toy_clip
 
 from layert2v import editing
-from layert2v.cli import BUILTIN_MODEL
+from layert2v.cli import BUILTIN_MODEL, main
 from layert2v.video import LayeredVideo
 
 FAST = {"num_frames": 5, "height": 32, "width": 32, "num_inference_steps": 1, "guidance_scale": 1.0,
@@ -192,3 +192,196 @@ def test_kept_layers_stay_bit_identical_through_save_and_load(builtin, scene, tm
     moved = source.save(tmp_path / "moved")
     assert (moved / "background.mp4").read_bytes() != (tmp_path / "source" / "background.mp4").read_bytes()
     assert (moved / "foreground_1.mov").read_bytes() == (tmp_path / "source" / "foreground_1.mov").read_bytes()
+
+
+# ------------------------------------------------------------------------------------------------- the CLI
+@pytest.fixture(scope="module")
+def saved_scene(scene, tmp_path_factory) -> Path:
+    return scene.save(tmp_path_factory.mktemp("scene") / "scene")
+
+
+@pytest.fixture(scope="module")
+def disc_video(tmp_path_factory) -> Path:
+    return moving_disc_video(tmp_path_factory.mktemp("video") / "disc.mp4")
+
+
+def test_edit_regenerates_one_layer_and_keeps_the_rest_bit_identical(saved_scene, tmp_path, capsys):
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"format": "layert2v-trajectories", "version": 1, "foregrounds": [
+        {"foreground": 2, "keyframes": [{"frame": 0, "box": [0.1, 0.1, 0.4, 0.4]},
+                                        {"frame": 4, "box": [0.6, 0.6, 0.9, 0.9]}]}]}))
+    out = tmp_path / "edited"
+    assert main(["edit", str(saved_scene), "--regenerate", "foreground_2", "--fg", "a white disc bouncing", "--out",
+                 str(out), "--steps", "1", "--guidance", "1", "--seed", "3", "--trajectory", str(boxes)]) == 0
+    assert "regenerated foreground_2" in capsys.readouterr().out
+    before, after = LayeredVideo.load(saved_scene), LayeredVideo.load(out)
+    for name in ("background", "foreground_1", "alpha_1"):
+        assert np.array_equal(layer_arrays(after)[name], layer_arrays(before)[name]), name
+    for name in ("full", "alpha_2"):
+        assert not np.array_equal(layer_arrays(after)[name], layer_arrays(before)[name]), name
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["regenerated"] == "foreground_2" and manifest["seed"] == 3
+    assert manifest["given"]["foreground_1"] == {"from": str(saved_scene.absolute()), "layer": "foreground_1"}
+    assert manifest["prompts"]["foregrounds"] == ["square 0", "a white disc bouncing"]
+    assert manifest["prompts"]["full"] == "square 0 and a white disc bouncing over a gradient"
+    assert [t["foreground"] for t in manifest["trajectory"]["foregrounds"]] == [2]
+    assert (out / "trajectory.png").is_file()
+
+
+def test_generate_keep_takes_layers_from_a_directory_and_a_video(saved_scene, disc_video, tmp_path):
+    out = tmp_path / "kept"
+    assert main(["generate", "x", "--bg", BG, "--fg", FG1, "--fg", FG2, "--keep", f"foreground_2={saved_scene}",
+                 "--keep", f"background={disc_video}", "--out", str(out), *FAST_CLI]) == 0
+    source, made = LayeredVideo.load(saved_scene), LayeredVideo.load(out)
+    assert np.array_equal(made.foregrounds[1], source.foregrounds[1])
+    assert np.array_equal(made.alphas[1], source.alphas[1])
+    assert (out / "foreground_2.mov").read_bytes() == (saved_scene / "foreground_2.mov").read_bytes()
+    fitted = editing.read_video(disc_video, 5, 32, 32, (2, 16), fps=8).frames
+    assert np.abs(made.background - fitted).mean() < 0.02  # from a video: exact in memory, H.264 on disk
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["conditions"] == ["alpha_2", "background", "foreground_2"]
+    assert manifest["given"]["background"]["input"]["source"] == "disc.mp4"
+    assert manifest["given"]["alpha_2"]["from"] == str(saved_scene.absolute())
+
+
+def test_decompose_runs_end_to_end_on_a_video_made_outside_the_world(disc_video, tmp_path):
+    """31 frames of 95x77 at 24 fps, made with PyAV: fitted to 9 frames of 64x64 at the model's 8 fps."""
+    out = tmp_path / "layers"
+    assert main(["decompose", str(disc_video), "--bg", "a red to purple gradient", "--fg",
+                 "a yellow circle moving right", "--out", str(out), "--steps", "2", "--guidance", "1"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["input"]["source"] == "disc.mp4" and manifest["input"]["frame_indices"] == list(range(0, 25, 3))
+    assert manifest["input"]["crop_box"] == {"left": 9, "top": 0, "width": 77, "height": 77}
+    assert manifest["frames"] == 9 and manifest["size"] == [64, 64] and manifest["conditions"] == ["full"]
+    video = LayeredVideo.load(out)
+    fitted = editing.read_video(disc_video, 9, 64, 64, (2, 16), fps=8).frames
+    assert np.abs(video.full - fitted).mean() < 0.02 and video.num_foregrounds == 1
+
+
+# -------------------------------------------------------------------------------------------- bad input
+@pytest.fixture()
+def no_loading(monkeypatch):
+    """Fail the test if a model would be loaded: every check must come first."""
+    from layert2v.pipeline import LayerT2VPipeline
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the input was checked")
+
+    monkeypatch.setattr(LayerT2VPipeline, "from_pretrained", classmethod(refuse))
+
+
+def refused(argv: list[str], out: Path, capsys) -> str:
+    """Exit 2, one line on stderr, nothing written next to ``out``."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert not out.exists() and not list(out.parent.glob(f".{out.name}*"))
+    return err
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d.joinpath("junk.mp4").write_bytes(b"not a video" * 100), "cannot decode junk.mp4 as a video"),
+    (lambda d: d.joinpath("empty.mp4").write_bytes(b""), "cannot decode empty.mp4 as a video"),
+    (lambda d: None, "no video file at"),
+])
+def test_decompose_refuses_a_file_that_is_not_a_video(tmp_path, capsys, no_loading, make, message):
+    make(tmp_path)
+    name = {"cannot decode junk.mp4 as a video": "junk.mp4", "cannot decode empty.mp4 as a video": "empty.mp4"}
+    video = tmp_path / name.get(message, "missing.mp4")
+    err = refused(["decompose", str(video), "--bg", "b", "--fg", "f", "--out", str(tmp_path / "o")], tmp_path / "o",
+                  capsys)
+    assert message in err
+
+
+def test_decompose_refuses_more_frames_than_the_video_has(tmp_path, capsys, no_loading):
+    short = moving_disc_video(tmp_path / "short.mp4", frames=6)
+    err = refused(["decompose", str(short), "--bg", "b", "--fg", "f", "--frames", "9", "--out", str(tmp_path / "o")],
+                  tmp_path / "o", capsys)
+    assert "short.mp4 has 6 frame(s), fewer than the 9 asked for; pass --frames 5" in err
+
+
+@pytest.mark.parametrize("layer, message", [
+    ("foreground_3", "this video's foregrounds are foreground_1, foreground_2; --regenerate one of them"),
+    ("background", "cannot regenerate 'background'"),
+    ("alpha_1", "regenerate foreground_1: its alpha alpha_1 is made again with it"),
+    ("fg2", "cannot regenerate 'fg2'"),
+])
+def test_edit_refuses_a_layer_that_is_not_a_foreground_of_the_video(saved_scene, tmp_path, capsys, no_loading, layer,
+                                                                    message):
+    err = refused(["edit", str(saved_scene), "--regenerate", layer, "--fg", "x", "--out", str(tmp_path / "o")],
+                  tmp_path / "o", capsys)
+    assert message in err
+
+
+def test_edit_refuses_a_directory_that_is_not_a_layered_video(tmp_path, capsys, no_loading):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("hello")
+    err = refused(["edit", str(tmp_path / "notes"), "--regenerate", "foreground_1", "--fg", "x", "--out",
+                   str(tmp_path / "o")], tmp_path / "o", capsys)
+    assert "is not a saved layered video (no manifest.json); give a directory written by" in err
+    err = refused(["edit", str(tmp_path / "nowhere"), "--regenerate", "foreground_1", "--fg", "x", "--out",
+                   str(tmp_path / "o")], tmp_path / "o", capsys)
+    assert "no such directory" in err
+
+
+def test_edit_refuses_a_trajectory_for_a_kept_layer(saved_scene, tmp_path, capsys, no_loading):
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"format": "layert2v-trajectories", "version": 1, "foregrounds": [
+        {"foreground": 1, "keyframes": [{"frame": 0, "box": [0.1, 0.1, 0.4, 0.4]}]}]}))
+    err = refused(["edit", str(saved_scene), "--regenerate", "foreground_2", "--fg", "x", "--trajectory", str(boxes),
+                   "--out", str(tmp_path / "o")], tmp_path / "o", capsys)
+    assert "steers foreground(s) [1], which are kept; give boxes only for foreground 2" in err
+
+
+@pytest.fixture(scope="module")
+def other_shape(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("shapes")
+    return {"frames": toy_clip(1, frames=7, size=32).save(root / "seven"),
+            "size": toy_clip(1, frames=5, size=48).save(root / "wide")}
+
+
+@pytest.mark.parametrize("keep, message", [
+    ("sky={scene}", "unknown layer 'sky'; keep one of full, background, foreground_1, foreground_2"),
+    ("foreground_3={scene}", "there is no foreground_3 with 2 foreground(s)"),
+    ("alpha_1={scene}", "keep foreground_1 to keep alpha_1"),
+    ("background", "--keep takes LAYER=SOURCE"),
+    ("background={seven}", "holds 7 frames of 32x32, this generation makes 5 frames of 32x32; pass --frames 7 "
+                           "--size 32x32"),
+    ("background={wide}", "holds 5 frames of 48x48, this generation makes 5 frames of 32x32; pass --frames 5 "
+                          "--size 48x48"),
+    ("foreground_1={video}", "a foreground needs its alpha, so it comes from a layered directory"),
+    ("background={missing}", "no such directory or video file"),
+    ("background={text}", "is not a video file (mp4, mov, webm ...) nor a layered directory"),
+    ("background={notes}", "is not a saved layered video (no manifest.json)"),
+])
+def test_generate_keep_refuses_bad_layers_before_loading(saved_scene, other_shape, disc_video, tmp_path, capsys,
+                                                         no_loading, keep, message):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes.txt").write_text("x")
+    keep = keep.format(scene=saved_scene, seven=other_shape["frames"], wide=other_shape["size"], video=disc_video,
+                       missing=tmp_path / "missing", text=tmp_path / "notes.txt", notes=tmp_path / "notes")
+    out = tmp_path / "o"
+    err = refused(["generate", "x", "--bg", BG, "--fg", FG1, "--fg", FG2, "--keep", keep, "--out", str(out),
+                   *FAST_CLI], out, capsys)
+    assert message in err
+
+
+def test_generate_keep_refuses_the_same_layer_twice_and_every_layer(saved_scene, tmp_path, capsys, no_loading):
+    out = tmp_path / "o"
+    err = refused(["generate", "x", "--bg", BG, "--fg", FG1, "--keep", f"background={saved_scene}", "--keep",
+                   f"background={saved_scene}", "--out", str(out), *FAST_CLI], out, capsys)
+    assert "--keep background is given twice" in err
+    keeps = [f"--keep={name}={saved_scene}" for name in ("full", "background", "foreground_1", "foreground_2")]
+    err = refused(["generate", "x", "--bg", BG, "--fg", FG1, "--fg", FG2, *keeps, "--out", str(out), *FAST_CLI], out,
+                  capsys)
+    assert "--keep gives every layer; leave one out" in err
+
+
+def test_generate_refuses_a_trajectory_for_a_kept_foreground(saved_scene, tmp_path, capsys, no_loading):
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"format": "layert2v-trajectories", "version": 1, "foregrounds": [
+        {"foreground": 2, "keyframes": [{"frame": 0, "box": [0.1, 0.1, 0.4, 0.4]}]}]}))
+    out = tmp_path / "o"
+    err = refused(["generate", "x", "--bg", BG, "--fg", FG1, "--fg", FG2, "--keep", f"foreground_2={saved_scene}",
+                   "--trajectory", str(boxes), "--out", str(out), *FAST_CLI], out, capsys)
+    assert "steers foreground(s) [2], which --keep gives" in err
