@@ -354,3 +354,17 @@ def test_regenerate_requests_are_checked_before_they_queue(server):
     status, data = post_json(server, "/api/runs/nope/regenerate", {"layer": "foreground_1", "prompt": "a cat"})
     assert status == 404
     assert not (server["root"] / "runs").exists() or not any((server["root"] / "runs").iterdir())
+
+
+def test_stopping_drops_queued_requests_and_their_uploads(tmp_path):
+    from layert2v.ui.jobs import DecomposeRequest, GenerationQueue
+
+    queue = GenerationQueue(load=lambda: None, finish=lambda request, video: "")  # no worker started
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    (folder / "clip.mp4").write_bytes(b"video")
+    job = queue.submit(DecomposeRequest(folder / "clip.mp4", None, "bg", ["fg"], 0, 1, 1.0, None, None, None))
+    assert queue.status(job.id)["state"] == "queued"
+    queue.stop()
+    assert queue.status(job.id)["state"] == "error" and "stopped" in queue.status(job.id)["error"]
+    assert not folder.exists()

@@ -170,6 +170,14 @@ class GenerationQueue:
                     "step": job.step, "steps": job.request.steps, "error": job.error, "run": job.run}
 
     def stop(self) -> None:
+        """Let the running request finish and drop the queued ones (their uploads' temporary copies with them)."""
+        with self._lock:
+            queued = [self._jobs[i] for i in self._waiting if self._jobs[i].state == "queued"]
+            for job in queued:
+                job.state, job.error = "error", "the app stopped before this request ran"
+                self._waiting.remove(job.id)
+        for job in queued:
+            job.request.discard()
         self._queue.put(None)
 
     def pipeline(self) -> LayerT2VPipeline:
@@ -196,7 +204,9 @@ class GenerationQueue:
         while (job_id := self._queue.get()) is not None:
             with self._lock:
                 job = self._jobs[job_id]
-            self._set(job, state="loading")
+                if job.state != "queued":  # dropped by stop()
+                    continue
+                job.state = "loading"
             try:
                 pipe = self.pipeline()
                 self._set(job, state="denoising")
