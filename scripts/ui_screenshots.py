@@ -3,7 +3,9 @@
     python scripts/ui_screenshots.py [--out docs/images] [--chromium /usr/bin/chromium] [--steps 14]
 
 Starts the app in this process with the built-in model, generates one two-layer video, opens it in each panel and
-writes ui_generate.png, ui_layers.png (also ui.png), ui_recomposite.png and ui_open.png.
+writes ui_generate.png, ui_layers.png (also ui.png), ui_recomposite.png and ui_open.png; then draws a box path for
+each foreground (ui_trajectories.png), generates with it (ui_trajectories_result.png), splits the first video's
+full.mp4 into layers and regenerates one of them (ui_edit.png, ui_edit_result.png).
 """
 
 from __future__ import annotations
@@ -77,10 +79,67 @@ def main() -> None:
             page.click("#tabs button[data-tab=open]")
             page.fill("#open-path", "/path/to/out/red_circle")
             page.screenshot(path=str(out / "ui_open.png"))
+            first = page.get_attribute("#layer-views", "data-run")
+            first_dir = Path(page.request.get(f"{url}/api/runs/{first}").json()["path"])
+
+            page.click("#tabs button[data-tab=trajectories]")
+            last = int(page.input_value("#frames")) - 1
+            for k, path in [(1, [(0, (0.05, 0.55), (0.35, 0.85)), (last, (0.65, 0.55), (0.95, 0.85))]),
+                            (2, [(0, (0.65, 0.08), (0.92, 0.35)), (last // 2, (0.4, 0.35), (0.65, 0.6)),
+                                 (last, (0.08, 0.1), (0.35, 0.37))])]:
+                page.select_option("#traj-fg", str(k))
+                for frame, start, end in path:
+                    page.fill("#traj-frame", str(frame))
+                    drag(page, "#traj-canvas", start, end)
+                    page.wait_for_function("() => document.querySelector('#traj-canvas').dataset.state === 'ready'")
+            page.fill("#traj-frame", str(last // 2))
+            page.dispatch_event("#traj-frame", "input")
+            page.screenshot(path=str(out / "ui_trajectories.png"), full_page=True)
+            page.click("#traj-generate")
+            wait_new_run(page, first)
+            page.evaluate("() => { const s = document.querySelector('#frame'); s.value = 0;"
+                          " s.dispatchEvent(new Event('input')); }")
+            page.screenshot(path=str(out / "ui_trajectories_result.png"), full_page=True)
+
+            page.click("#tabs button[data-tab=edit]")
+            page.set_input_files("#dec-file", str(first_dir / "full.mp4"))
+            page.fill("#dec-background", "a blue striped background")
+            page.fill("#dec-foregrounds", "a yellow star bouncing\na red circle moving right")
+            page.fill("#edit-steps", str(args.steps))
+            before = page.get_attribute("#layer-views", "data-run")
+            page.click("#dec-go")
+            decomposed = wait_new_run(page, before)
+            page.click("#tabs button[data-tab=edit]")
+            page.select_option("#regen-layer", "foreground_2")
+            page.fill("#regen-prompt", "a green square moving left")
+            page.click("#regen-go")
+            page.wait_for_function("() => document.querySelector('#edit-status').dataset.state === 'done'")
+            wait_new_run(page, decomposed)
+            page.click("#tabs button[data-tab=edit]")
+            page.screenshot(path=str(out / "ui_edit.png"), full_page=True)
+            page.click("#tabs button[data-tab=layers]")
+            page.evaluate("() => { const s = document.querySelector('#frame'); s.value = 0;"
+                          " s.dispatchEvent(new Event('input')); }")
+            page.screenshot(path=str(out / "ui_edit_result.png"), full_page=True)
             browser.close()
         server.should_exit = True
-    print(f"wrote {', '.join(f'ui_{n}.png' for n in ('generate', 'layers', 'recomposite', 'open'))} and ui.png "
-          f"to {out}")
+    names = ("generate", "layers", "recomposite", "open", "trajectories", "trajectories_result", "edit", "edit_result")
+    print(f"wrote {', '.join(f'ui_{n}.png' for n in names)} and ui.png to {out}")
+
+
+def drag(page, selector: str, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """Drag the mouse between two points given as fractions of the element's box."""
+    box = page.locator(selector).bounding_box()
+    page.mouse.move(box["x"] + start[0] * box["width"], box["y"] + start[1] * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + end[0] * box["width"], box["y"] + end[1] * box["height"], steps=5)
+    page.mouse.up()
+
+
+def wait_new_run(page, before: str | None) -> str:
+    page.wait_for_function("(b) => { const v = document.querySelector('#layer-views');"
+                           " return v.dataset.run && v.dataset.run !== b; }", arg=before or "")
+    return page.get_attribute("#layer-views", "data-run")
 
 
 if __name__ == "__main__":

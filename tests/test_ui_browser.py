@@ -6,6 +6,7 @@ Skipped only when Playwright or a chromium executable is missing (.ci/run instal
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -39,7 +40,7 @@ def app(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("ui")
     toys = {}
-    for name, seed, k in [("toggle", 1, 2), ("background", 2, 1), ("opened", 3, 3), ("bad", 4, 1)]:
+    for name, seed, k in [("toggle", 1, 2), ("background", 2, 1), ("opened", 3, 3), ("bad", 4, 1), ("edit", 5, 2)]:
         toys[name] = toy_clip(seed, k, frames=5, size=32).save(root / f"toy_{name}")
     application = create_app(BUILTIN_MODEL, root / "runs", max_upload_bytes=UPLOAD_LIMIT)
     sock = bind("127.0.0.1", 0)
@@ -310,3 +311,192 @@ def test_a_second_generation_waits_in_the_queue(browser, app):
         jobs._pipe = real
     for pg in pages:
         pg.context.close()
+
+
+# ------------------------------------------------------------------ trajectories
+def drag(page, selector: str, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """Press, move in steps and release the mouse from one point to another, given as fractions of the element's
+    box (outside [0, 1] is outside the element)."""
+    box = page.locator(selector).bounding_box()
+    x0, y0 = box["x"] + start[0] * box["width"], box["y"] + start[1] * box["height"]
+    x1, y1 = box["x"] + end[0] * box["width"], box["y"] + end[1] * box["height"]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x1, y1, steps=5)
+    page.mouse.up()
+
+
+def set_trajectory_frame(page, frame: int) -> None:
+    page.fill("#traj-frame", str(frame))
+    page.dispatch_event("#traj-frame", "input")
+
+
+def wait_trajectory(page, state: str) -> None:
+    page.wait_for_function("(s) => document.querySelector('#traj-canvas').dataset.state === s", arg=state)
+
+
+def new_run(page, before: str | None) -> str:
+    """Wait until the Layers panel shows a run other than `before`; its id."""
+    page.wait_for_function("(b) => { const v = document.querySelector('#layer-views');"
+                           " return v.dataset.run && v.dataset.run !== b; }", arg=before or "", timeout=180_000)
+    return page.get_attribute("#layer-views", "data-run")
+
+
+def test_a_drawn_box_path_is_sent_stored_and_drawn_over_the_result(page, app):
+    from layert2v.trajectory import Trajectories
+
+    page.click("#tabs button[data-tab=generate]")
+    page.fill("#prompt", PROMPT)
+    page.fill("#steps", "2")
+    page.fill("#frames", "3")
+    page.fill("#guidance", "1")
+    before = page.get_attribute("#layer-views", "data-run")
+    page.click("#tabs button[data-tab=trajectories]")
+    assert page.locator("#traj-fg option").count() == 3  # blank rows: up to the model's maximum
+    page.select_option("#traj-fg", "1")
+    set_trajectory_frame(page, 0)
+    drag(page, "#traj-canvas", (0.10, 0.20), (0.40, 0.60))
+    wait_trajectory(page, "ready")
+    set_trajectory_frame(page, 2)
+    drag(page, "#traj-canvas", (0.90, 0.70), (0.55, 0.30))  # dragged up-left: the same box as down-right
+    wait_trajectory(page, "ready")
+
+    doc = page.evaluate("trajDocument()")
+    traj = Trajectories.from_dict(doc)
+    (keys,) = [t.keyframes for t in traj.trajectories]
+    assert [f for f, _ in keys] == [0, 2]
+    step = 1 / 384 + 1e-4  # one canvas pixel
+    assert np.allclose(keys[0][1], (0.10, 0.20, 0.40, 0.60), atol=step)
+    assert np.allclose(keys[1][1], (0.55, 0.30, 0.90, 0.70), atol=step)
+    shown = page.evaluate("traj.boxes")  # the path the page draws: layert2v.trajectory's interpolation
+    assert np.allclose(shown["1"], traj.boxes(3)[1], atol=1e-6)
+    assert np.allclose(shown["1"][1], np.add(keys[0][1], keys[1][1]) / 2, atol=1e-6)  # halfway at frame 1
+    assert [li.split(":")[0] for li in page.locator("#traj-keys li").all_inner_texts()] == [
+        "foreground 1, frame 0", "foreground 1, frame 2"]
+    drawn = canvas_pixels(page, "#traj-canvas")[..., :3]  # the key frame box of frame 2 is outlined in red
+    x0, y0, x1, _ = (np.array(keys[1][1]) * 384).astype(int)
+    assert np.abs(drawn[int(keys[1][1][1] * 384), (x0 + x1) // 2] - [1, 64 / 255, 64 / 255]).max() < 0.02
+
+    with page.expect_request("**/api/generate") as sent:
+        page.click("#traj-generate")
+    assert sent.value.post_data_json["trajectories"] == doc
+    run_id = new_run(page, before)
+    run = page.request.get(f"{app.url}/api/runs/{run_id}").json()
+    run_dir = Path(run["path"])
+    saved = LayeredVideo.load(run_dir)
+    assert saved.metadata["trajectory"] == doc  # what the page sent is what the pipeline got
+    requested = json.loads((run_dir / "trajectory.json").read_text())
+    assert requested == traj.requested_document(3, 64, 64)
+    assert {"trajectory.json", "trajectory.png"} <= set(run["files"])
+
+    # the result shows the requested boxes: drawn over the playing video, frame by frame, and trajectory.png
+    page.wait_for_function("() => document.querySelector('#traj-sheet').naturalWidth > 0")
+    sheet = Image.open(run_dir / "trajectory.png")
+    assert page.eval_on_selector("#traj-sheet", "i => [i.naturalWidth, i.naturalHeight]") == list(sheet.size)
+    for frame in range(3):
+        show_frame(page, frame)
+        over = canvas_pixels(page, "canvas[data-layer=boxes]")[..., :3]
+        plain = canvas_pixels(page, "canvas[data-layer=full]")[..., :3]
+        b = np.rint(traj.boxes(3)[1][frame] * 64).astype(int)  # x0, y0, x1, y1 in pixels
+        edge = np.zeros((64, 64), bool)
+        edge[b[1], b[0]:b[2]] = edge[b[3] - 1, b[0]:b[2]] = True
+        edge[b[1]:b[3], b[0]] = edge[b[1]:b[3], b[2] - 1] = True
+        assert np.abs(over[edge] - [1, 64 / 255, 64 / 255]).max() < 0.01, frame  # foreground 1's colour
+        assert np.abs(over[~edge] - plain[~edge]).max() < 0.01, frame  # and nothing else drawn
+
+
+def test_a_bad_box_shows_its_message_and_is_not_generated(page, app):
+    page.click("#tabs button[data-tab=generate]")
+    page.fill("#prompt", PROMPT)
+    page.fill("#frames", "3")
+    page.click("#tabs button[data-tab=trajectories]")
+    set_trajectory_frame(page, 1)
+    drag(page, "#traj-canvas", (0.5, 0.5), (0.5, 0.5))  # a click: a box of zero size
+    wait_trajectory(page, "error")
+    assert "foreground 1 frame 1" in message(page) and "needs x0 < x1" in message(page)
+    runs = sorted((app.root / "runs").iterdir()) if (app.root / "runs").exists() else []
+    page.click("#traj-generate")  # refused by the server as well, before anything is queued
+    page.wait_for_function("() => document.querySelector('#message').textContent.includes('needs x0 < x1')")
+    assert (sorted((app.root / "runs").iterdir()) if (app.root / "runs").exists() else []) == runs
+
+    page.click("#tabs button[data-tab=trajectories]")
+    page.click("#traj-keys li[data-frame='1'] .remove-key")
+    wait_trajectory(page, "empty")
+    drag(page, "#traj-canvas", (0.6, 0.3), (1.3, 0.6))  # out past the right edge
+    wait_trajectory(page, "error")
+    assert "leaves the frame" in message(page)
+    set_trajectory_frame(page, 7)  # a key frame past the clip's 3 frames
+    page.click("#traj-clear")
+    drag(page, "#traj-canvas", (0.2, 0.2), (0.4, 0.4))
+    wait_trajectory(page, "error")
+    assert "past the clip's last frame 2" in message(page)
+    page.click("#traj-clear-all")
+    wait_trajectory(page, "empty")
+    assert page.evaluate("trajDocument()") is None
+
+
+# ------------------------------------------------------------------ decompose and edit
+def test_decompose_an_uploaded_video_into_layers(page, app, tmp_path):
+    from layert2v.editing import read_video
+    from layert2v.video_io import write_video
+
+    clip = np.zeros((5, 40, 48, 3), np.float32)  # another size and aspect than the model's: fitted
+    clip[..., 2] = 0.8
+    for i in range(5):
+        clip[i, 12:26, 4 + 6 * i:18 + 6 * i] = (1.0, 0.1, 0.1)
+    upload = write_video(tmp_path / "square.mp4", clip, 8, "libx264")
+    before = page.get_attribute("#layer-views", "data-run")
+    page.click("#tabs button[data-tab=edit]")
+    page.set_input_files("#dec-file", str(upload))
+    page.fill("#dec-background", "a blue background")
+    page.fill("#dec-foregrounds", "a red square moving right\n\na small green ball\n")
+    page.fill("#edit-steps", "1")
+    page.fill("#edit-guidance", "1")
+    page.click("#dec-go")
+    run_id = new_run(page, before)
+    assert page.get_attribute("#edit-status", "data-state") == "done"
+
+    layers = page.eval_on_selector_all("#layer-views canvas", "cs => cs.map(c => c.dataset.layer)")
+    assert layers == ["full", "background", "foreground_1", "foreground_2", "alpha_1", "alpha_2"]
+    run = page.request.get(f"{app.url}/api/runs/{run_id}").json()
+    assert run["manifest"]["prompts"]["foregrounds"] == ["a red square moving right", "a small green ball"]
+    assert run["manifest"]["input"]["source"] == "square.mp4" and run["manifest"]["conditions"] == ["full"]
+    assert "layert2v-ui-decompose" not in json.dumps(run["manifest"])  # no path of the removed temporary copy
+    pipe = app.app.state.jobs.pipeline()
+    fitted = read_video(upload, 5, pipe.config.height, pipe.config.width, pipe.video_multiples, fps=pipe.config.fps)
+    made = app.app.state.library.video(run_id)
+    assert np.array_equal(made.full, fitted.frames)  # the uploaded video is the full layer, as pipe.decompose gives it
+    show_frame(page, 4)
+    shown = canvas_pixels(page, "canvas[data-layer=full]")[..., :3]
+    assert np.abs(shown - fitted.frames[4]).max() < 0.01
+
+
+def test_regenerate_one_foreground_keeps_the_other_layers_files(page, app):
+    source = app.toys["edit"]
+    original = {p.name: p.read_bytes() for p in source.iterdir()}
+    open_directory(page, source)
+    page.click("#tabs button[data-tab=edit]")
+    assert "toy_edit" in page.inner_text("#regen-source")
+    page.select_option("#regen-layer", "foreground_1")
+    page.fill("#regen-prompt", "a green ball bouncing")
+    page.fill("#edit-steps", "1")
+    page.fill("#edit-guidance", "1")
+    page.click("#regen-go")
+    run_id = new_run(page, page.get_attribute("#layer-views", "data-run"))
+    result = Path(page.request.get(f"{app.url}/api/runs/{run_id}").json()["path"])
+
+    manifest = json.loads((result / "manifest.json").read_text())
+    assert manifest["prompts"]["foregrounds"] == ["a green ball bouncing", "square 1"]
+    assert manifest["regenerated"] == "foreground_1"
+    kept = ["background.mp4", "foreground_2.mov", "foreground_2.webm", "alpha_2.mp4"]
+    for name in kept:  # the kept layers' files, byte for byte
+        assert (result / name).read_bytes() == original[name], name
+    for name in ["foreground_1.mov", "alpha_1.mp4", "full.mp4"]:  # made again
+        assert (result / name).read_bytes() != original[name], name
+    source_video, again = LayeredVideo.load(source), LayeredVideo.load(result)
+    assert np.array_equal(again.background, source_video.background)
+    assert np.array_equal(again.foregrounds[1], source_video.foregrounds[1])
+    assert np.array_equal(again.alphas[1], source_video.alphas[1])
+    assert {p.name: p.read_bytes() for p in source.iterdir()} == original  # the source is left as it was
+    layers = page.eval_on_selector_all("#layer-views canvas", "cs => cs.map(c => c.dataset.layer)")
+    assert layers == ["full", "background", "foreground_1", "foreground_2", "alpha_1", "alpha_2"]

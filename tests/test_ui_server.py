@@ -249,3 +249,122 @@ def test_started_app_says_where_it_listens(tmp_path):
     static = Path(__file__).parents[1] / "layert2v" / "ui" / "static"
     for file in static.iterdir():  # everything the page needs comes from this server: nothing from a CDN
         assert "://" not in file.read_text() and '"//' not in file.read_text(), file
+
+
+def post_json(server, path: str, body) -> tuple[int, dict]:
+    status, data = request(server, "POST", path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    return status, json.loads(data)
+
+
+def test_drawn_trajectories_are_interpolated_and_checked_by_the_library(server):
+    from layert2v.trajectory import Trajectories
+
+    doc = json.loads((Path(__file__).parents[1] / "docs" / "examples" / "two_crossing.json").read_text())
+    status, data = post_json(server, "/api/trajectory", {"trajectories": doc, "frames": 9, "foregrounds": 2})
+    assert status == 200
+    expected = Trajectories.from_dict(doc).boxes(9)
+    assert sorted(data["boxes"]) == ["1", "2"]
+    for k in (1, 2):
+        np.testing.assert_allclose(data["boxes"][str(k)], expected[k], atol=1e-6)
+
+    def refused(trajectories, frames=9, foregrounds=2):
+        status, data = post_json(server, "/api/trajectory", {"trajectories": trajectories, "frames": frames,
+                                                             "foregrounds": foregrounds})
+        assert status == 400
+        return data["error"]
+
+    def with_box(box, frame=0):
+        return {"format": "layert2v-trajectories", "version": 1,
+                "foregrounds": [{"foreground": 1, "keyframes": [{"frame": frame, "box": box}]}]}
+
+    assert "needs x0 < x1" in refused(with_box([0.5, 0.2, 0.5, 0.4]))
+    assert "leaves the frame" in refused(with_box([0.5, 0.2, 1.2, 0.4]))
+    assert "past the clip's last frame 8" in refused(with_box([0.1, 0.1, 0.2, 0.2], frame=9))
+    assert "there are 1 foreground prompt(s); add a foreground row" in refused(doc, foregrounds=1)
+    assert "expected a JSON object" in refused({"keyframes": []})
+    assert "frames must be a whole number" in refused(doc, frames="nine")
+
+
+def test_generation_with_a_bad_trajectory_is_refused_before_it_queues(server):
+    bad = {"format": "layert2v-trajectories", "version": 1,
+           "foregrounds": [{"foreground": 1, "keyframes": [{"frame": 0, "box": [0.3, 0.3, 0.3, 0.6]}]}]}
+    status, data = post_json(server, "/api/generate", {"prompt": "a red circle over a blue sky", "frames": 3,
+                                                       "trajectories": bad})
+    assert status == 400 and data["error"].startswith("trajectory: foreground 1 frame 0: box")
+    bad["foregrounds"][0]["keyframes"][0] = {"frame": 0, "box": [0.1, 0.1, 0.5, 0.5]}
+    bad["foregrounds"][0]["foreground"] = 2
+    status, data = post_json(server, "/api/generate", {"prompt": "a red circle over a blue sky", "frames": 3,
+                                                       "trajectories": bad})
+    assert status == 400 and "names foreground 2 but there are 1 foreground prompt(s)" in data["error"]
+    assert not (server["root"] / "runs").exists() or not any((server["root"] / "runs").iterdir())
+
+
+def multipart(fields: dict[str, str], file: tuple[str, bytes] | None) -> tuple[bytes, dict]:
+    boundary = "----layert2vtest"
+    parts = [f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n".encode()
+             for k, v in fields.items()]
+    if file is not None:
+        parts.append((f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file[0]}\"\r\n"
+                      "Content-Type: application/octet-stream\r\n\r\n").encode() + file[1] + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_decompose_requests_are_checked_before_they_queue(server):
+    import tempfile
+
+    def decompose(fields, file):
+        status, data = request(server, "POST", "/api/decompose", *multipart(fields, file))
+        return status, json.loads(data)["error"]
+
+    layers = {"background": "a gradient", "foregrounds": json.dumps(["a square"])}
+    png = io.BytesIO()
+    Image.new("RGB", (20, 10), (10, 200, 30)).save(png, format="PNG")
+    leftovers = set(Path(tempfile.gettempdir()).glob("layert2v-ui-decompose-*"))
+    status, error = decompose(layers, None)
+    assert status == 400 and "no video" in error
+    status, error = decompose(layers, ("clip.mp4", b"RIFF" + bytes(300)))
+    assert status == 400 and error.startswith("cannot decode clip.mp4 as a video") and "layert2v-ui" not in error
+    status, error = decompose(layers, ("still.png", png.getvalue()))
+    assert status == 400 and "still image; decompose takes a video" in error
+    status, error = decompose(layers, ("big.mp4", bytes(5000)))
+    assert status == 413 and "limit" in error
+    status, error = decompose({**layers, "background": " "}, ("still.png", png.getvalue()))
+    assert status == 400 and "background prompt is empty" in error
+    status, error = decompose({**layers, "foregrounds": "[]"}, ("still.png", png.getvalue()))
+    assert status == 400 and "no foreground prompts" in error
+    four = json.dumps(["a", "b", "c", "d"])
+    status, error = decompose({**layers, "foregrounds": four}, ("still.png", png.getvalue()))
+    assert status == 400 and "at most 3" in error
+    status, error = decompose({**layers, "steps": "0"}, ("still.png", png.getvalue()))
+    assert status == 400 and "steps must be between 1" in error
+    assert set(Path(tempfile.gettempdir()).glob("layert2v-ui-decompose-*")) == leftovers  # nothing written
+    assert not (server["root"] / "runs").exists() or not any((server["root"] / "runs").iterdir())
+
+
+def test_regenerate_requests_are_checked_before_they_queue(server):
+    run = server["ids"]["toy"]
+    status, data = post_json(server, f"/api/runs/{run}/regenerate", {"layer": "foreground_3", "prompt": "a cat"})
+    assert status == 400 and data["error"] == ("cannot regenerate 'foreground_3': this video's foregrounds are "
+                                               "foreground_1, foreground_2; choose one of them")
+    status, data = post_json(server, f"/api/runs/{run}/regenerate", {"layer": "alpha_1", "prompt": "a cat"})
+    assert status == 400 and "regenerate foreground_1: its alpha alpha_1 is made again with it" in data["error"]
+    status, data = post_json(server, f"/api/runs/{run}/regenerate", {"layer": "foreground_1", "prompt": "  "})
+    assert status == 400 and "new prompt for foreground_1 is empty" in data["error"]
+    status, data = post_json(server, "/api/runs/nope/regenerate", {"layer": "foreground_1", "prompt": "a cat"})
+    assert status == 404
+    assert not (server["root"] / "runs").exists() or not any((server["root"] / "runs").iterdir())
+
+
+def test_stopping_drops_queued_requests_and_their_uploads(tmp_path):
+    from layert2v.ui.jobs import DecomposeRequest, GenerationQueue
+
+    queue = GenerationQueue(load=lambda: None, finish=lambda request, video: "")  # no worker started
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    (folder / "clip.mp4").write_bytes(b"video")
+    job = queue.submit(DecomposeRequest(folder / "clip.mp4", None, "bg", ["fg"], 0, 1, 1.0, None, None, None))
+    assert queue.status(job.id)["state"] == "queued"
+    queue.stop()
+    assert queue.status(job.id)["state"] == "error" and "stopped" in queue.status(job.id)["error"]
+    assert not folder.exists()

@@ -1,13 +1,16 @@
 """One generation at a time: a queue of requests and the single worker thread that runs them.
 
-The worker owns the pipeline (loaded once, at start-up, in the background) and reports each denoising step
-through the pipeline's ``callback``.
+A request is a text-to-video generation (optionally with trajectories), a decomposition of an uploaded video or
+the regeneration of one foreground of a saved result; each knows how to run itself on the pipeline. The worker
+owns the pipeline (loaded once, at start-up, in the background) and reports each denoising step through the
+pipeline's ``callback``.
 """
 
 from __future__ import annotations
 
 import itertools
 import queue
+import shutil
 import threading
 import time
 import traceback
@@ -18,11 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..pipeline import LayerT2VPipeline
+    from ..trajectory import Trajectories
     from ..video import LayeredVideo
+
+StepCallback = Callable[[int, Any], None]
 
 
 @dataclass
 class GenerationRequest:
+    """A text-to-video generation, as `layert2v generate` makes it (with `--trajectory` when given)."""
+
     prompt: str
     background: str
     foregrounds: list[str]
@@ -32,12 +40,91 @@ class GenerationRequest:
     frames: int
     width: int
     height: int
+    trajectories: Trajectories | None = None
+
+    @property
+    def name(self) -> str:
+        return self.prompt
+
+    def run(self, pipe: LayerT2VPipeline, callback: StepCallback) -> LayeredVideo:
+        return pipe(self.prompt, self.background, self.foregrounds, num_frames=self.frames, height=self.height,
+                    width=self.width, num_inference_steps=self.steps, guidance_scale=self.guidance, seed=self.seed,
+                    trajectories=self.trajectories, progress=False, callback=callback)
+
+    def discard(self) -> None:
+        """Release what the request holds outside memory (nothing here)."""
+
+
+@dataclass
+class DecomposeRequest:
+    """Split an uploaded video into layers (``pipe.decompose``). ``video`` is a file in a temporary directory of
+    its own, removed once the request has run or is dropped."""
+
+    video: Path
+    prompt: str | None
+    background: str
+    foregrounds: list[str]
+    seed: int
+    steps: int
+    guidance: float
+    frames: int | None  # None: as pipe.decompose chooses (the model's, fewer frames for a shorter clip)
+    width: int | None
+    height: int | None
+
+    @property
+    def name(self) -> str:
+        return f"decomposed {self.video.stem}"
+
+    def run(self, pipe: LayerT2VPipeline, callback: StepCallback) -> LayeredVideo:
+        video = pipe.decompose(self.video, self.background, self.foregrounds, prompt=self.prompt,
+                               num_frames=self.frames, height=self.height, width=self.width,
+                               num_inference_steps=self.steps, guidance_scale=self.guidance, seed=self.seed,
+                               progress=False, callback=callback)
+        for given in video.metadata.get("given", {}).values():  # not the temporary copy, gone after this run
+            if given.get("from") == str(self.video):
+                given["from"] = f"uploaded to layert2v ui: {self.video.name}"
+        return video
+
+    def discard(self) -> None:
+        shutil.rmtree(self.video.parent, ignore_errors=True)
+
+
+@dataclass
+class RegenerateRequest:
+    """Generate foreground ``layer`` of a saved result again with a new prompt, every other layer kept
+    (``layert2v.editing.regenerate``). ``source`` is the result as loaded from its directory (so that saving
+    copies the kept layers' files); ``source_id`` is its library id."""
+
+    source_id: str
+    source: LayeredVideo
+    layer: str
+    prompt: str
+    seed: int
+    steps: int
+    guidance: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.layer} {self.prompt}"
+
+    def run(self, pipe: LayerT2VPipeline, callback: StepCallback) -> LayeredVideo:
+        from ..editing import regenerate
+
+        return regenerate(pipe, self.source, self.layer, self.prompt, seed=self.seed,
+                          num_inference_steps=self.steps, guidance_scale=self.guidance, progress=False,
+                          callback=callback)
+
+    def discard(self) -> None:
+        """Release what the request holds outside memory (nothing here)."""
+
+
+JobRequest = GenerationRequest | DecomposeRequest | RegenerateRequest
 
 
 @dataclass
 class Job:
     id: str
-    request: GenerationRequest
+    request: JobRequest
     state: str = "queued"  # queued -> loading -> denoising -> saving -> done | error
     step: int = 0
     error: str | None = None
@@ -49,7 +136,7 @@ class GenerationQueue:
     """Runs generation requests one after the other in a worker thread."""
 
     def __init__(self, load: Callable[[], LayerT2VPipeline],
-                 finish: Callable[[GenerationRequest, LayeredVideo], str]):
+                 finish: Callable[[JobRequest, LayeredVideo], str]):
         self._load, self._finish = load, finish
         self._pipe: LayerT2VPipeline | None = None
         self.load_error: str | None = None
@@ -65,7 +152,7 @@ class GenerationQueue:
         """Start the worker: it loads the pipeline, then takes requests in order."""
         self._thread.start()
 
-    def submit(self, request: GenerationRequest) -> Job:
+    def submit(self, request: JobRequest) -> Job:
         with self._lock:
             job = Job(f"job{next(self._ids)}", request)
             self._jobs[job.id] = job
@@ -83,6 +170,14 @@ class GenerationQueue:
                     "step": job.step, "steps": job.request.steps, "error": job.error, "run": job.run}
 
     def stop(self) -> None:
+        """Let the running request finish and drop the queued ones (their uploads' temporary copies with them)."""
+        with self._lock:
+            queued = [self._jobs[i] for i in self._waiting if self._jobs[i].state == "queued"]
+            for job in queued:
+                job.state, job.error = "error", "the app stopped before this request ran"
+                self._waiting.remove(job.id)
+        for job in queued:
+            job.request.discard()
         self._queue.put(None)
 
     def pipeline(self) -> LayerT2VPipeline:
@@ -109,19 +204,20 @@ class GenerationQueue:
         while (job_id := self._queue.get()) is not None:
             with self._lock:
                 job = self._jobs[job_id]
-            self._set(job, state="loading")
+                if job.state != "queued":  # dropped by stop()
+                    continue
+                job.state = "loading"
             try:
                 pipe = self.pipeline()
-                r = job.request
                 self._set(job, state="denoising")
-                video = pipe(r.prompt, r.background, r.foregrounds, num_frames=r.frames, height=r.height,
-                             width=r.width, num_inference_steps=r.steps, guidance_scale=r.guidance, seed=r.seed,
-                             progress=False, callback=lambda i, _latents, job=job: self._set(job, step=i + 1))
+                video = job.request.run(pipe, lambda i, _latents, job=job: self._set(job, step=i + 1))
                 self._set(job, state="saving")
-                self._set(job, state="done", run=self._finish(r, video))
+                self._set(job, state="done", run=self._finish(job.request, video))
             except Exception as e:  # one bad request must not stop the worker
                 traceback.print_exc()
                 self._set(job, state="error", error=str(e) or type(e).__name__)
+            finally:
+                job.request.discard()
 
 
 def output_root(path: str | Path) -> Path:

@@ -26,6 +26,7 @@ from ..video import LayeredVideo
 from ..video_io import MANIFEST
 
 _CACHED_VIDEOS = 4  # decoded LayeredVideos kept in memory (the rest are reloaded from disk when asked)
+TRAJECTORY_FILES = ("trajectory.json", "trajectory.png")  # saved beside the layers when the manifest has one
 
 
 @dataclass
@@ -139,7 +140,9 @@ class Entry:
 
     def listed(self) -> list[str]:
         files = self.manifest.get("files")
-        names = files.values() if isinstance(files, dict) else []
+        names = [*(files.values() if isinstance(files, dict) else [])]
+        if "trajectory" in self.manifest:
+            names += TRAJECTORY_FILES
         return [n for n in dict.fromkeys(names) if isinstance(n, str)] + [MANIFEST]
 
     def files(self) -> list[str]:
@@ -160,7 +163,24 @@ class Entry:
         m = self.manifest
         return {"id": self.id, "path": str(self.path), "name": self.path.name, "origin": self.origin,
                 "manifest": m, "files": self.files(), "frames": m["frames"], "size": m["size"], "fps": m["fps"],
-                "num_foregrounds": m["num_foregrounds"], "sprite_columns": sprite_columns(m["frames"])}
+                "num_foregrounds": m["num_foregrounds"], "sprite_columns": sprite_columns(m["frames"]),
+                **requested_boxes(m)}
+
+
+def requested_boxes(manifest: dict[str, Any]) -> dict[str, Any]:
+    """For a result generated with trajectories: its boxes for every frame (``Trajectories.boxes``: the key frames
+    interpolated), {"trajectory_boxes": {"k": [[x0, y0, x1, y1], ...]}}; a record that does not parse gives
+    {"trajectory_error": why} instead. Nothing for a result without one."""
+    from ..trajectory import Trajectories
+
+    if "trajectory" not in manifest:
+        return {}
+    try:
+        traj = Trajectories.from_dict(manifest["trajectory"], "the manifest's trajectory record")
+        boxes = traj.boxes(manifest["frames"])
+    except ValueError as e:
+        return {"trajectory_error": str(e)}
+    return {"trajectory_boxes": {str(k): b.round(6).tolist() for k, b in boxes.items()}}
 
 
 class Library:

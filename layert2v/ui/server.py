@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,13 +20,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from .jobs import GenerationQueue, GenerationRequest, output_root
+from .jobs import DecomposeRequest, GenerationQueue, GenerationRequest, JobRequest, RegenerateRequest, output_root
 from .library import Library, layer_frames, new_run_directory, parse_settings, recomposite, sprite_png
 from .uploads import Uploads, decode_upload, fit_background
 
 if TYPE_CHECKING:  # torch and diffusers load in the worker thread, after the page is up
     from ..pipeline import LayerT2VPipeline
-    from ..video import LayeredVideo
+    from ..trajectory import Trajectories
+
+from ..video import LayeredVideo
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
@@ -67,7 +70,8 @@ def _error(status: int, message: str) -> HTTPException:
 
 def _ui_message(e: Exception) -> str:
     """The library's messages name CLI flags; in the page the fields have the same names without dashes."""
-    return str(e).replace("--frames", "frames").replace("--size", "size").replace("--steps", "steps")
+    return (str(e).replace("--frames", "frames").replace("--size", "size").replace("--steps", "steps")
+            .replace("add a --fg", "add a foreground row").replace("--regenerate one of them", "choose one of them"))
 
 
 def create_app(model: Path, out: Path, open_dirs: list[Path] = (), max_upload_bytes: int = MAX_UPLOAD_BYTES,
@@ -91,9 +95,11 @@ def create_app(model: Path, out: Path, open_dirs: list[Path] = (), max_upload_by
 
         return LayerT2VPipeline.from_pretrained(model)
 
-    def finish(request: GenerationRequest, video: LayeredVideo) -> str:
+    def finish(request: JobRequest, video: LayeredVideo) -> str:
         video.metadata["model_path"] = str(model)
-        path = video.save(new_run_directory(out, request.prompt))  # atomic: a temporary sibling, then a rename
+        # atomic: a temporary sibling, then a rename. A regenerated result's kept layers were read from the
+        # source directory (LayeredVideo.load records where): save copies their files byte for byte.
+        path = video.save(new_run_directory(out, request.name))
         return library.add(path, "generated", video).id
 
     jobs = GenerationQueue(load, finish)
@@ -143,9 +149,67 @@ def create_app(model: Path, out: Path, open_dirs: list[Path] = (), max_upload_by
             req = _generation_request(body, m, derive)
         except ValueError as e:
             raise _error(400, _ui_message(e)) from None
+        return submit(req)
+
+    def submit(req: JobRequest) -> dict[str, Any]:
         if jobs.load_error:
+            req.discard()
             raise _error(503, jobs.load_error)
         return jobs.status(jobs.submit(req).id)
+
+    @app.post("/api/trajectory")
+    async def trajectory(request: Request) -> dict[str, Any]:
+        """Check drawn key frames against a clip of `frames` frames and `foregrounds` prompts, and give back the
+        box of every frame (the key frames interpolated as generation will): the page draws the path from it."""
+        body = await _json(request)
+        try:
+            frames = _whole(body.get("frames"), "frames")
+            traj = _trajectories(body.get("trajectories"), frames, _whole(body.get("foregrounds"), "foregrounds"))
+        except ValueError as e:
+            raise _error(400, _ui_message(e)) from None
+        return {"boxes": {str(k): b.round(6).tolist() for k, b in traj.boxes(frames).items()}}
+
+    @app.post("/api/decompose")
+    async def decompose(request: Request) -> dict[str, Any]:
+        form = await _form(request, max_upload_bytes, max_fields=12)
+        part = form.get("file")
+        if part is None or isinstance(part, str):
+            raise _error(400, "no video in the request; choose the video to split into layers")
+        data = await _read_upload(part, max_upload_bytes)
+        fields = {key: value for key, value in form.items() if isinstance(value, str)}
+        try:
+            body = {**fields, "foregrounds": json.loads(fields.get("foregrounds") or "[]")}
+        except ValueError:
+            raise _error(400, "foregrounds must be a JSON list of prompts") from None
+        try:
+            req = _decompose_request(body, info(), part.filename or "upload.mp4")
+        except ValueError as e:
+            raise _error(400, _ui_message(e)) from None
+        folder = Path(tempfile.mkdtemp(prefix="layert2v-ui-decompose-"))  # the worker removes it after the run
+        req.video = folder / req.video.name
+        try:
+            req.video.write_bytes(data)
+            await run_in_threadpool(_check_video, req.video)
+        except BaseException as e:
+            req.discard()
+            if isinstance(e, ValueError):  # the temporary copy's path means nothing to the page
+                raise _error(400, str(e).replace(str(req.video), req.video.name)) from None
+            raise
+        return submit(req)
+
+    @app.post("/api/runs/{run_id}/regenerate")
+    async def regenerate(run_id: str, request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        path = entry(run_id).path
+        try:  # read from its directory, so that saving the result copies the kept layers' files
+            source = await run_in_threadpool(LayeredVideo.load, path)
+        except (ValueError, FileNotFoundError, NotADirectoryError) as e:
+            raise _error(400, str(e)) from None
+        try:
+            req = _regenerate_request(run_id, source, body, info())
+        except ValueError as e:
+            raise _error(400, _ui_message(e)) from None
+        return submit(req)
 
     @app.get("/api/jobs/{job_id}")
     def job(job_id: str) -> dict[str, Any]:
@@ -243,20 +307,11 @@ def create_app(model: Path, out: Path, open_dirs: list[Path] = (), max_upload_by
 
     @app.post("/api/uploads")
     async def upload(request: Request) -> dict[str, Any]:
-        limit = size_text(max_upload_bytes)
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_upload_bytes + 64 * 1024:
-            raise _error(413, f"the upload is {size_text(int(declared))}; the upload limit is {limit}")
-        try:
-            form = await request.form(max_files=1, max_fields=4)
-        except Exception as e:  # a broken multipart body
-            raise _error(400, f"could not read the upload: {e}") from None
+        form = await _form(request, max_upload_bytes, max_fields=4)
         part = form.get("file")
         if part is None or isinstance(part, str):
             raise _error(400, "no file in the upload; choose an image or a video")
-        data = await part.read(max_upload_bytes + 1)
-        if len(data) > max_upload_bytes:
-            raise _error(413, f"{part.filename} is over the upload limit of {limit}")
+        data = await _read_upload(part, max_upload_bytes)
         try:
             frames = await run_in_threadpool(decode_upload, data, part.filename or "the upload")
         except ValueError as e:
@@ -269,6 +324,25 @@ def create_app(model: Path, out: Path, open_dirs: list[Path] = (), max_upload_by
     return app
 
 
+async def _form(request: Request, max_upload_bytes: int, max_fields: int):
+    """The multipart form of an upload; refused early when its declared size is over the limit."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_upload_bytes + 64 * 1024:
+        raise _error(413, f"the upload is {size_text(int(declared))}; the upload limit is "
+                          f"{size_text(max_upload_bytes)}")
+    try:
+        return await request.form(max_files=1, max_fields=max_fields)
+    except Exception as e:  # a broken multipart body
+        raise _error(400, f"could not read the upload: {e}") from None
+
+
+async def _read_upload(part, max_upload_bytes: int) -> bytes:
+    data = await part.read(max_upload_bytes + 1)
+    if len(data) > max_upload_bytes:
+        raise _error(413, f"{part.filename} is over the upload limit of {size_text(max_upload_bytes)}")
+    return data
+
+
 async def _json(request: Request) -> dict[str, Any]:
     try:
         body = await request.json()
@@ -279,17 +353,59 @@ async def _json(request: Request) -> dict[str, Any]:
     return body
 
 
-def _generation_request(body: dict[str, Any], model: dict[str, Any], derive) -> GenerationRequest:
-    """Check a request from the page, in the CLI's words, before it enters the queue."""
+def _whole(raw: Any, key: str) -> int:
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be a whole number, got {raw!r}") from None
+    if float(raw) != value:
+        raise ValueError(f"{key} must be a whole number, got {raw!r}")
+    return value
+
+
+def _number(body: dict[str, Any], key: str, kind: type, default: Any) -> Any:
+    raw = body.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be a number, got {raw!r}") from None
+    if kind is int and float(raw) != value:
+        raise ValueError(f"{key} must be a whole number, got {raw!r}")
+    return value
+
+
+def _sampling(body: dict[str, Any], model: dict[str, Any]) -> tuple[int, int, float]:
+    """seed, steps and guidance of a request (the model's defaults where blank), checked."""
+    seed = _number(body, "seed", int, 0)
+    steps = _number(body, "steps", int, model["steps"])
+    guidance = _number(body, "guidance", float, model["guidance"])
+    if not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+    if guidance < 0:
+        raise ValueError(f"guidance must be 0 or more, got {guidance}")
+    return seed, steps, guidance
+
+
+def _shape(body: dict[str, Any], model: dict[str, Any]) -> tuple[int, int, int]:
+    """frames, width and height of a request (the model's defaults where blank), checked against the model."""
     from ..pipeline import check_video_shape
 
-    prompt = str(body.get("prompt") or "").strip()
-    if not prompt:
-        raise ValueError("the full prompt is empty; describe the video to generate")
-    background = str(body.get("background") or "").strip()
-    foregrounds = [str(f).strip() for f in body.get("foregrounds") or []]
+    frames = _number(body, "frames", int, model["frames"])
+    width = _number(body, "width", int, model["width"])
+    height = _number(body, "height", int, model["height"])
+    check_video_shape(frames, height, width, model["temporal"], model["spatial"])
+    return frames, width, height
+
+
+def _foreground_prompts(body: dict[str, Any], model: dict[str, Any]) -> list[str]:
+    raw = body.get("foregrounds") or []
+    if not isinstance(raw, list):
+        raise ValueError("foregrounds must be a list of prompts, bottom layer first")
+    foregrounds = [str(f).strip() for f in raw]
     if foregrounds and all(not f for f in foregrounds):
-        foregrounds = []  # all blank: derived from the full prompt, like a CLI call without --fg
+        return []  # all blank: derived from the full prompt, like a CLI call without --fg
     for k, f in enumerate(foregrounds, 1):
         if not f:
             raise ValueError(f"foreground {k} is empty; describe it or remove its row")
@@ -297,33 +413,79 @@ def _generation_request(body: dict[str, Any], model: dict[str, Any], derive) -> 
     if len(foregrounds) > limit:
         raise ValueError(f"this model takes at most {limit} foreground layer(s), got {len(foregrounds)}; "
                          "remove a row")
+    return foregrounds
+
+
+def _trajectories(doc: Any, frames: int, num_foregrounds: int) -> Trajectories:
+    """The page's key frames, in the trajectory file's format (docs/TRAJECTORIES.md), checked against the clip."""
+    from ..trajectory import Trajectories
+
+    traj = Trajectories.from_dict(doc, "trajectory")
+    try:
+        traj.check(frames, num_foregrounds)
+    except ValueError as e:
+        raise ValueError(f"trajectory: {e}") from None
+    return traj
+
+
+def _generation_request(body: dict[str, Any], model: dict[str, Any], derive) -> GenerationRequest:
+    """Check a request from the page, in the CLI's words, before it enters the queue."""
+    prompt = str(body.get("prompt") or "").strip()
+    if not prompt:
+        raise ValueError("the full prompt is empty; describe the video to generate")
+    background = str(body.get("background") or "").strip()
+    foregrounds = _foreground_prompts(body, model)
+    limit = model["max_foregrounds"]
     if not background or not foregrounds:
         background, foregrounds = derive(prompt, background or None, foregrounds or None)
     if len(foregrounds) > limit:
         raise ValueError(f"the full prompt names {len(foregrounds)} objects but this model takes at most {limit}; "
                          "fill in the foreground rows")
+    seed, steps, guidance = _sampling(body, model)
+    frames, width, height = _shape(body, model)
+    trajectories = None
+    if body.get("trajectories") is not None:
+        trajectories = _trajectories(body["trajectories"], frames, len(foregrounds))
+    return GenerationRequest(prompt, background, foregrounds, seed, steps, guidance, frames, width, height,
+                             trajectories)
 
-    def number(key: str, kind: type, default: Any) -> Any:
-        raw = body.get(key)
-        if raw is None or raw == "":
-            return default
-        try:
-            value = kind(raw)
-        except (TypeError, ValueError):
-            raise ValueError(f"{key} must be a number, got {raw!r}") from None
-        if kind is int and float(raw) != value:
-            raise ValueError(f"{key} must be a whole number, got {raw!r}")
-        return value
 
-    seed = number("seed", int, 0)
-    steps = number("steps", int, model["steps"])
-    guidance = number("guidance", float, model["guidance"])
-    frames = number("frames", int, model["frames"])
-    width = number("width", int, model["width"])
-    height = number("height", int, model["height"])
-    if not 1 <= steps <= MAX_STEPS:
-        raise ValueError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
-    if guidance < 0:
-        raise ValueError(f"guidance must be 0 or more, got {guidance}")
-    check_video_shape(frames, height, width, model["temporal"], model["spatial"])
-    return GenerationRequest(prompt, background, foregrounds, seed, steps, guidance, frames, width, height)
+def _decompose_request(body: dict[str, Any], model: dict[str, Any], filename: str) -> DecomposeRequest:
+    """Check the prompts and numbers of a decomposition (the upload itself is checked by the caller). The video is
+    fitted to the model's size and frames (fewer for a shorter clip) unless the request gives frames or a size."""
+    background = str(body.get("background") or "").strip()
+    if not background:
+        raise ValueError("the background prompt is empty; describe what is behind the objects")
+    foregrounds = _foreground_prompts(body, model)
+    if not foregrounds:
+        raise ValueError("no foreground prompts; describe each object to split off, bottom layer first")
+    prompt = str(body.get("prompt") or "").strip() or None
+    seed, steps, guidance = _sampling(body, model)
+    frames = width = height = None  # the model's, or fewer frames for a shorter clip (pipe.decompose decides)
+    if any(body.get(key) not in (None, "") for key in ("frames", "width", "height")):
+        frames, width, height = _shape(body, model)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(filename).name).strip("._") or "upload.mp4"
+    return DecomposeRequest(Path(stem), prompt, background, foregrounds, seed, steps, guidance, frames, width,
+                            height)
+
+
+def _check_video(path: Path) -> None:
+    """A file `pipe.decompose` can take: a video (layert2v.editing.probe) of more than one frame."""
+    from ..editing import probe
+
+    if probe(path)[0] < 2:
+        raise ValueError(f"{path.name} is a still image; decompose takes a video (MP4, WebM or MOV)")
+
+
+def _regenerate_request(run_id: str, source: LayeredVideo, body: dict[str, Any],
+                        model: dict[str, Any]) -> RegenerateRequest:
+    """Check which foreground of `source` to generate again (layert2v.editing's rule) and its new prompt."""
+    from ..editing import regeneration_plan
+
+    layer = str(body.get("layer") or "")
+    regeneration_plan(source.num_foregrounds, layer)
+    prompt = str(body.get("prompt") or "").strip()
+    if not prompt:
+        raise ValueError(f"the new prompt for {layer} is empty; describe what it should show")
+    seed, steps, guidance = _sampling(body, model)
+    return RegenerateRequest(run_id, source, layer, prompt, seed, steps, guidance)

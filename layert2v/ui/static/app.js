@@ -64,10 +64,12 @@ function addFgRow(text = "") {
   remove.type = "button";
   remove.className = "remove";
   remove.textContent = "remove";
-  remove.addEventListener("click", () => { row.remove(); updateFgLimit(); });
+  remove.addEventListener("click", () => { row.remove(); updateFgLimit(); trajForegroundsChanged(); });
+  input.addEventListener("change", trajForegroundsChanged);
   row.append(input, remove);
   $("#fg-rows").append(row);
   updateFgLimit();
+  trajForegroundsChanged();
 }
 $("#add-fg").addEventListener("click", () => addFgRow());
 
@@ -84,6 +86,8 @@ async function loadModel() {
     $("#width").value = m.width;
     $("#height").value = m.height;
     $("#width").step = $("#height").step = m.spatial;
+    $("#edit-steps").value = m.steps;
+    $("#edit-guidance").value = m.guidance;
     if (m.load_error) say(m.load_error, "error");
   } catch (e) {
     say(`could not read the model: ${e.message}`, "error");
@@ -92,25 +96,35 @@ async function loadModel() {
   updateFgLimit();
 }
 
-$("#generate").addEventListener("click", async () => {
+async function startGeneration() {
   say("");
   const body = {
     prompt: $("#prompt").value, background: $("#background").value, foregrounds: fgRows().map((i) => i.value),
     seed: $("#seed").value, steps: $("#steps").value, guidance: $("#guidance").value, frames: $("#frames").value,
-    width: $("#width").value, height: $("#height").value,
+    width: $("#width").value, height: $("#height").value, trajectories: trajDocument(),
   };
   try {
     const job = await (await postJSON("/api/generate", body)).json();
-    $("#progress").value = 0;
-    $("#progress").dataset.seen = "";
-    followJob(job.id);
+    state.lastRequest = body;
+    startJob(job.id, generateProgress);
   } catch (e) {
     say(e.message, "error");
   }
-});
+}
+$("#generate").addEventListener("click", startGeneration);
 
-function showJob(job) {
-  const bar = $("#progress");
+// where a job's progress shows: the Generate panel's bar, or the Decompose and edit panel's
+const generateProgress = { bar: "#progress", status: "#job-status" };
+const editProgress = { bar: "#edit-progress", status: "#edit-status" };
+
+function startJob(id, where) {
+  $(where.bar).value = 0;
+  $(where.bar).dataset.seen = "";
+  followJob(id, where);
+}
+
+function showJob(job, where = generateProgress) {
+  const bar = $(where.bar);
   bar.value = job.steps ? job.step / job.steps : 0;
   if (job.step) {
     const seen = bar.dataset.seen ? bar.dataset.seen.split(",") : [];
@@ -124,11 +138,11 @@ function showJob(job) {
     done: `done: step ${job.step} / ${job.steps}`,
     error: "failed",
   };
-  $("#job-status").textContent = words[job.state] || job.state;
-  $("#job-status").dataset.state = job.state;
+  $(where.status).textContent = words[job.state] || job.state;
+  $(where.status).dataset.state = job.state;
 }
 
-async function followJob(id) {
+async function followJob(id, where = generateProgress) {
   state.job = id;
   while (state.job === id) {
     let job;
@@ -138,7 +152,7 @@ async function followJob(id) {
       say(`lost track of the generation: ${e.message}`, "error");
       return;
     }
-    showJob(job);
+    showJob(job, where);
     if (job.state === "done") { await loadRun(job.run, "layers"); return; }
     if (job.state === "error") { say(`generation failed: ${job.error}`, "error"); return; }
     await new Promise((resolve) => setTimeout(resolve, 250));
@@ -153,10 +167,23 @@ function drawView(view) {
   const f = Math.min(player.frame, player.frames - 1);
   const col = f % view.cols, row = Math.floor(f / view.cols);
   ctx.drawImage(view.bitmap, col * view.w, row * view.h, view.w, view.h, 0, 0, view.w, view.h);
+  if (view.boxes) strokeBoxes(ctx, view.boxes, f, view.w, view.h);
+}
+
+// the requested box of each foreground at frame f, one pixel wide on the box's outer pixels, in its colour
+function strokeBoxes(ctx, boxes, f, w, h) {
+  ctx.lineWidth = 1;
+  for (const [k, perFrame] of Object.entries(boxes)) {
+    const b = perFrame[Math.min(f, perFrame.length - 1)];
+    const x0 = Math.round(b[0] * w), y0 = Math.round(b[1] * h), x1 = Math.round(b[2] * w), y1 = Math.round(b[3] * h);
+    ctx.strokeStyle = trajColour(Number(k));
+    ctx.strokeRect(x0 + 0.5, y0 + 0.5, Math.max(0, x1 - x0 - 1), Math.max(0, y1 - y0 - 1));
+  }
 }
 
 function drawAll() {
   for (const view of player.views.values()) drawView(view);
+  if (!$("#panel-trajectories").hidden) drawTraj();
   $("#frame").value = player.frame;
   $("#frame-label").textContent = `frame ${player.frame + 1} / ${player.frames}`;
 }
@@ -215,18 +242,23 @@ async function loadRun(id, tab) {
   const layers = [["full", "full video"], ["background", "background"]];
   for (let i = 1; i <= k; i++) layers.push([`foreground_${i}`, `foreground ${i}: ${run.manifest.prompts?.foregrounds?.[i - 1] ?? ""}`]);
   for (let i = 1; i <= k; i++) layers.push([`alpha_${i}`, `alpha ${i}`]);
-  const loads = layers.map(async ([layer, caption]) => {
+  if (run.trajectory_boxes) layers.push(["full", "full video with the requested boxes", "boxes"]);
+  const loads = layers.map(async ([layer, caption, key = layer]) => {
     const figure = document.createElement("figure");
     const canvas = document.createElement("canvas");
-    canvas.dataset.layer = layer;
+    canvas.dataset.layer = key;
     if (layer.startsWith("foreground_")) canvas.className = "checker";
     const label = document.createElement("figcaption");
     label.textContent = caption;
     figure.append(canvas, label);
     views.append(figure);
-    const view = makeView(layer, canvas, run);
+    const view = makeView(key, canvas, run);
+    if (key === "boxes") view.boxes = run.trajectory_boxes;
     view.bitmap = await bitmapOf(await api(`/api/runs/${id}/sprite/${layer}.png`));
   });
+  if (run.trajectory_error) say(run.trajectory_error, "error");
+  $("#traj-result").hidden = !run.files.includes("trajectory.png");
+  $("#traj-sheet").src = run.files.includes("trajectory.png") ? `/api/runs/${id}/files/trajectory.png` : "";
 
   $("#preview").src = run.files.includes("preview.png") ? `/api/runs/${id}/files/preview.png` : "";
   const list = $("#downloads");
@@ -242,6 +274,7 @@ async function loadRun(id, tab) {
   $("#zip").href = `/api/runs/${id}/zip`;
 
   setupRecomposite(run);
+  setupRegenerate(run);
   try {
     await Promise.all(loads);
   } catch (e) {
@@ -250,6 +283,7 @@ async function loadRun(id, tab) {
   }
   views.dataset.run = id;
   drawAll();
+  drawTraj();
   setPlaying(player.playing);
   if (tab) showTab(tab);
   refreshRuns();
@@ -401,6 +435,277 @@ $("#export").addEventListener("click", async () => {
     document.body.append(link);
     link.click();
     link.remove();
+  } catch (e) {
+    say(e.message, "error");
+  }
+});
+
+// ------------------------------------------------------------------ trajectories panel
+// Key frames per foreground: traj.keys.get(k) = [{frame, box: [x0, y0, x1, y1]}] in fractions of the frame, by
+// frame. The boxes of every frame come from the server (/api/trajectory: layert2v.trajectory's interpolation,
+// the one generation uses), which also checks them; the page draws what it gets back.
+const traj = { keys: new Map(), boxes: {}, drag: null, seq: 0 };
+const TRAJ_COLOURS = ["rgb(255,64,64)", "rgb(64,160,255)", "rgb(255,220,0)", "rgb(0,230,120)", "rgb(255,120,255)",
+  "rgb(255,160,0)"]; // as in trajectory.png
+const trajColour = (k) => TRAJ_COLOURS[(k - 1) % TRAJ_COLOURS.length];
+const TRAJ_CANVAS_WIDTH = 384;
+
+function trajForegroundCount() {
+  // rows filled in: that many foregrounds; all blank: as many as the full prompt names, up to the model's maximum
+  const rows = fgRows();
+  if (rows.some((i) => i.value.trim())) return rows.length;
+  return state.model ? state.model.max_foregrounds : 1;
+}
+
+function trajFrames() { return Math.max(1, Math.trunc(Number($("#frames").value) || 1)); }
+const trajForeground = () => Number($("#traj-fg").value || 1);
+const trajFrame = () => Math.trunc(Number($("#traj-frame").value) || 0);
+
+function trajDocument() {
+  const entries = [...traj.keys.entries()].filter(([, keys]) => keys.length).sort((a, b) => a[0] - b[0]);
+  if (!entries.length) return null;
+  const number = (sel) => ($(sel).value === "" ? null : Number($(sel).value));
+  return {
+    format: "layert2v-trajectories", version: 1,
+    guidance: { strength: number("#traj-strength"), steps: number("#traj-steps") },
+    foregrounds: entries.map(([k, keys]) => ({ foreground: k, keyframes: keys.map(({ frame, box }) => ({ frame, box })) })),
+  };
+}
+
+function trajForegroundsChanged() {
+  const select = $("#traj-fg");
+  const chosen = select.value;
+  const n = trajForegroundCount();
+  select.replaceChildren(...Array.from({ length: n }, (_, i) => {
+    const option = document.createElement("option");
+    option.value = i + 1;
+    const prompt = fgRows()[i]?.value.trim();
+    option.textContent = `${i + 1}${prompt ? `: ${prompt}` : ""}`;
+    return option;
+  }));
+  if (chosen && Number(chosen) <= n) select.value = chosen;
+}
+
+function trajSize() {
+  const w = Number($("#width").value) || 64, h = Number($("#height").value) || 64;
+  return [w, h];
+}
+
+function drawTraj() {
+  const canvas = $("#traj-canvas");
+  const [w, h] = trajSize();
+  const cw = TRAJ_CANVAS_WIDTH, ch = Math.round(TRAJ_CANVAS_WIDTH * h / w);
+  if (canvas.width !== cw || canvas.height !== ch) { canvas.width = cw; canvas.height = ch; }
+  const ctx = canvas.getContext("2d");
+  ctx.imageSmoothingEnabled = false;
+  const f = trajFrame();
+  const full = player.views.get("full");
+  if (state.run && full && full.bitmap) {
+    const g = Math.min(f, state.run.frames - 1);
+    const col = g % full.cols, row = Math.floor(g / full.cols);
+    ctx.drawImage(full.bitmap, col * full.w, row * full.h, full.w, full.h, 0, 0, cw, ch);
+    $("#traj-canvas-note").textContent = `frame ${g} of ${state.run.name}, the result shown; boxes are drawn for ` +
+      `a ${w}x${h} clip of ${trajFrames()} frames (the Generate panel's size and frames)`;
+  } else {
+    ctx.fillStyle = "#f0f0f0";
+    ctx.fillRect(0, 0, cw, ch);
+    $("#traj-canvas-note").textContent = `blank ${w}x${h} frame: nothing generated or opened yet`;
+  }
+  for (const [k, perFrame] of Object.entries(traj.boxes)) { // the interpolated path: box centres, every box
+    const colour = trajColour(Number(k));
+    ctx.strokeStyle = colour;
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    perFrame.forEach((b, i) => {
+      const x = (b[0] + b[2]) / 2 * cw, y = (b[1] + b[3]) / 2 * ch;
+      if (i) ctx.lineTo(x, y); else ctx.moveTo(x, y);
+    });
+    ctx.stroke();
+    ctx.globalAlpha = 0.35;
+    ctx.lineWidth = 1;
+    for (const b of perFrame) ctx.strokeRect(b[0] * cw, b[1] * ch, (b[2] - b[0]) * cw, (b[3] - b[1]) * ch);
+    const now = perFrame[Math.min(f, perFrame.length - 1)];
+    ctx.fillStyle = colour;
+    ctx.globalAlpha = 0.25;
+    ctx.fillRect(now[0] * cw, now[1] * ch, (now[2] - now[0]) * cw, (now[3] - now[1]) * ch);
+    ctx.globalAlpha = 1;
+  }
+  for (const [k, keys] of traj.keys) { // key frames: solid
+    ctx.strokeStyle = trajColour(k);
+    for (const { frame, box } of keys) {
+      ctx.lineWidth = frame === f ? 3 : 2;
+      ctx.strokeRect(box[0] * cw, box[1] * ch, (box[2] - box[0]) * cw, (box[3] - box[1]) * ch);
+    }
+  }
+  if (traj.drag) {
+    const [[ax, ay], [bx, by]] = [traj.drag.start, traj.drag.end];
+    ctx.setLineDash([5, 4]);
+    ctx.strokeStyle = "#fff";
+    ctx.lineWidth = 2;
+    ctx.strokeRect(ax * cw, ay * ch, (bx - ax) * cw, (by - ay) * ch);
+    ctx.setLineDash([]);
+  }
+}
+
+function renderTrajKeys() {
+  const [w, h] = trajSize();
+  const items = [];
+  for (const [k, keys] of [...traj.keys.entries()].sort((a, b) => a[0] - b[0])) {
+    for (const { frame, box } of keys) {
+      const item = document.createElement("li");
+      item.dataset.k = k;
+      item.dataset.frame = frame;
+      item.style.color = trajColour(k);
+      const px = box.map((v, i) => Math.round(v * (i % 2 ? h : w)));
+      item.append(`foreground ${k}, frame ${frame}: x ${px[0]}-${px[2]}, y ${px[1]}-${px[3]} px `);
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "remove-key";
+      remove.textContent = "remove";
+      remove.addEventListener("click", () => removeKey(k, frame));
+      item.append(remove);
+      items.push(item);
+    }
+  }
+  $("#traj-keys").replaceChildren(...items);
+  const summary = [...traj.keys.entries()].filter(([, keys]) => keys.length)
+    .map(([k, keys]) => `foreground ${k} (${keys.length} key frame(s))`);
+  $("#traj-summary").textContent = summary.length
+    ? `trajectories: ${summary.join(", ")}, sent with this generation (Trajectories panel)`
+    : "trajectories: none (draw boxes in the Trajectories panel)";
+}
+
+async function refreshTraj() {
+  renderTrajKeys();
+  const seq = ++traj.seq;
+  const canvas = $("#traj-canvas");
+  const doc = trajDocument();
+  if (!doc) {
+    traj.boxes = {};
+    canvas.dataset.state = "empty";
+    drawTraj();
+    return;
+  }
+  canvas.dataset.state = "updating";
+  try {
+    const answer = await (await postJSON("/api/trajectory",
+      { trajectories: doc, frames: trajFrames(), foregrounds: trajForegroundCount() })).json();
+    if (seq !== traj.seq) return;
+    traj.boxes = answer.boxes;
+    canvas.dataset.state = "ready";
+    say("");
+  } catch (e) {
+    if (seq !== traj.seq) return;
+    traj.boxes = {};
+    canvas.dataset.state = "error";
+    say(e.message, "error");
+  }
+  drawTraj();
+}
+
+function setKey(k, frame, box) {
+  const keys = (traj.keys.get(k) || []).filter((key) => key.frame !== frame);
+  keys.push({ frame, box });
+  keys.sort((a, b) => a.frame - b.frame);
+  traj.keys.set(k, keys);
+  refreshTraj();
+}
+
+function removeKey(k, frame) {
+  const keys = (traj.keys.get(k) || []).filter((key) => key.frame !== frame);
+  if (keys.length) traj.keys.set(k, keys); else traj.keys.delete(k);
+  refreshTraj();
+}
+
+function canvasFraction(event) {
+  const rect = $("#traj-canvas").getBoundingClientRect();
+  return [(event.clientX - rect.left) / rect.width, (event.clientY - rect.top) / rect.height];
+}
+
+$("#traj-canvas").addEventListener("mousedown", (event) => {
+  event.preventDefault();
+  const at = canvasFraction(event);
+  traj.drag = { start: at, end: at };
+  drawTraj();
+});
+window.addEventListener("mousemove", (event) => {
+  if (!traj.drag) return;
+  traj.drag.end = canvasFraction(event);
+  drawTraj();
+});
+window.addEventListener("mouseup", (event) => {
+  if (!traj.drag) return;
+  const { start } = traj.drag;
+  const end = canvasFraction(event);
+  traj.drag = null;
+  const r = (v) => Math.round(v * 10000) / 10000; // not clamped: a box dragged out of the frame is refused
+  setKey(trajForeground(), trajFrame(),
+    [r(Math.min(start[0], end[0])), r(Math.min(start[1], end[1])), r(Math.max(start[0], end[0])),
+      r(Math.max(start[1], end[1]))]);
+});
+
+$("#traj-frame").addEventListener("input", drawTraj);
+for (const sel of ["#frames", "#width", "#height"]) $(sel).addEventListener("change", refreshTraj);
+$("#traj-clear").addEventListener("click", () => { traj.keys.delete(trajForeground()); refreshTraj(); });
+$("#traj-clear-all").addEventListener("click", () => { traj.keys.clear(); refreshTraj(); });
+$("#traj-generate").addEventListener("click", async () => {
+  showTab("generate");
+  await startGeneration();
+});
+document.querySelector("#tabs button[data-tab=trajectories]").addEventListener("click", () => {
+  trajForegroundsChanged();
+  $("#traj-frame").max = trajFrames() - 1;
+  drawTraj();
+});
+
+// ------------------------------------------------------------------ decompose and edit panel
+function editNumbers() {
+  return { seed: $("#edit-seed").value, steps: $("#edit-steps").value, guidance: $("#edit-guidance").value };
+}
+
+$("#dec-go").addEventListener("click", async () => {
+  say("");
+  const file = $("#dec-file").files[0];
+  if (!file) { say("choose the video to split into layers", "error"); return; }
+  const limit = state.model ? state.model.max_upload_bytes : Infinity;
+  if (file.size > limit) {
+    say(`${file.name} is ${sizeText(file.size)}; the upload limit is ${sizeText(limit)}`, "error");
+    return;
+  }
+  const form = new FormData();
+  form.append("file", file);
+  form.append("background", $("#dec-background").value);
+  form.append("foregrounds", JSON.stringify($("#dec-foregrounds").value.split("\n").map((l) => l.trim())
+    .filter((l) => l)));
+  form.append("prompt", $("#dec-prompt").value);
+  for (const [key, value] of Object.entries(editNumbers())) form.append(key, value);
+  try {
+    const job = await (await api("/api/decompose", { method: "POST", body: form })).json();
+    startJob(job.id, editProgress);
+  } catch (e) {
+    say(e.message, "error");
+  }
+});
+
+function setupRegenerate(run) {
+  $("#regen-source").textContent = `result: ${run.name} (${run.num_foregrounds} foreground(s)); the background ` +
+    "and the other foregrounds are kept exactly";
+  const prompts = run.manifest.prompts?.foregrounds ?? [];
+  $("#regen-layer").replaceChildren(...Array.from({ length: run.num_foregrounds }, (_, i) => {
+    const option = document.createElement("option");
+    option.value = `foreground_${i + 1}`;
+    option.textContent = `foreground ${i + 1}: ${prompts[i] ?? ""}`;
+    return option;
+  }));
+}
+
+$("#regen-go").addEventListener("click", async () => {
+  say("");
+  if (!state.run) { say("generate, decompose or open a result first", "error"); return; }
+  const body = { layer: $("#regen-layer").value, prompt: $("#regen-prompt").value, ...editNumbers() };
+  try {
+    const job = await (await postJSON(`/api/runs/${state.run.id}/regenerate`, body)).json();
+    startJob(job.id, editProgress);
   } catch (e) {
     say(e.message, "error");
   }
