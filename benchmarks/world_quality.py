@@ -369,6 +369,16 @@ def generate(pipe: Any, prompts: dict[str, Any], seed: int, *, num_frames: int =
                 guidance_scale=guidance_scale, seed=seed, progress=False)
 
 
+def fitting_cases(cases: list[ClipSpec], encoder: Any) -> tuple[list[ClipSpec], list[int]]:
+    """The cases whose every prompt fits the text encoder's window, and the seeds of those that do not."""
+    def fits(spec: ClipSpec) -> bool:
+        p = spec.prompts
+        return all(encoder.num_tokens(t) <= encoder.max_length for t in [p["full"], p["background"],
+                                                                         *p["foregrounds"]])
+
+    return [c for c in cases if fits(c)], [c.seed for c in cases if not fits(c)]
+
+
 def run(cases: list[ClipSpec], produce: Callable[[ClipSpec, int], LayeredVideo], seeds: int = 1
         ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Score `produce(case, seed)` for every case and generation seed 0 .. seeds - 1."""
@@ -418,7 +428,13 @@ def main(argv: list[str] | None = None) -> int:
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         pipe = LayerT2VPipeline.from_pretrained(args.model).to(device)
         guidance = pipe.config.guidance_scale if args.guidance is None else args.guidance
-        title = f"{args.model}, {args.split} ({args.n} cases x {args.seeds} seeds, guidance {guidance:g})"
+        cases, skipped = fitting_cases(cases, pipe.text_encoder)
+        if skipped:  # the pipeline refuses prompts longer than its text window rather than cut them
+            window = pipe.text_encoder.max_length
+            print(f"skipped {len(skipped)} case(s) whose prompts exceed the text encoder's {window} tokens (case "
+                  f"seeds {', '.join(map(str, skipped))})")
+        title = (f"{args.model}, {args.split} ({len(cases)} of {args.n} cases x {args.seeds} seeds, guidance "
+                 f"{guidance:g})")
         summary, rows = run(cases, lambda spec, s: generate(pipe, spec.prompts, s, num_frames=args.frames,
                                                             height=args.height, width=args.width,
                                                             guidance_scale=guidance), seeds=args.seeds)
