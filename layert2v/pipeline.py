@@ -460,7 +460,8 @@ class LayerT2VPipeline:
                 raise ValueError(f"{key}={call_kwargs[key]} but the video has {have}; leave {key} out or fit the "
                                  "video to it (layert2v.editing.read_video)")
         out = self(text, background_prompt, foreground_prompts, conditions={FULL: frames}, **{**call_kwargs, **shape})
-        out.metadata["given"] = {FULL: {"from": str(video) if mapping is not None else "in memory", "layer": FULL}}
+        where = str(Path(video).absolute()) if mapping is not None else "in memory"
+        out.metadata["given"] = {FULL: {"from": where, "layer": FULL}}
         if mapping is not None:
             out.metadata["input"] = mapping
         return out
