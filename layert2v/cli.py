@@ -366,7 +366,7 @@ def check_keeps(keeps: list[str], num_foregrounds: int, check: ModelCheck) -> Ke
         return None
     from .editing import given_layers, is_video_file, keepable, read_video
     from .formats import VIDEO_MANIFEST
-    from .layout import BACKGROUND, FULL
+    from .layout import BACKGROUND, FULL, Segment
     from .video_io import load_layered_video, read_manifest
 
     if check.frames is None or check.size is None or check.multiples is None:
@@ -384,7 +384,7 @@ def check_keeps(keeps: list[str], num_foregrounds: int, check: ModelCheck) -> Ke
         if source.is_dir():
             manifest = read_manifest(source)  # not a layered directory: one line
             have_k, have_frames, have_size = manifest["num_foregrounds"], manifest["frames"], manifest["size"]
-            if name not in [FULL, BACKGROUND] and int(name.rsplit("_", 1)[1]) > have_k:
+            if name not in [FULL, BACKGROUND] and Segment.from_name(name).index > have_k:
                 raise ValueError(f"--keep {name}={source}: {source} has {have_k} foreground(s); keep one of "
                                  f"foreground_1..{have_k} or give a directory that has {name}")
             if (have_frames, tuple(have_size)) != (check.frames, (width, height)):

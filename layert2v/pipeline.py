@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .flow import NUM_TRAIN_TIMESTEPS
 from .formats import PIPELINE_FILE, PIPELINE_FORMAT
-from .latents import encode_layered
+from .latents import encode_segments
 from .layout import BACKGROUND, FOREGROUND, FULL, LayerLayout
 from .models.guidance import BoxGuidance, content_tokens, guided_cross_attention_processors
 from .models.text import TextEncoder
@@ -41,6 +41,7 @@ from .trajectory import Trajectories
 from .video import LayeredVideo
 
 SCHEDULERS = ("unipc", "euler")
+VAE_ENCODE_CHUNK = 4  # AutoencoderKLWan._encode: frame 0, then chunks of 4 frames
 OFFLOAD_MODES = ("block", "leaf", "model")
 
 
@@ -467,7 +468,8 @@ class LayerT2VPipeline:
                 raise ValueError(f"{key}={call_kwargs[key]} but the video has {have}; leave {key} out or fit the "
                                  "video to it (layert2v.editing.read_video)")
         out = self(text, background_prompt, foreground_prompts, conditions={FULL: frames}, **{**call_kwargs, **shape})
-        out.metadata["given"] = {FULL: {"from": str(video) if mapping is not None else "in memory", "layer": FULL}}
+        where = str(Path(video).absolute()) if mapping is not None else "in memory"
+        out.metadata["given"] = {FULL: {"from": where, "layer": FULL}}
         if mapping is not None:
             out.metadata["input"] = mapping
         return out
@@ -554,7 +556,13 @@ class LayerT2VPipeline:
     # ------------------------------------------------------------- VAE sides
     def encode_conditions(self, conditions: dict[str, np.ndarray], layout: LayerLayout, num_frames: int,
                           height: int, width: int) -> torch.Tensor | None:
-        """Given layers -> clean latents placed in their segments (zeros elsewhere)."""
+        """Given layers -> clean latents placed in their segments (zeros elsewhere).
+
+        diffusers' Wan VAE encodes frame 0 and then 4 frames at a time, dropping a shorter remainder: with the
+        built-in VAE (2x in time) a clip of 4k+3 frames would lose its last two. Such clips are encoded with their
+        last frame repeated up to 4k+1 and the extra latent frame cut off; the encoder is causal, so the latents
+        kept are those of the clip's own frames.
+        """
         if not conditions:
             return None
         for name, frames in conditions.items():
@@ -575,7 +583,14 @@ class LayerT2VPipeline:
                 alpha = torch.from_numpy(np.asarray(conditions[segment.partner], np.float32))
                 x = x * alpha.to(self.device)[..., None]
             layers[name] = x.permute(3, 0, 1, 2)[None]
-        return encode_layered(self.vae, self.alpha_path, layers, layout).float()
+        pad = -(num_frames - 1) % VAE_ENCODE_CHUNK
+        if pad:
+            layers = {n: torch.cat([x, x[:, :, -1:].expand(-1, -1, pad, -1, -1)], dim=2) for n, x in layers.items()}
+        parts = encode_segments(self.vae, self.alpha_path, layers)
+        latent_frames = (num_frames - 1) // compression(self.vae.config)[0] + 1
+        parts = {n: z[:, :, :latent_frames].float() for n, z in parts.items()}
+        like = next(iter(parts.values()))
+        return layout.concat({n: parts[n] if n in parts else torch.zeros_like(like) for n in layout.names})
 
     def decode(self, latents: torch.Tensor, layout: LayerLayout) -> dict[str, np.ndarray]:
         """Split by the layout; one batched RGB decode, one batched alpha decode; unpremultiply foregrounds."""

@@ -97,6 +97,22 @@ def test_conditions_are_checked_before_anything_is_encoded(builtin, scene, monke
     assert calls == []
 
 
+def test_a_clip_of_4k_plus_3_frames_is_encoded_whole(builtin):
+    """The built-in VAE takes 2k+1 frames, but diffusers encodes 4 frames at a time after the first and drops the
+    rest: 7 given frames gave 3 latent frames, not 4, and the call crashed. Padded with the last frame, the latents
+    are those of the clip's own frames (the encoder is causal): the same as the first 4 of a longer clip's."""
+    import torch
+
+    from layert2v.layout import LayerLayout
+    from layert2v.models.vae import encode_rgb
+
+    clip = np.random.default_rng(0).random((9, 32, 32, 3), dtype=np.float32)
+    layout = LayerLayout(1, conditions=["background"])
+    given = builtin.encode_conditions({"background": clip[:7]}, layout, 7, 32, 32)
+    longer = encode_rgb(builtin.vae, torch.from_numpy(clip).permute(3, 0, 1, 2)[None])
+    assert torch.allclose(layout.split(given)["background"], longer[:, :, :4], atol=1e-5)
+
+
 def test_given_layers_brings_a_foregrounds_alpha_and_refuses_unknown_names(scene):
     given = editing.given_layers(scene, ["background", "foreground_2"])
     assert sorted(given) == ["alpha_2", "background", "foreground_2"]
@@ -115,6 +131,15 @@ def test_decompose_from_frames_keeps_the_video_and_builds_the_prompt(builtin, sc
     assert video.metadata["conditions"] == ["full"] and video.metadata["given"]["full"]["from"] == "in memory"
     with pytest.raises(ValueError, match="num_frames=9 but the video has 5"):
         builtin.decompose(scene.full, BG, [FG1], num_frames=9, progress=False)
+
+
+def test_decompose_from_a_file_fits_it_and_records_the_mapping(builtin, tmp_path):
+    path = moving_disc_video(tmp_path / "clip.webm", frames=8, codec="libvpx-vp9")  # 8 frames: 7 taken
+    video = builtin.decompose(path, BG, [FG1], height=32, width=32, num_inference_steps=1, guidance_scale=1.0,
+                              progress=False)
+    fitted = editing.read_video(path, 7, 32, 32, builtin.video_multiples, fps=builtin.config.fps)
+    assert np.array_equal(video.full, fitted.frames) and video.metadata["input"] == fitted.mapping
+    assert video.metadata["input"]["frames"] == 7 and video.metadata["given"]["full"]["from"] == str(path)
 
 
 def test_regenerate_keeps_every_other_layer_and_remakes_one(builtin, scene):
