@@ -296,26 +296,29 @@ def main(argv: list[str] | None = None) -> int:
               f"encoder's {pipe.text_encoder.max_length} tokens): seeds {', '.join(str(c.seed) for c in mixed)}")
     print(header, flush=True)
 
+    rows: list[Row] = []
+    notes: list[str] = []
+
+    def done(variant: str, new_rows: list[Row], started: float) -> None:
+        """Print a variant's rows as soon as they are measured, so an interrupted run still leaves figures."""
+        rows.extend(new_rows)
+        print(f"  {variant} done ({time.perf_counter() - started:.0f} s)\n" + "\n".join(format_table(new_rows)
+                                                                                      .splitlines()[2:]), flush=True)
+
     start = time.perf_counter()
-    rows = decomposition(run, mixed)
-    print(f"  decomposition done ({time.perf_counter() - start:.0f} s)", flush=True)
-    rows += bg_to_fg(run, mixed)
-    print(f"  bg→fg done ({time.perf_counter() - start:.0f} s)", flush=True)
-    rows += fg_to_bg(run, mixed)
-    print(f"  fg→bg done ({time.perf_counter() - start:.0f} s)", flush=True)
-    notes = []
+    done("decomposition", decomposition(run, mixed), start)
+    done("bg→fg", bg_to_fg(run, mixed), start)
+    done("fg→bg", fg_to_bg(run, mixed), start)
     if max_k >= 2:
         pairs = [c for c in heldout_prompts(args.n, seed=first, num_foregrounds=2, **shape) if fits(c)]
         donor = first + 100_000
-        rows += regenerate(run, pairs, donor, shape, fits)
         notes.append(f"regenerate: two-object held-out cases seeds {', '.join(str(c.seed) for c in pairs)}; new "
                      f"objects from held-out seeds from {donor} + 7 x case seed")
-        print(f"  regenerate done ({time.perf_counter() - start:.0f} s)", flush=True)
+        done("regenerate", regenerate(run, pairs, donor, shape, fits), start)
     else:
         notes.append(f"regenerate: skipped, the model takes {pipe.max_foregrounds} foreground")
-    traj_first = first + 10_000
-    traj_cases = trajectory_cases(args.n, traj_first, max_k, shape, fits)
-    rows += trajectories(run, traj_cases, args.key_every)
+    traj_cases = trajectory_cases(args.n, first + 10_000, max_k, shape, fits)
+    done("trajectories", trajectories(run, traj_cases, args.key_every), start)
     notes.append(f"trajectories: held-out cases seeds {', '.join(str(s.seed) for s in traj_cases)}; key frames every "
                  f"{args.key_every} frames; mechanism: {run.mechanism}")
     elapsed = time.perf_counter() - start
