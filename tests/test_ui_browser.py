@@ -500,3 +500,37 @@ def test_regenerate_one_foreground_keeps_the_other_layers_files(page, app):
     assert {p.name: p.read_bytes() for p in source.iterdir()} == original  # the source is left as it was
     layers = page.eval_on_selector_all("#layer-views canvas", "cs => cs.map(c => c.dataset.layer)")
     assert layers == ["full", "background", "foreground_1", "foreground_2", "alpha_1", "alpha_2"]
+
+
+def test_regenerate_one_foreground_along_drawn_boxes(page, app):
+    from layert2v.trajectory import Trajectories
+
+    source = app.toys["edit"]
+    open_directory(page, source)
+    page.click("#tabs button[data-tab=trajectories]")
+    page.select_option("#traj-fg", "2")
+    for frame, start, end in [(0, (0.1, 0.1), (0.5, 0.5)), (4, (0.5, 0.5), (0.9, 0.9))]:
+        set_trajectory_frame(page, frame)
+        drag(page, "#traj-canvas", start, end)
+        wait_trajectory(page, "ready")
+    page.click("#tabs button[data-tab=edit]")
+    page.select_option("#regen-layer", "foreground_1")
+    page.check("#regen-boxes")
+    page.fill("#regen-prompt", "a green ball bouncing")
+    page.click("#regen-go")  # foreground 1 has no boxes: the page says so and sends nothing
+    assert "draw boxes for foreground 1" in message(page)
+    page.select_option("#regen-layer", "foreground_2")
+    page.fill("#edit-steps", "1")
+    page.fill("#edit-guidance", "1")
+    with page.expect_request("**/regenerate") as sent:
+        page.click("#regen-go")
+    doc = sent.value.post_data_json["trajectories"]
+    assert [f["foreground"] for f in doc["foregrounds"]] == [2]
+    run_id = new_run(page, page.get_attribute("#layer-views", "data-run"))
+    run = page.request.get(f"{app.url}/api/runs/{run_id}").json()
+    result = Path(run["path"])
+    assert LayeredVideo.load(result).metadata["trajectory"] == doc and "trajectory.png" in run["files"]
+    assert np.allclose(run["trajectory_boxes"]["2"], Trajectories.from_dict(doc).boxes(5)[2], atol=1e-6)
+    assert page.locator("canvas[data-layer=boxes]").count() == 1  # drawn over the result
+    for name in ["background.mp4", "foreground_1.mov", "alpha_1.mp4"]:  # kept byte for byte
+        assert (result / name).read_bytes() == (source / name).read_bytes(), name

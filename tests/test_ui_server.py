@@ -368,3 +368,19 @@ def test_stopping_drops_queued_requests_and_their_uploads(tmp_path):
     queue.stop()
     assert queue.status(job.id)["state"] == "error" and "stopped" in queue.status(job.id)["error"]
     assert not folder.exists()
+
+
+def test_a_regenerated_foreground_takes_boxes_for_itself_only(server):
+    run = server["ids"]["toy"]  # 2 foregrounds, 3 frames
+
+    def boxes(k, frame=0):
+        return {"format": "layert2v-trajectories", "version": 1,
+                "foregrounds": [{"foreground": k, "keyframes": [{"frame": frame, "box": [0.1, 0.1, 0.5, 0.5]}]}]}
+
+    status, data = post_json(server, f"/api/runs/{run}/regenerate",
+                             {"layer": "foreground_1", "prompt": "a cat", "trajectories": boxes(2)})
+    assert status == 400 and "boxes for foreground(s) [2], which are kept; only foreground 1" in data["error"]
+    status, data = post_json(server, f"/api/runs/{run}/regenerate",
+                             {"layer": "foreground_1", "prompt": "a cat", "trajectories": boxes(1, frame=3)})
+    assert status == 400 and "past the clip's last frame 2" in data["error"]
+    assert not (server["root"] / "runs").exists() or not any((server["root"] / "runs").iterdir())

@@ -102,6 +102,7 @@ class RegenerateRequest:
     seed: int
     steps: int
     guidance: float
+    trajectories: Trajectories | None = None  # boxes for ``layer`` only
 
     @property
     def name(self) -> str:
@@ -110,9 +111,9 @@ class RegenerateRequest:
     def run(self, pipe: LayerT2VPipeline, callback: StepCallback) -> LayeredVideo:
         from ..editing import regenerate
 
-        return regenerate(pipe, self.source, self.layer, self.prompt, seed=self.seed,
-                          num_inference_steps=self.steps, guidance_scale=self.guidance, progress=False,
-                          callback=callback)
+        return regenerate(pipe, self.source, self.layer, self.prompt, trajectories=self.trajectories,
+                          seed=self.seed, num_inference_steps=self.steps, guidance_scale=self.guidance,
+                          progress=False, callback=callback)
 
     def discard(self) -> None:
         """Release what the request holds outside memory (nothing here)."""

@@ -483,9 +483,16 @@ def _regenerate_request(run_id: str, source: LayeredVideo, body: dict[str, Any],
     from ..editing import regeneration_plan
 
     layer = str(body.get("layer") or "")
-    regeneration_plan(source.num_foregrounds, layer)
+    k, _kept = regeneration_plan(source.num_foregrounds, layer)
     prompt = str(body.get("prompt") or "").strip()
     if not prompt:
         raise ValueError(f"the new prompt for {layer} is empty; describe what it should show")
     seed, steps, guidance = _sampling(body, model)
-    return RegenerateRequest(run_id, source, layer, prompt, seed, steps, guidance)
+    trajectories = None
+    if body.get("trajectories") is not None:
+        trajectories = _trajectories(body["trajectories"], source.num_frames, source.num_foregrounds)
+        others = [f for f in trajectories.foregrounds if f != k]
+        if others:
+            raise ValueError(f"trajectory: boxes for foreground(s) {others}, which are kept; only foreground {k}, "
+                             "the one regenerated, can be steered")
+    return RegenerateRequest(run_id, source, layer, prompt, seed, steps, guidance, trajectories)

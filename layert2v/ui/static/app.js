@@ -703,6 +703,13 @@ $("#regen-go").addEventListener("click", async () => {
   say("");
   if (!state.run) { say("generate, decompose or open a result first", "error"); return; }
   const body = { layer: $("#regen-layer").value, prompt: $("#regen-prompt").value, ...editNumbers() };
+  if ($("#regen-boxes").checked) {
+    const k = Number(body.layer.split("_")[1]);
+    const doc = trajDocument();
+    const mine = doc ? doc.foregrounds.filter((f) => f.foreground === k) : [];
+    if (!mine.length) { say(`draw boxes for foreground ${k} in the Trajectories panel first`, "error"); return; }
+    body.trajectories = { ...doc, foregrounds: mine };
+  }
   try {
     const job = await (await postJSON(`/api/runs/${state.run.id}/regenerate`, body)).json();
     startJob(job.id, editProgress);
