@@ -125,8 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fg", action="append", default=None, help="foreground prompt; repeat for more layers")
     add_sampling_arguments(g, frames=True)
     g.add_argument("--trajectory", default=None, metavar="FILE",
-                   help="JSON file of key-frame boxes for one or more foregrounds (docs/TRAJECTORIES.md); steered "
-                        "by guided cross-attention, boxes drawn in OUT/trajectory.png")
+                   help="JSON file of key-frame boxes for one or more foregrounds (docs/TRAJECTORIES.md): given to "
+                        "a model trained with boxes (the built-in one), else guided cross-attention; boxes drawn in "
+                        "OUT/trajectory.png")
     g.add_argument("--keep", action="append", default=[], metavar="LAYER=SOURCE",
                    help="give LAYER instead of generating it: background=DIR, foreground_K=DIR (with its alpha) or "
                         "full=DIR, DIR a layered output directory of the same frames and size (its files are "
@@ -452,8 +453,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
             carry_sources(video, source, names)
     out = save_and_report(video, args, check.model, dtype, load_s, start)
     if trajectories is not None:
-        print(f"  trajectory: foreground(s) {trajectories.foregrounds} steered (strength {trajectories.strength}, "
-              f"first {trajectories.steps} steps); boxes in {out / 'trajectory.png'}")
+        how = video.metadata.get("trajectory_mechanism")
+        if how == "guided cross-attention":
+            how += f", strength {trajectories.strength}, first {trajectories.steps} steps"
+        print(f"  trajectory: foreground(s) {trajectories.foregrounds} follow their boxes ({how}); boxes in "
+              f"{out / 'trajectory.png'}")
     return 0
 
 
