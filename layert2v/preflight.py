@@ -143,6 +143,7 @@ def transformer_parameters(config: Mapping[str, Any]) -> int:
     io = config["in_channels"] * d * patch + d + d * config["out_channels"] * patch + config["out_channels"] * patch
     k = config.get("max_foregrounds", 1)
     layered = (2 + 2 * k) * 6 * d + (text * (2 + k) if config.get("layer_text_embedding") else 0)
+    layered += d * patch + d if config.get("box_conditioning") else 0  # a one-channel patch embedding
     return config["num_layers"] * block + embedders + io + 2 * d + layered
 
 

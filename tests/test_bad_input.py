@@ -181,7 +181,8 @@ def test_size_estimates_match_the_built_models():
 
     builtin = json.loads((BUILTIN_MODEL / "transformer" / "config.json").read_text())
     for config in (dict(TINY_TRANSFORMER, max_foregrounds=2), dict(TINY_TRANSFORMER, layer_text_embedding=True,
-                                                                   cross_attn_norm=False), builtin):
+                                                                   cross_attn_norm=False),
+                   dict(TINY_TRANSFORMER, box_conditioning=True), builtin):
         model = LayeredWanTransformer.from_config(config)
         assert transformer_parameters(dict(model.config)) == sum(p.numel() for p in model.parameters())
     for config in (TINY_VAE, json.loads((BUILTIN_MODEL / "vae" / "config.json").read_text())):

@@ -79,7 +79,8 @@ def test_cli_generate_with_a_trajectory_file(saved_model, tmp_path, capsys):
     code = main(["generate", "x", "--bg", "sky", "--fg", "a ball", "--fg", "a box", "--model", str(saved_model),
                  "--out", str(out), "--steps", "2", "--frames", "9", "--trajectory", str(EXAMPLE)])
     assert code == 0
-    assert "trajectory: foreground(s) [1, 2] steered" in capsys.readouterr().out
+    assert "trajectory: foreground(s) [1, 2] follow their boxes (guided cross-attention, strength" in \
+        capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["trajectory"] == Trajectories.load(EXAMPLE).to_dict()
     assert (out / "trajectory.json").is_file() and (out / "trajectory.png").is_file()
