@@ -48,8 +48,6 @@ from diffusers.utils import apply_lora_scale
 from ..layout import LayerLayout
 from .context_parallel import gather_segments, shard_segments
 
-LAYER_PARAMETER_NAMES = ("layer_adaln", "layer_prompt_embedding", "box_embedding")
-
 
 class LayeredWanTransformer(WanTransformer3DModel):
     """Wan transformer over layout-serialised latents.
