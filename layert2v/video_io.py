@@ -64,7 +64,9 @@ class _Codec:
 
 
 _CODECS = {
-    "libx264": _Codec("libx264", "yuv420p", None, False, {"crf": "12", "preset": "medium"}),
+    # mb-tree off: with it, x264's lookahead (as PyAV 18's wheels build it) reads memory it never wrote, so the same
+    # frames came out as different bits depending on what was encoded before; without it they always match
+    "libx264": _Codec("libx264", "yuv420p", None, False, {"crf": "12", "preset": "medium", "x264-params": "mbtree=0"}),
     # profile "4" is 4444 (prores_ks numbers its profiles 0..5); alpha_bits defaults to 16. vendor apl0 keeps
     # some Apple software from rejecting the file.
     "prores_ks": _Codec("prores_ks", "yuv444p10le", "yuva444p10le", True, {"profile": "4", "vendor": "apl0"}),
@@ -123,7 +125,9 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "
     in_fmt = {(3, False): "rgb24", (4, False): "rgba", (3, True): "rgb48le", (4, True): "rgba64le"}[c, spec.deep]
 
     rate = Fraction(fps).limit_denominator(1_000_000)
-    container_options = {"movflags": "+faststart"} if path.suffix.lower() in (".mp4", ".mov") else {}
+    container_options = {"fflags": "+bitexact"}  # no random ids (Matroska's segment UID) nor version strings
+    if path.suffix.lower() in (".mp4", ".mov"):
+        container_options["movflags"] = "+faststart"
     with av.open(str(path), "w", options=container_options) as container:
         stream = container.add_stream(spec.encoder, rate=rate, time_base=1 / rate)
         stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
