@@ -137,10 +137,12 @@ def line_arguments(number: int, fields: dict, args: argparse.Namespace, base: Pa
 
 
 def fingerprint(path: Path | None) -> str | None:
-    """A model directory's or file's identity: every file's name, size and modification time (nothing is read)."""
+    """A model directory's or file's identity: its path and every file's name, size and modification time (no file
+    is read; hidden files such as download caches do not count)."""
     if path is None:
         return None
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not any(
+        part.startswith(".") for part in p.relative_to(path).parts))
     h = hashlib.sha256()
     for p in files:
         st = p.stat()
@@ -169,7 +171,8 @@ def check_lines(args: argparse.Namespace, check: Callable) -> tuple[list[Clip], 
             ns.out = str(out / directory_name(number))
             checked, bg, fgs = check(ns)
             trajectory = Trajectories.load(ns.trajectory).to_dict() if ns.trajectory else None
-        except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError) as e:
+        except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+                PermissionError) as e:
             errors.append((number, " ".join(str(e).split())))
             continue
         own = {"prompt": ns.prompt, "background": bg, "foregrounds": list(fgs), "seed": ns.seed,

@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "mattes in one denoising pass. Without --bg/--fg the layer prompts are derived "
                                    "from a full prompt of the form '<foreground> [and <foreground>] over "
                                    "<background>' (see README.md). --keep gives layers instead of generating them "
-                                   "(docs/EDITING.md).")
+                                   "(docs/EDITING.md). --prompts FILE makes one clip per line of FILE (docs/BATCH.md).")
     g.add_argument("prompt", nargs="?", help="the full-video prompt (or --prompts FILE)")
     g.add_argument("--bg", help="background prompt")
     g.add_argument("--fg", action="append", default=None, help="foreground prompt; repeat for more layers")
@@ -134,12 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "copied, so the layer stays bit-identical); background=VIDEO or full=VIDEO, a video file "
                         "fitted like decompose's; repeat for more layers")
     g.add_argument("--prompts", default=None, metavar="FILE",
-                   help="many clips: a JSONL file, one clip per line (prompt, and optionally bg, fg, seed, frames, "
+                   help="many clips: a .jsonl file, one clip per line (prompt, and optionally bg, fg, seed, frames, "
                         "size, steps, trajectory), or a text file of one prompt per line; every line is checked "
                         "before the model loads. OUT gets a layered directory per line, index.jsonl and "
-                        "failed.jsonl; a rerun resumes. A line without a seed gets --seed + line number - 1 "
-                        "(docs/BATCH.md)")
-    g.add_argument("--workers", type=positive_int, default=None,
+                        "failed.jsonl; a rerun resumes. --frames, --size and --steps apply to lines without their "
+                        "own; a line without a seed gets --seed + line number - 1 (docs/BATCH.md)")
+    g.add_argument("--workers", type=positive_int, default=None, metavar="N",
                    help="with --prompts: workers, each loading the model once (default 1, in this process); more "
                         "than one runs on Ray, one GPU each with --device cuda, one thread each on the CPU")
     g.add_argument("--address", default=None,
