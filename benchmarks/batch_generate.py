@@ -4,8 +4,9 @@ workers, in one run, on the built-in model.
     python benchmarks/batch_generate.py                   # 24 prompts, the model's steps (issue 30's setting)
     python benchmarks/batch_generate.py --n 6 --steps 4   # a quick look
 
-The prompts are the built-in world's held-out cases 0..n-1 (layert2v.data.world.heldout_prompts: one to three
-foregrounds), clip k with seed k in every variant. Each variant is timed from its first command to the last clip
+The prompts are the built-in world's held-out cases 0..n-1 (layert2v.data.world.sample_spec, split "heldout"),
+with one and two foregrounds in turn (three can make a prompt longer than the model's 32 tokens), clip k with seed k
+in every variant. Each variant is timed from its first command to the last clip
 on disk, start-up and model loading included, as a user would see it: the loop starts one `layert2v` process per
 prompt (torch's default threads), `--prompts` one process (one thread per worker; two workers run on a local Ray,
 whose start is counted). The machine's load is printed before and after; ratios measured within one run are what
@@ -42,9 +43,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=24, help="prompts (default 24)")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
     args = parser.parse_args()
-    from layert2v.data.world import heldout_prompts
+    from layert2v.data.world import sample_spec
 
-    cases = [spec.prompts for spec in heldout_prompts(args.n)]
+    cases = [sample_spec(k, split="heldout", num_foregrounds=1 + k % 2).prompts for k in range(args.n)]
     steps = ["--steps", str(args.steps)] if args.steps else []
     print(f"{args.n} prompts, built-in model, steps {args.steps or 'the model default'}, {os.cpu_count()} CPU cores; "
           f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

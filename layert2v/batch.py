@@ -289,6 +289,7 @@ def generate_batch(args: argparse.Namespace, check: Callable, load: Callable, sa
     by_line = {c.line: c for c in todo}
     runner = (r for r in ()) if not todo else on_ray(todo, args, model, out, workers, load, sampling) if ray_run else \
         in_process(todo, args, model, out, load, sampling)
+    interrupted = False
     try:
         with contextlib.closing(runner) as results:
             for result in results:
@@ -306,12 +307,17 @@ def generate_batch(args: argparse.Namespace, check: Callable, load: Callable, sa
                     write_lists()
                     last_write = time.perf_counter()
     except KeyboardInterrupt:
-        raise KeyboardInterrupt(f"interrupted; the {len(entries)} finished clip(s) are kept and listed in "
-                                f"{out / INDEX}; rerun the same command to make the rest") from None
+        interrupted = True
     finally:
         bar.close()
         clean_leftovers(out)
+        for clip in todo:  # finished as the run was stopped, before its worker could report it: listed, no seconds
+            if clip.line not in entries and clip.line not in failures and finished(out, clip):
+                entries[clip.line] = index_entry(clip, None, reused=False)
         write_lists()
+    if interrupted:
+        raise KeyboardInterrupt(f"interrupted; the {len(entries)} finished clip(s) are kept and listed in "
+                                f"{out / INDEX}; rerun the same command to make the rest")
     made = len(entries) - (len(clips) - len(todo))
     seconds = time.perf_counter() - start
     print(f"made {made} clip(s), reused {len(clips) - len(todo)}, {len(failures)} failed, in {seconds:.1f}s"
