@@ -192,16 +192,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------------------------- generate
-def derive_prompts(prompt: str, bg: str | None, fgs: list[str] | None) -> tuple[str, list[str]]:
-    """Fill in missing layer prompts from the full prompt (the procedural world's rule)."""
-    if bg and fgs:
-        return bg, fgs
-    from .data.world import parse_prompt
-
-    parsed = parse_prompt(prompt)
-    return bg or parsed["background"], fgs or parsed["foregrounds"]
-
-
 def native_config(model: Path) -> dict:
     """The sampling defaults a saved layert2v pipeline records (empty for a Wan2.1 directory)."""
     from .formats import PIPELINE_FILE
@@ -285,6 +275,8 @@ def check_generate(args: argparse.Namespace) -> tuple[ModelCheck, str, list[str]
     check_layer_prompts(args.bg, args.fg)
     check_output_directory(args.out, args.overwrite, marker=VIDEO_MANIFEST)
     check = check_model(args, args.frames, args.size)
+    from .prompts import derive_prompts
+
     bg, fgs = derive_prompts(args.prompt, args.bg, args.fg)
     check.check_foregrounds(len(fgs))
     if args.trajectory:  # checked against the clip before the model loads

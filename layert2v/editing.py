@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .layout import ALPHA, BACKGROUND, FOREGROUND, FULL, LayerLayout, Segment
+from .prompts import full_prompt
 from .video import LayeredVideo
 
 if TYPE_CHECKING:
@@ -182,13 +183,6 @@ def origin(source: LayeredVideo) -> str:
     return directories.pop() if len(directories) == 1 else "in memory"
 
 
-def full_prompt(background_prompt: str, foreground_prompts: list[str]) -> str:
-    """The full prompt built from the layer prompts, in the form the CLI splits: "fg_1, fg_2 and fg_3 over bg"."""
-    from .data.captions import join_objects
-
-    return f"{join_objects(list(foreground_prompts))} over {background_prompt}"
-
-
 def regeneration_plan(source_foregrounds: int, layer: str) -> tuple[int, list[str]]:
     """(k, layers kept) for regenerating ``layer`` of a video with this many foregrounds: the background and every
     other foreground (with its alpha). Refuses anything but an existing foreground_k, in one line."""
@@ -212,7 +206,8 @@ def regenerate(pipe: LayerT2VPipeline, source: LayeredVideo, layer: str, prompt:
     foreground with its alpha bit-identical; the layer's alpha and the full video are made again too.
 
     Frames, size and the other prompts are ``source``'s; the full prompt is built from the layer prompts
-    (:func:`full_prompt`) unless ``full_prompt_text`` is given. ``trajectories`` may steer only ``layer``.
+    (:func:`layert2v.prompts.full_prompt`) unless ``full_prompt_text`` is given. ``trajectories`` may steer only
+    ``layer``.
     ``call_kwargs`` go to the pipeline (steps, guidance, scheduler ...).
     """
     from .trajectory import Trajectories

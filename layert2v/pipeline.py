@@ -442,7 +442,8 @@ class LayerT2VPipeline:
             prompt: the full prompt; None builds it from the layer prompts ("fg_1 and fg_2 over bg").
             call_kwargs: anything else :meth:`__call__` takes (seed, steps, guidance, trajectories ...).
         """
-        from .editing import frames_the_model_takes, full_prompt, probe, read_video
+        from .editing import frames_the_model_takes, probe, read_video
+        from .prompts import full_prompt
 
         if "conditions" in call_kwargs:
             raise ValueError("decompose gives the video as the full layer; call the pipeline itself to give others")

@@ -598,7 +598,7 @@ def describe(spec: ClipSpec, seed: int | None = None) -> dict[str, Any]:
 
 
 def parse_prompt(prompt: str) -> dict[str, Any]:
-    """Split a full prompt into background and foreground prompts; see :func:`layert2v.data.captions.parse_prompt`."""
-    from .captions import parse_prompt as _parse
+    """Split a full prompt into background and foreground prompts; see :func:`layert2v.prompts.parse_prompt`."""
+    from ..prompts import parse_prompt as _parse
 
     return _parse(prompt)

@@ -83,7 +83,7 @@ def create_app(model: Path, out: Path, open_dirs: list[Path] = (), max_upload_by
     through a DNS name that points at 127.0.0.1.
     """
     if derive is None:
-        from ..cli import derive_prompts as derive
+        from ..prompts import derive_prompts as derive
     out = output_root(out)
     library = Library()
     uploads = Uploads()
