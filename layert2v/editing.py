@@ -183,6 +183,27 @@ def origin(source: LayeredVideo) -> str:
     return directories.pop() if len(directories) == 1 else "in memory"
 
 
+def decompose(pipe: LayerT2VPipeline, video: str | Path, background_prompt: str, foreground_prompts: list[str],
+              prompt: str | None = None, **call_kwargs: Any) -> LayeredVideo:
+    """Layers of a video file (:meth:`LayerT2VPipeline.decompose` of its fitted frames).
+
+    The file is fitted by :func:`read_video` to ``num_frames`` / ``height`` / ``width`` (default: the model's,
+    fewer frames for a shorter clip) at the model's frame rate; the mapping is recorded in ``metadata["input"]``.
+    ``call_kwargs`` go to the pipeline (seed, steps, guidance, trajectories ...).
+    """
+    cfg = pipe.config
+    num_frames = call_kwargs.pop("num_frames", None)
+    if num_frames is None:  # the model's default, or the longest a shorter clip gives
+        num_frames = frames_the_model_takes(probe(video)[0], pipe.video_multiples[0], cfg.num_frames)
+    height = call_kwargs.pop("height", None) or cfg.height
+    width = call_kwargs.pop("width", None) or cfg.width
+    fitted = read_video(video, num_frames, height, width, pipe.video_multiples, fps=cfg.fps)
+    out = pipe.decompose(fitted.frames, background_prompt, foreground_prompts, prompt=prompt, **call_kwargs)
+    out.metadata["given"] = {FULL: {"from": str(Path(video).absolute()), "layer": FULL}}
+    out.metadata["input"] = fitted.mapping
+    return out
+
+
 def regeneration_plan(source_foregrounds: int, layer: str) -> tuple[int, list[str]]:
     """(k, layers kept) for regenerating ``layer`` of a video with this many foregrounds: the background and every
     other foreground (with its alpha). Refuses anything but an existing foreground_k, in one line."""

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .flow import NUM_TRAIN_TIMESTEPS
 from .formats import PIPELINE_FILE, PIPELINE_FORMAT
 from .latents import encode_segments
+from .layer_weights import layered_wan
 from .layout import BACKGROUND, FOREGROUND, FULL, LayerLayout
 from .models.guidance import BoxGuidance, content_tokens, guided_cross_attention_processors
 from .models.text import TextEncoder
@@ -37,6 +38,7 @@ from .preflight import (
     model_configs,
     video_multiples,
 )
+from .prompts import full_prompt
 from .trajectory import Trajectories
 from .video import LayeredVideo
 
@@ -196,8 +198,6 @@ class LayerT2VPipeline:
     ) -> LayerT2VPipeline:
         """Load (a) a directory saved by :meth:`save_pretrained`, or (b) a Wan2.1-T2V diffusers directory plus
         an optional LayerT2V layer-weights file (LoRA, layer modules, alpha path; see ``layer_weights.py``)."""
-        from .layer_weights import load_wan_pipeline
-
         root = Path(path)
         if not root.exists():
             raise FileNotFoundError(f"model path {root} does not exist; pass --model with a directory saved by "
@@ -209,7 +209,7 @@ class LayerT2VPipeline:
                 raise ValueError("layer weights apply to a Wan2.1 directory; this one is a complete layert2v pipeline")
             return cls._load_own(root, text_encoder)
         if (root / "model_index.json").is_file():
-            return load_wan_pipeline(cls, root, layer_weights, text_encoder)
+            return cls._load_wan(root, layer_weights, text_encoder)
         raise ValueError(f"{root} is neither a layert2v pipeline (no {PIPELINE_FILE}) nor a Wan2.1 diffusers "
                          "directory (no model_index.json)")
 
@@ -230,6 +230,20 @@ class LayerT2VPipeline:
         if not Path(str(source)).is_absolute() and (root / str(source)).is_dir():
             source = root / str(source)
         encoder = TextEncoder.from_pretrained(source, max_length=config.max_sequence_length)
+        return cls(transformer, vae, alpha_path, encoder, config)
+
+    @classmethod
+    def _load_wan(cls, root: Path, layer_weights: str | Path | None,
+                  text_encoder: str | Path | None) -> LayerT2VPipeline:
+        """A Wan2.1-T2V diffusers directory (transformer/, vae/, text_encoder/, tokenizer/) + optional layer file,
+        with Wan2.1's sampling defaults (:meth:`from_pretrained` has checked its configs and weight files)."""
+        transformer, alpha_path = layered_wan(root / "transformer", layer_weights)
+        vae = load_weights(AutoencoderKLWan, root / "vae")
+        alpha_path = alpha_path or AlphaPath.for_vae(vae)
+        encoder = TextEncoder.from_pretrained(text_encoder or root)
+        config = PipelineConfig(text_encoder=str(text_encoder or root), max_sequence_length=encoder.max_length,
+                                num_frames=41, height=384, width=672, fps=16, num_inference_steps=50,
+                                guidance_scale=5.0, flow_shift=3.0, model_id=f"wan2.1:{root.name}")
         return cls(transformer, vae, alpha_path, encoder, config)
 
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -430,49 +444,33 @@ class LayerT2VPipeline:
                       "negative_prompts": negatives, "conditions": sorted(conditions), "timings": timings, **extra},
         )
 
-    def decompose(self, video: np.ndarray | str | Path, background_prompt: str, foreground_prompts: list[str],
+    def decompose(self, video: np.ndarray, background_prompt: str, foreground_prompts: list[str],
                   prompt: str | None = None, **call_kwargs: Any) -> LayeredVideo:
         """Layers of an existing video: the video is given as the full layer and the rest is generated.
 
         Args:
             video: (T, H, W, 3) float frames in [0, 1] at a frame count and size the model takes (they set the
-                call's), or a video file fitted by :func:`layert2v.editing.read_video` to ``num_frames`` /
-                ``height`` / ``width`` (default: the model's, fewer frames for a shorter clip), the mapping
-                recorded in ``metadata["input"]``.
+                call's). A video file is fitted to the model by :func:`layert2v.editing.decompose`.
             prompt: the full prompt; None builds it from the layer prompts ("fg_1 and fg_2 over bg").
             call_kwargs: anything else :meth:`__call__` takes (seed, steps, guidance, trajectories ...).
         """
-        from .editing import frames_the_model_takes, probe, read_video
-        from .prompts import full_prompt
-
         if "conditions" in call_kwargs:
             raise ValueError("decompose gives the video as the full layer; call the pipeline itself to give others")
+        if isinstance(video, (str, Path)):
+            raise ValueError("pipe.decompose takes frames; for a video file call layert2v.editing.decompose(pipe, "
+                             "path, ...), which fits it to the model")
+        frames = np.asarray(video)
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"video must be (T, H, W, 3) frames in [0, 1], got {frames.shape}")
         foreground_prompts = list(foreground_prompts)
         text = prompt if prompt is not None else full_prompt(background_prompt, foreground_prompts)
-        mapping = None
-        if isinstance(video, (str, Path)):
-            cfg = self.config
-            num_frames = call_kwargs.get("num_frames")
-            if num_frames is None:  # the model's default, or the longest a shorter clip gives
-                num_frames = frames_the_model_takes(probe(video)[0], self.video_multiples[0], cfg.num_frames)
-            height = call_kwargs.get("height") or cfg.height
-            width = call_kwargs.get("width") or cfg.width
-            fitted = read_video(video, num_frames, height, width, self.video_multiples, fps=cfg.fps)
-            frames, mapping = fitted.frames, fitted.mapping
-        else:
-            frames = np.asarray(video)
-            if frames.ndim != 4 or frames.shape[-1] != 3:
-                raise ValueError(f"video must be (T, H, W, 3) frames in [0, 1] or a video file, got {frames.shape}")
         shape = {"num_frames": frames.shape[0], "height": frames.shape[1], "width": frames.shape[2]}
         for key, have in shape.items():
             if call_kwargs.get(key) is not None and call_kwargs[key] != have:
                 raise ValueError(f"{key}={call_kwargs[key]} but the video has {have}; leave {key} out or fit the "
                                  "video to it (layert2v.editing.read_video)")
         out = self(text, background_prompt, foreground_prompts, conditions={FULL: frames}, **{**call_kwargs, **shape})
-        where = str(Path(video).absolute()) if mapping is not None else "in memory"
-        out.metadata["given"] = {FULL: {"from": where, "layer": FULL}}
-        if mapping is not None:
-            out.metadata["input"] = mapping
+        out.metadata["given"] = {FULL: {"from": "in memory", "layer": FULL}}
         return out
 
     @staticmethod

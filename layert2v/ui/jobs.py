@@ -57,7 +57,7 @@ class GenerationRequest:
 
 @dataclass
 class DecomposeRequest:
-    """Split an uploaded video into layers (``pipe.decompose``). ``video`` is a file in a temporary directory of
+    """Split an uploaded video into layers (``editing.decompose``). ``video`` is a file in a temporary directory of
     its own, removed once the request has run or is dropped."""
 
     video: Path
@@ -67,7 +67,7 @@ class DecomposeRequest:
     seed: int
     steps: int
     guidance: float
-    frames: int | None  # None: as pipe.decompose chooses (the model's, fewer frames for a shorter clip)
+    frames: int | None  # None: as editing.decompose chooses (the model's, fewer frames for a shorter clip)
     width: int | None
     height: int | None
 
@@ -76,10 +76,12 @@ class DecomposeRequest:
         return f"decomposed {self.video.stem}"
 
     def run(self, pipe: LayerT2VPipeline, callback: StepCallback) -> LayeredVideo:
-        video = pipe.decompose(self.video, self.background, self.foregrounds, prompt=self.prompt,
-                               num_frames=self.frames, height=self.height, width=self.width,
-                               num_inference_steps=self.steps, guidance_scale=self.guidance, seed=self.seed,
-                               progress=False, callback=callback)
+        from ..editing import decompose
+
+        video = decompose(pipe, self.video, self.background, self.foregrounds, prompt=self.prompt,
+                          num_frames=self.frames, height=self.height, width=self.width,
+                          num_inference_steps=self.steps, guidance_scale=self.guidance, seed=self.seed,
+                          progress=False, callback=callback)
         for given in video.metadata.get("given", {}).values():  # not the temporary copy, gone after this run
             if given.get("from") == str(self.video):
                 given["from"] = f"uploaded to layert2v ui: {self.video.name}"
