@@ -23,6 +23,7 @@ from .video import LayeredVideo
 
 if TYPE_CHECKING:
     from .pipeline import LayerT2VPipeline
+    from .preflight import ModelCheck
     from .trajectory import Trajectories
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v")
@@ -204,9 +205,11 @@ def decompose(pipe: LayerT2VPipeline, video: str | Path, background_prompt: str,
     return out
 
 
-def regeneration_plan(source_foregrounds: int, layer: str) -> tuple[int, list[str]]:
+def regeneration_plan(source_foregrounds: int, layer: str, trajectories: Trajectories | None = None,
+                      trajectory_file: str = "the trajectory file") -> tuple[int, list[str]]:
     """(k, layers kept) for regenerating ``layer`` of a video with this many foregrounds: the background and every
-    other foreground (with its alpha). Refuses anything but an existing foreground_k, in one line."""
+    other foreground (with its alpha). Refuses anything but an existing foreground_k, and ``trajectories`` that
+    steer a kept foreground, in one line."""
     names = [LayerLayout.foreground_name(k) for k in range(1, source_foregrounds + 1)]
     try:
         segment = Segment.from_name(layer)
@@ -217,6 +220,10 @@ def regeneration_plan(source_foregrounds: int, layer: str) -> tuple[int, list[st
     if segment is None or segment.kind != FOREGROUND or layer not in names:
         raise ValueError(f"cannot regenerate {layer!r}: this video's foregrounds are {', '.join(names)}; "
                          "--regenerate one of them")
+    others = [f for f in trajectories.foregrounds if f != segment.index] if trajectories is not None else []
+    if others:
+        raise ValueError(f"{trajectory_file} steers foreground(s) {others}, which are kept; give boxes only for "
+                         f"foreground {segment.index}, the layer regenerated")
     return segment.index, [BACKGROUND, *(n for n in names if n != layer)]
 
 
@@ -233,7 +240,9 @@ def regenerate(pipe: LayerT2VPipeline, source: LayeredVideo, layer: str, prompt:
     """
     from .trajectory import Trajectories
 
-    k, keep = regeneration_plan(source.num_foregrounds, layer)
+    if trajectories is not None and not isinstance(trajectories, Trajectories):
+        trajectories = Trajectories.load(trajectories)
+    k, keep = regeneration_plan(source.num_foregrounds, layer, trajectories)
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError(f"the new prompt for {layer} is empty; describe the layer to make")
     for key, have in (("num_frames", source.num_frames), ("height", source.size[1]), ("width", source.size[0])):
@@ -241,13 +250,6 @@ def regenerate(pipe: LayerT2VPipeline, source: LayeredVideo, layer: str, prompt:
             raise ValueError(f"{key}={call_kwargs[key]} differs from the source video's {have}; a regenerated layer "
                              "has the frames and size of the layers kept")
         call_kwargs[key] = have
-    if trajectories is not None:
-        if not isinstance(trajectories, Trajectories):
-            trajectories = Trajectories.load(trajectories)
-        others = [f for f in trajectories.foregrounds if f != k]
-        if others:
-            raise ValueError(f"the trajectory file steers foreground(s) {others}, which are kept; give boxes only for "
-                             f"foreground {k}, the layer regenerated")
     prompts = dict(source.prompts)
     background_prompt = prompts.get("background")
     foreground_prompts = list(prompts.get("foregrounds") or [])
@@ -263,3 +265,94 @@ def regenerate(pipe: LayerT2VPipeline, source: LayeredVideo, layer: str, prompt:
     video.metadata["regenerated"] = layer
     carry_sources(video, source, conditions)
     return video
+
+
+# ------------------------------------------------------------------------------------------------- --keep
+@dataclass
+class Kept:
+    """The layers ``--keep`` gives: conditions for the pipeline, where each came from (the manifest's "given"), the
+    layered directories read (so their files are copied on save) and their frame rate."""
+
+    conditions: dict[str, np.ndarray]
+    given: dict[str, dict[str, Any]]
+    sources: list[tuple[LayeredVideo, list[str]]]  # read from layered directories, with the layers taken
+    fps: float | None
+
+    def record(self, video: LayeredVideo) -> None:
+        """Mark ``video`` (the pipeline's output) with where its given layers came from, at their frame rate, and
+        let it save them by copying their files."""
+        video.metadata["given"] = self.given
+        video.fps = self.fps or video.fps
+        for source, names in self.sources:
+            carry_sources(video, source, names)
+
+
+def parse_keep(text: str) -> tuple[str, Path]:
+    """(LAYER, SOURCE) of a ``--keep LAYER=SOURCE`` argument."""
+    return parse_keep_name(text), Path(text.partition("=")[2].strip())
+
+
+def check_keeps(keeps: list[str], num_foregrounds: int, check: ModelCheck,
+                trajectories: tuple[str, Trajectories] | None = None) -> Kept | None:
+    """Read every ``--keep`` before the model loads: names, sources, frame counts and sizes checked, in one line
+    each; ``trajectories`` (file name, boxes) may not steer a kept foreground."""
+    if not keeps:
+        return None
+    from .formats import VIDEO_MANIFEST
+    from .video_io import load_layered_video, read_manifest
+
+    if trajectories is not None:
+        kept_fgs = {keepable(parse_keep_name(k), num_foregrounds).index for k in keeps}
+        steered = sorted(kept_fgs & set(trajectories[1].foregrounds))
+        if steered:
+            raise ValueError(f"{trajectories[0]} steers foreground(s) {steered}, which --keep gives; give boxes only "
+                             "for generated foregrounds")
+    if check.frames is None or check.size is None:
+        raise ValueError("--keep needs the clip's frames and size before the model loads; pass --frames and --size")
+    width, height = check.size
+    parsed = [parse_keep(k) for k in keeps]
+    names = [keepable(name, num_foregrounds).name for name, _ in parsed]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"--keep {twice[0]} is given twice; keep each layer once")
+    if len(names) == len({FULL, BACKGROUND}) + num_foregrounds:
+        raise ValueError("--keep gives every layer; leave one out to generate it")
+    directories: dict[Path, Any] = {}
+    for name, source in parsed:
+        if source.is_dir():
+            manifest = read_manifest(source)  # not a layered directory: one line
+            have_k, have_frames, have_size = manifest["num_foregrounds"], manifest["frames"], manifest["size"]
+            if name not in [FULL, BACKGROUND] and Segment.from_name(name).index > have_k:
+                raise ValueError(f"--keep {name}={source}: {source} has {have_k} foreground(s); keep one of "
+                                 f"foreground_1..{have_k} or give a directory that has {name}")
+            if (have_frames, tuple(have_size)) != (check.frames, (width, height)):
+                raise ValueError(f"--keep {name}={source}: {source} holds {have_frames} frames of "
+                                 f"{have_size[0]}x{have_size[1]}, this generation makes {check.frames} frames of "
+                                 f"{width}x{height}; pass --frames {have_frames} --size {have_size[0]}x{have_size[1]}"
+                                 " or keep a layer of this shape")
+            directories.setdefault(source.resolve(), []).append(name)
+        elif source.is_file():
+            if name not in (FULL, BACKGROUND):
+                raise ValueError(f"--keep {name}={source}: a foreground needs its alpha, so it comes from a layered "
+                                 "directory (OUT of generate/decompose/edit); a video file can give background or full")
+            if not is_video_file(source):
+                raise ValueError(f"--keep {name}={source}: {source.name} is not a video file (mp4, mov, webm ...) "
+                                 f"nor a layered directory (with {VIDEO_MANIFEST})")
+        else:
+            raise FileNotFoundError(f"--keep {name}={source}: no such directory or video file")
+    conditions, given, sources, rates = {}, {}, [], set()
+    for directory, layer_names in directories.items():
+        video = load_layered_video(directory)
+        taken = given_layers(video, layer_names)
+        conditions.update(taken)
+        given.update({n: {"from": str(directory), "layer": n} for n in taken})
+        sources.append((video, list(taken)))
+        rates.add(video.fps)
+    if len(rates) > 1:
+        raise ValueError(f"the kept directories have different frame rates {sorted(rates)}; keep layers of one rate")
+    for name, source in parsed:
+        if source.is_file():
+            fitted = read_video(source, check.frames, height, width, check.multiples, fps=check.fps)
+            conditions[name] = fitted.frames
+            given[name] = {"from": str(source.absolute()), "layer": name, "input": fitted.mapping}
+    return Kept(conditions, given, sources, rates.pop() if rates else None)

@@ -36,6 +36,7 @@ from .preflight import (
     check_video_shape,
     compression,
     model_configs,
+    model_kind,
     video_multiples,
 )
 from .prompts import full_prompt
@@ -199,19 +200,13 @@ class LayerT2VPipeline:
         """Load (a) a directory saved by :meth:`save_pretrained`, or (b) a Wan2.1-T2V diffusers directory plus
         an optional LayerT2V layer-weights file (LoRA, layer modules, alpha path; see ``layer_weights.py``)."""
         root = Path(path)
-        if not root.exists():
-            raise FileNotFoundError(f"model path {root} does not exist; pass --model with a directory saved by "
-                                    "`layert2v train` or a Wan2.1-T2V diffusers directory")
-        if (root / PIPELINE_FILE).is_file() or (root / "model_index.json").is_file():
-            check_model_directory(root)  # configs valid and complete, and the model fits: before building anything
-        if (root / PIPELINE_FILE).is_file():
-            if layer_weights is not None:
-                raise ValueError("layer weights apply to a Wan2.1 directory; this one is a complete layert2v pipeline")
-            return cls._load_own(root, text_encoder)
-        if (root / "model_index.json").is_file():
+        kind = model_kind(root)  # a one-line error for anything but a saved pipeline or a Wan2.1 directory
+        check_model_directory(root)  # configs valid and complete, and the model fits: before building anything
+        if kind == "wan":
             return cls._load_wan(root, layer_weights, text_encoder)
-        raise ValueError(f"{root} is neither a layert2v pipeline (no {PIPELINE_FILE}) nor a Wan2.1 diffusers "
-                         "directory (no model_index.json)")
+        if layer_weights is not None:
+            raise ValueError("layer weights apply to a Wan2.1 directory; this one is a complete layert2v pipeline")
+        return cls._load_own(root, text_encoder)
 
     @classmethod
     def _load_own(cls, root: Path, text_encoder: str | Path | None) -> LayerT2VPipeline:
