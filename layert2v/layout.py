@@ -194,6 +194,10 @@ class LayerLayout:
         """LayerAdaLN rows for up to K foregrounds: full, background, then (foreground_k, alpha_k) pairs."""
         return 2 + 2 * num_foregrounds
 
+    def adaln_row(self, name: str) -> int:
+        """The LayerAdaLN row of segment ``name``."""
+        return self.adaln_rows[self.index(name)]
+
     def _adaln_rows(self) -> tuple[int, ...]:
         """Per segment, its row in the LayerAdaLN table. Rows grow in (fg, alpha) pairs, so adding a
         foreground (stage 3) appends rows without moving the trained ones."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .formats import PIPELINE_FILE, directory_kind
+from .layout import LayerLayout
 
 WAN_TRANSFORMERS = ("LayeredWanTransformer", "WanTransformer3DModel")
 # Fields that set a Wan transformer's size: a config lacking any of them is refused, never filled with diffusers'
@@ -107,21 +108,14 @@ def check_video_shape(num_frames: int, height: int, width: int, temporal: int = 
         raise ValueError(f"--size must be a multiple of {spatial} in both sides for this model, got {width}x{height}")
 
 
-def num_segments(num_foregrounds: int) -> int:
-    """Segments of a K-foreground layout, from :class:`~layert2v.layout.LayerLayout` (full, bg, K fgs, K alphas)."""
-    from .layout import LayerLayout
-
-    return LayerLayout(num_foregrounds).num_segments
-
-
 def check_sequence_length(num_foregrounds: int, num_frames: int, height: int, width: int,
                           vae_config: Mapping[str, Any], transformer_config: Mapping[str, Any]) -> None:
     """Refuse a layered sequence longer than the transformer's RoPE table (``rope_max_seq_len`` positions per
-    axis): the layers are serialised along time, so K foregrounds multiply the latent frames by 2K + 2."""
+    axis): the layers are serialised along time, so the latent frames are multiplied by the layout's segments."""
     temporal, spatial = compression(vae_config)
     p_t, p_h, p_w = transformer_config["patch_size"]
     limit = transformer_config["rope_max_seq_len"]
-    segments = num_segments(num_foregrounds)
+    segments = LayerLayout(num_foregrounds).num_segments
     latent_frames = (num_frames - 1) // temporal + 1
     if segments * latent_frames // p_t > limit:
         most = (limit * p_t // segments - 1) * temporal + 1
@@ -146,7 +140,8 @@ def transformer_parameters(config: Mapping[str, Any]) -> int:
     embedders = (freq * d + d + d * d + d) + (6 * d * d + 6 * d) + (text * d + d + d * d + d)
     io = config["in_channels"] * d * patch + d + d * config["out_channels"] * patch + config["out_channels"] * patch
     k = config.get("max_foregrounds", 1)
-    layered = (2 + 2 * k) * 6 * d + (text * (2 + k) if config.get("layer_text_embedding") else 0)
+    layered = LayerLayout.adaln_rows_needed(k) * 6 * d
+    layered += text * LayerLayout(k).num_prompts if config.get("layer_text_embedding") else 0
     layered += d * patch + d if config.get("box_conditioning") else 0  # a one-channel patch embedding
     return config["num_layers"] * block + embedders + io + 2 * d + layered
 

@@ -28,13 +28,14 @@ ablation and is deliberately absent. All Wan parameter names are kept, so Wan2.1
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 import torch.nn as nn
 from diffusers.configuration_utils import register_to_config
 from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
-from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.attention_dispatch import AttentionBackendName, dispatch_attention_fn
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.transformers.transformer_wan import (
     WanAttention,
@@ -45,8 +46,11 @@ from diffusers.models.transformers.transformer_wan import (
 )
 from diffusers.utils import apply_lora_scale
 
-from ..layout import LayerLayout
+from ..layout import ALPHA, FOREGROUND, LayerLayout
 from .context_parallel import gather_segments, shard_segments
+
+# (segment ids, prompt ids, queries per segment, dtype) of a routing group -> an additive logit bias, or None
+LogitBias = Callable[[tuple[int, ...], tuple[int, ...], int, torch.dtype], "torch.Tensor | None"]
 
 
 class LayeredWanTransformer(WanTransformer3DModel):
@@ -165,20 +169,17 @@ class LayeredWanTransformer(WanTransformer3DModel):
     @torch.no_grad()
     def extend_foregrounds(self, max_foregrounds: int) -> None:
         """Stage 3: grow to more foregrounds; new (fg, alpha) rows start from the trained fg_1 / alpha_1 rows."""
-        old = self.max_foregrounds
-        if max_foregrounds <= old:
+        if max_foregrounds <= self.max_foregrounds:
             return
-        table = self.layer_adaln.data
-        fg1, a1 = table[LayerLayout(1).adaln_rows[2]], table[LayerLayout(1).adaln_rows[3]]
-        extra = []
-        for _ in range(old + 1, max_foregrounds + 1):
-            extra += [fg1.clone(), a1.clone()]
-        self.layer_adaln.data = torch.cat([table, torch.stack(extra)], dim=0)
+        grown, first = LayerLayout(max_foregrounds), LayerLayout(1)
+        fg1, alpha1 = first.foreground_name(1), first.alpha_name(1)
+        start = {FOREGROUND: first.adaln_row(fg1), ALPHA: first.adaln_row(alpha1)}
+        self.layer_adaln.data = _grow(self.layer_adaln.data, zip(grown.adaln_rows, grown.segments),
+                                      lambda seg: start[seg.kind])
         if self.layer_prompt_embedding is not None:
-            emb = self.layer_prompt_embedding.data
-            fg_row = emb[LayerLayout(1).prompt_names.index(LayerLayout.foreground_name(1))]
-            new = fg_row.expand(max_foregrounds - old, -1).clone()
-            self.layer_prompt_embedding.data = torch.cat([emb, new], dim=0)
+            fg_row = first.prompt_rows[first.prompt_names.index(fg1)]
+            self.layer_prompt_embedding.data = _grow(self.layer_prompt_embedding.data,
+                                                     zip(grown.prompt_rows, grown.prompt_names), lambda _: fg_row)
         self.register_to_config(max_foregrounds=max_foregrounds)
 
     # ----------------------------------------------------------------- forward
@@ -287,6 +288,13 @@ class LayeredWanTransformer(WanTransformer3DModel):
         return x + table.flatten(1, 2).to(x.dtype)
 
 
+def _grow(table: torch.Tensor, rows: Iterable[tuple[int, Any]], start: Callable[[Any], int]) -> torch.Tensor:
+    """``table`` extended to every row of ``rows`` ((row, what it is for) pairs); a new row is a copy of
+    ``table[start(what)]``. The rows already there stay as they are."""
+    extra = {row: table[start(what)] for row, what in rows if row >= len(table)}
+    return torch.cat([table, torch.stack([extra[row].clone() for row in sorted(extra)])], dim=0)
+
+
 def per_segment(x: torch.Tensor, segments: int) -> torch.Tensor:
     """View (B, L, D) tokens as (B, S, L/S, D): segments are contiguous runs of latent frames."""
     return x.unflatten(1, (segments, -1))
@@ -362,13 +370,18 @@ class LayerRoutedAttnProcessor(WanAttnProcessor):
 
 
 def routed_cross_attention(
-    attn: WanAttention, x: torch.Tensor, context: torch.Tensor, layout: LayerLayout, backend: Any = None
+    attn: WanAttention, x: torch.Tensor, context: torch.Tensor, layout: LayerLayout, backend: Any = None,
+    logit_bias: LogitBias | None = None,
 ) -> torch.Tensor:
     """Cross-attention where each segment's tokens read only the prompts ``layout`` makes visible to it.
 
     x: (B, L, D) visual tokens; context: (B, P, Lt, D) projected prompts. Keys/values are projected once for all
     prompts; attention then runs once per routing group over that group's tokens and prompts with the fused
     kernel — equal to eq. 7's masked attention, without an L_visual x L_text mask.
+
+    ``logit_bias(segment ids, prompt ids, queries per segment, dtype)`` (trajectory guidance) may add an additive
+    bias to a group's logits, or return None to leave it alone; a biased group runs PyTorch's SDPA, since flash
+    kernels take no mask.
     """
     segs, heads = layout.num_segments, attn.heads
     query, key, value = _get_qkv_projections(attn, x, context)  # keys/values (B, P, Lt, D)
@@ -380,7 +393,9 @@ def routed_cross_attention(
         q = gather(q_seg, seg_ids).flatten(1, 2).unflatten(2, (heads, -1))
         k = gather(key, prompt_ids).flatten(1, 2).unflatten(2, (heads, -1))
         v = gather(value, prompt_ids).flatten(1, 2).unflatten(2, (heads, -1))
-        o = dispatch_attention_fn(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, backend=backend)
+        bias = logit_bias(seg_ids, prompt_ids, q_seg.shape[2], q.dtype) if logit_bias is not None else None
+        o = dispatch_attention_fn(q, k, v, attn_mask=bias, dropout_p=0.0, is_causal=False,
+                                  backend=backend if bias is None else AttentionBackendName.NATIVE)
         o = o.flatten(2, 3).type_as(q).unflatten(1, (len(seg_ids), -1))
         scatter(out, seg_ids, o)
     out = out.flatten(1, 2)
