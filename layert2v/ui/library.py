@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..layout import LayerLayout
 from ..video import LayeredVideo
 from ..video_io import MANIFEST
 
@@ -160,10 +161,14 @@ class Entry:
         return path
 
     def summary(self) -> dict[str, Any]:
+        """What the page shows of the directory; the layer names and compositing order are the layout's (the
+        manifest's ``layer_order``), never rebuilt by the page."""
         m = self.manifest
+        layout = LayerLayout(m["num_foregrounds"])
         return {"id": self.id, "path": str(self.path), "name": self.path.name, "origin": self.origin,
                 "manifest": m, "files": self.files(), "frames": m["frames"], "size": m["size"], "fps": m["fps"],
                 "num_foregrounds": m["num_foregrounds"], "sprite_columns": sprite_columns(m["frames"]),
+                "layer_order": m.get("layer_order") or layout.names, "composite_order": layout.composite_order,
                 **requested_boxes(m)}
 
 
