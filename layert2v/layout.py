@@ -270,6 +270,11 @@ class LayerLayout:
     def __hash__(self) -> int:
         return hash((self.num_foregrounds, self.conditions))
 
+    def __reduce__(self) -> tuple[type[LayerLayout], tuple[int, tuple[str, ...]]]:
+        """Pickled as its arguments, so ``torch.load(weights_only=True)`` rebuilds it (an exported program keeps its
+        example inputs) once the class is allowed (:mod:`layert2v.models.transformer` allows it)."""
+        return LayerLayout, (self.num_foregrounds, tuple(sorted(self.conditions)))
+
     def __repr__(self) -> str:
         cond = f", conditions={sorted(self.conditions)}" if self.conditions else ""
         return f"LayerLayout({' | '.join(self.names)}{cond})"

@@ -28,11 +28,13 @@ ablation and is deliberately absent. All Wan parameter names are kept, so Wan2.1
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.utils._pytree as pytree
 from diffusers.configuration_utils import register_to_config
 from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 from diffusers.models.attention_dispatch import AttentionBackendName, dispatch_attention_fn
@@ -51,6 +53,24 @@ from .context_parallel import gather_segments, shard_segments
 
 # (segment ids, prompt ids, queries per segment, dtype) of a routing group -> an additive logit bias, or None
 LogitBias = Callable[[tuple[int, ...], tuple[int, ...], int, torch.dtype], "torch.Tensor | None"]
+
+
+def _layout_context(layout: LayerLayout) -> tuple[int, tuple[str, ...]]:
+    return layout.num_foregrounds, tuple(sorted(layout.conditions))
+
+
+# A layout is a pytree node without tensors: torch.export takes ``forward(..., layout=)`` and records the layout in
+# its input spec, whose context (K and the given segments) serialises to JSON with the exported program.
+pytree.register_pytree_node(
+    LayerLayout,
+    lambda layout: ([], _layout_context(layout)),
+    lambda _leaves, context: LayerLayout(context[0], conditions=context[1]),
+    serialized_type_name="layert2v.layout.LayerLayout",
+    to_dumpable_context=lambda context: json.dumps([context[0], list(context[1])]),
+    from_dumpable_context=lambda dumped: (lambda k, given: (k, tuple(given)))(*json.loads(dumped)),
+    flatten_with_keys_fn=lambda layout: ([], _layout_context(layout)),
+)
+torch.serialization.add_safe_globals([LayerLayout])  # torch.export.load reads the example layout back
 
 
 class LayeredWanTransformer(WanTransformer3DModel):
@@ -114,7 +134,6 @@ class LayeredWanTransformer(WanTransformer3DModel):
         if self.box_embedding is not None:
             nn.init.normal_(self.box_embedding.weight, std=0.02)
             nn.init.zeros_(self.box_embedding.bias)
-        self._layout_index_cache: dict[tuple[LayerLayout, str], tuple[torch.Tensor, torch.Tensor]] = {}
         for block in self.blocks:
             # LayeredWanBlock adds a forward and no parameters: re-class Wan's blocks in place rather than build a
             # second set (names, weights and initialisation stay Wan's).
@@ -145,15 +164,6 @@ class LayeredWanTransformer(WanTransformer3DModel):
         specialised to the layout (routing groups) and recompiles for a layout that differs, not for an equal one.
         """
         self.compile_repeated_blocks(**compile_kwargs)
-
-    def layout_indices(self, layout: LayerLayout, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(LayerAdaLN row per segment, layer-embedding row per prompt) as index tensors, built once per layout
-        and device: rebuilding them every step is a host-to-device copy and a sync per forward."""
-        key = (layout, str(device))
-        if key not in self._layout_index_cache:
-            self._layout_index_cache[key] = (torch.tensor(layout.adaln_rows, device=device),
-                                             torch.tensor(layout.prompt_rows, device=device))
-        return self._layout_index_cache[key]
 
     @property
     def max_foregrounds(self) -> int:
@@ -236,14 +246,15 @@ class LayeredWanTransformer(WanTransformer3DModel):
             t_freq = t_freq.to(t_dtype)
         temb = emb.time_embedder(t_freq).type_as(encoder_hidden_states)
         timestep_proj = emb.time_proj(emb.act_fn(temb)).unflatten(1, (6, -1))  # (B*S, 6, D)
-        rows, prompt_rows = self.layout_indices(layout, x.device)
-        modulation = timestep_proj.unflatten(0, (batch, segs)).float() + self.layer_adaln[rows].float()
+        layer_rows = rows_of(self.layer_adaln, layout.adaln_rows).float()
+        modulation = timestep_proj.unflatten(0, (batch, segs)).float() + layer_rows
         temb = temb.unflatten(0, (batch, segs))  # (B, S, D)
 
         # Text: each prompt embedded on its own (plus LayerFlow's layer embedding when enabled).
         context = encoder_hidden_states
         if self.layer_prompt_embedding is not None:
-            context = context + self.layer_prompt_embedding[prompt_rows][None, :, None].to(context.dtype)
+            rows = rows_of(self.layer_prompt_embedding, layout.prompt_rows)
+            context = context + rows[None, :, None].to(context.dtype)
         context = emb.text_embedder(context)  # (B, P, L, D)
 
         for block in self.blocks:
@@ -293,6 +304,12 @@ def _grow(table: torch.Tensor, rows: Iterable[tuple[int, Any]], start: Callable[
     ``table[start(what)]``. The rows already there stay as they are."""
     extra = {row: table[start(what)] for row, what in rows if row >= len(table)}
     return torch.cat([table, torch.stack([extra[row].clone() for row in sorted(extra)])], dim=0)
+
+
+def rows_of(table: torch.Tensor, rows: tuple[int, ...]) -> torch.Tensor:
+    """``table[rows]`` for the layout's row numbers (plain ints): no index tensor is built, so a forward makes no
+    host-to-device copy and a compiled forward reads the rows as constants of the layout."""
+    return torch.stack([table[r] for r in rows])
 
 
 def per_segment(x: torch.Tensor, segments: int) -> torch.Tensor:
