@@ -202,16 +202,17 @@ def run_job(pipe: LayerT2VPipeline, k: int, frames: int, width: int, height: int
     step_ends: list[float] = []
     first_latents: list[torch.Tensor] = []
 
-    def on_step(i: int, latents: torch.Tensor) -> None:
+    def on_step(pipe, i: int, t: torch.Tensor, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         synchronize(device)  # so each step's time is its own
         step_ends.append(time.perf_counter())
         if keep_outputs and i == 0:
-            first_latents.append(latents.float().cpu())
+            first_latents.append(tensors["latents"].float().cpu())
+        return tensors
 
     start = time.perf_counter()
     with attention_context(opts):
         video = pipe(**prompts_for(k), num_frames=frames, width=width, height=height, num_inference_steps=steps,
-                     seed=0, progress=False, callback=on_step)
+                     seed=0, progress=False, callback_on_step_end=on_step)
     total = time.perf_counter() - start
     timings = video.metadata["timings"]
     denoise_start = start + timings["encode_prompts_s"] + timings["encode_conditions_s"]
