@@ -37,10 +37,10 @@ def serve(model: Path, host: str = "127.0.0.1", port: int = 7860, open_dirs: lis
     """Check everything, bind, say where it listens, then serve until Ctrl-C."""
     import uvicorn
 
-    from ..preflight import model_kind
+    from ..preflight import check_model_path
     from .server import create_app
 
-    model_kind(model)
+    check_model_path(model)
     for directory in open_dirs:
         if not Path(directory).is_dir():
             raise FileNotFoundError(f"--open {directory}: no such directory; pass an output directory of "
