@@ -255,7 +255,7 @@ def check_device(device: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------- the model
-def model_kind(model: Path) -> str:
+def check_model_path(model: Path) -> str:
     """"pipeline" (a saved layert2v pipeline) or "wan" (a Wan2.1-T2V diffusers directory); a one-line error naming
     the fix for anything else."""
     if not Path(model).exists():
@@ -313,7 +313,7 @@ def check_model(model: str | Path | None, frames: int | None, size: tuple[int, i
     if model is None and not (path / PIPELINE_FILE).is_file():
         raise FileNotFoundError(f"no built-in model at {path}; pass --model DIR (a directory saved by "
                                 "`layert2v train`)")
-    kind = model_kind(path)
+    kind = check_model_path(path)
     vae, transformer = check_model_directory(path)
     native = native_config(path)
     temporal, spatial = video_multiples(vae, transformer)
