@@ -133,7 +133,7 @@ def is_video_file(path: str | Path) -> bool:
 def keepable(name: str, num_foregrounds: int) -> Segment:
     """The segment a ``--keep NAME`` names: full, background or foreground_k of this many foregrounds (an alpha comes
     with its foreground); a one-line ValueError naming the choices for anything else."""
-    names = [FULL, BACKGROUND, *(LayerLayout.foreground_name(k) for k in range(1, num_foregrounds + 1))]
+    names = LayerLayout(num_foregrounds).rgb_names  # full, background, foreground_1..K: what can be kept
     try:
         segment = Segment.from_name(name)
     except ValueError:
@@ -315,7 +315,7 @@ def check_keeps(keeps: list[str], num_foregrounds: int, check: ModelCheck,
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ValueError(f"--keep {twice[0]} is given twice; keep each layer once")
-    if len(names) == len({FULL, BACKGROUND}) + num_foregrounds:
+    if len(names) == len(LayerLayout(num_foregrounds).rgb_names):
         raise ValueError("--keep gives every layer; leave one out to generate it")
     directories: dict[Path, Any] = {}
     for name, source in parsed:
