@@ -278,7 +278,7 @@ def check_model(args: argparse.Namespace, frames: int | None, size: tuple[int, i
 def check_generate(args: argparse.Namespace) -> tuple[ModelCheck, str, list[str]]:
     """Every check `generate` can make from its arguments and the model's config files: nothing heavy loads."""
     from .formats import VIDEO_MANIFEST
-    from .utils import check_output_directory
+    from .output_dirs import check_output_directory
 
     if not args.prompt.strip():
         raise ValueError("the prompt is empty; describe the video to generate")
@@ -465,7 +465,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_decompose(args: argparse.Namespace) -> int:
     from .editing import frames_the_model_takes, probe, read_video
     from .formats import VIDEO_MANIFEST
-    from .utils import check_output_directory
+    from .output_dirs import check_output_directory
 
     check_layer_prompts(args.bg, args.fg)
     if args.prompt is not None and not args.prompt.strip():
@@ -494,7 +494,7 @@ def cmd_decompose(args: argparse.Namespace) -> int:
 def cmd_edit(args: argparse.Namespace) -> int:
     from .editing import regenerate, regeneration_plan
     from .formats import VIDEO_MANIFEST
-    from .utils import check_output_directory
+    from .output_dirs import check_output_directory
     from .video import LayeredVideo
     from .video_io import read_manifest
 

@@ -235,7 +235,7 @@ class LayerT2VPipeline:
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write transformer/, vae/, alpha_path/ and layert2v.json atomically into `directory`: a new or empty one,
         or an earlier saved pipeline (replaced); anything else is refused."""
-        from .utils import atomic_directory
+        from .output_dirs import atomic_directory
 
         with atomic_directory(directory, overwrite=True, marker=PIPELINE_FILE) as tmp:
             self.transformer.save_pretrained(tmp / "transformer")

@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .formats import VIDEO_FORMAT, VIDEO_MANIFEST, VIDEO_VERSION
 from .layout import BACKGROUND, FOREGROUND, FULL, LayerLayout
-from .utils import atomic_directory
+from .output_dirs import atomic_directory
 
 if TYPE_CHECKING:
     from .video import LayeredVideo

@@ -309,7 +309,7 @@ def test_help_texts_cite_only_files_that_exist(capsys):
 def test_outputs_follow_the_umask_like_generate(tmp_path):
     """One permissions policy: training outputs and checkpoints (atomic_directory) are 0755/0644 under umask 022,
     as generate's are, not 0700."""
-    from layert2v.utils import atomic_directory
+    from layert2v.output_dirs import atomic_directory
 
     old = os.umask(0o022)
     try:

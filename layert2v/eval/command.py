@@ -17,7 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from ..formats import REPORT_FILE, VIDEO_FORMAT, VIDEO_MANIFEST
-from ..utils import atomic_directory, check_output_directory
+from ..output_dirs import atomic_directory, check_output_directory
 from ..video import LayeredVideo
 from . import layers, report, suite, trajectory
 from .backbones import load_backbones

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from ..latents import encode_layered
 from ..layout import LayerLayout
 from ..models.vae import AlphaPath
-from ..utils import atomic_directory
+from ..output_dirs import atomic_directory
 from ..video import LayeredVideo
 from .config import TrainConfig
 from .data import (  # noqa: F401  (re-exported: the trainer's public names before the split)
