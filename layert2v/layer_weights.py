@@ -24,6 +24,7 @@ from .formats import LAYER_WEIGHTS_FORMAT
 from .models.text import TextEncoder
 from .models.transformer import LayeredWanTransformer
 from .models.vae import AlphaPath
+from .output_dirs import atomic_file
 
 if TYPE_CHECKING:
     from .pipeline import LayerT2VPipeline
@@ -126,9 +127,9 @@ def export_layer_weights(path: str | Path, transformer: LayeredWanTransformer, a
         "alpha_path": {k: alpha_path.config[k] for k in ("z_dim", "rank", "targets")},
     }
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata={"layert2v": json.dumps(meta)})
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp),
+                  metadata={"layert2v": json.dumps(meta)})
     return path
 
 

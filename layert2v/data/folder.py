@@ -19,11 +19,11 @@ directory relative to the dataset directory, ``prompts`` is ``{"full", "backgrou
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..output_dirs import write_text_atomic
 from ..video import LayeredVideo
 from .resample import ClipShape
 from .source import ClipSource
@@ -61,9 +61,7 @@ def write_folder(
         sample_id = f"{i:06d}"
         video.save(root / sample_id, overwrite=overwrite)
         records.append(make_record(video, sample_id, sample_id, **extra))
-    tmp = root / f".{METADATA}.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    os.replace(tmp, meta)
+    write_text_atomic(meta, "".join(json.dumps(r) + "\n" for r in records))
     return root
 
 

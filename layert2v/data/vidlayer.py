@@ -29,7 +29,6 @@ frames.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from typing import Any
 import av
 import numpy as np
 
+from ..output_dirs import atomic_directory
 from ..video import LayeredVideo
 from ..video_io import read_frames, video_info, write_video
 from .resample import ClipShape, frame_indices, resize_frames, unpremultiply
@@ -297,21 +297,19 @@ def write_vidlayer(directory: str | Path, videos: Iterable[LayeredVideo], *, for
         final = root / f"{i:06d}"
         if final.exists():
             raise FileExistsError(f"{final} exists; write into an empty directory")
-        tmp = root / f".{i:06d}.tmp"
-        tmp.mkdir()
-        k = video.num_foregrounds
-        write_video(tmp / f"{FULL}.mp4", video.full, video.fps)
-        write_video(tmp / f"{BACKGROUND}.mp4", video.background, video.fps)
-        for j in range(1, k + 1):
-            suffix = "" if k == 1 else f"_{j}"
-            write_video(tmp / f"{MASK}{suffix}.mp4", np.repeat(video.alphas[j - 1][..., None], 3, -1), video.fps)
-            if foreground_clips:
-                write_video(tmp / f"{FOREGROUND}{suffix}.mp4", video.foregrounds[j - 1], video.fps)
-        fgs = video.prompts.get("foregrounds", [])
-        captions = {"full": video.prompts.get("full", ""), "background": video.prompts.get("background", ""),
-                    "foreground": fgs[0] if k == 1 and fgs else fgs}
-        (tmp / PROMPT_FILE).write_text(json.dumps({"captions": captions}), encoding="utf-8")
-        os.replace(tmp, final)
+        with atomic_directory(final) as tmp:
+            k = video.num_foregrounds
+            write_video(tmp / f"{FULL}.mp4", video.full, video.fps)
+            write_video(tmp / f"{BACKGROUND}.mp4", video.background, video.fps)
+            for j in range(1, k + 1):
+                suffix = "" if k == 1 else f"_{j}"
+                write_video(tmp / f"{MASK}{suffix}.mp4", np.repeat(video.alphas[j - 1][..., None], 3, -1), video.fps)
+                if foreground_clips:
+                    write_video(tmp / f"{FOREGROUND}{suffix}.mp4", video.foregrounds[j - 1], video.fps)
+            fgs = video.prompts.get("foregrounds", [])
+            captions = {"full": video.prompts.get("full", ""), "background": video.prompts.get("background", ""),
+                        "foreground": fgs[0] if k == 1 and fgs else fgs}
+            (tmp / PROMPT_FILE).write_text(json.dumps({"captions": captions}), encoding="utf-8")
     return Path(directory).expanduser()
 
 

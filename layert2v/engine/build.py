@@ -23,9 +23,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import os
 import pickle
-import re
 import shutil
 import time
 import traceback
@@ -38,6 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.folder import METADATA, make_record
+from ..output_dirs import remove_leftovers, write_text_atomic
 from ..video import LayeredVideo
 from . import quality
 from .clip import Clip, Reject, discover, probe_fps, read_frames, resample
@@ -202,12 +201,6 @@ def _json(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 class Output:
     """The dataset directory: refuses foreign content, resumes its own run, writes done markers atomically."""
 
@@ -234,27 +227,21 @@ class Output:
                 raise FileExistsError(f"--out {self.root} holds a build of {previous.get('input')} with another "
                                       "config; rerun with the same inputs and config to resume, or choose another "
                                       "--out")
-            self._clean_leftovers()
+            remove_leftovers(self.root)  # temporary directories and files of a killed run
             return True
         for root in roots:
             if self.root.resolve().is_relative_to(root):
                 raise ValueError(f"--out {self.root} lies inside the input {root}; choose a directory outside it")
         self.records.mkdir(parents=True, exist_ok=True)
-        write_atomic(marker, json.dumps({**run, "settings": config.to_dict()}, indent=2, default=list) + "\n")
+        write_text_atomic(marker, json.dumps({**run, "settings": config.to_dict()}, indent=2, default=list) + "\n")
         return False
-
-    def _clean_leftovers(self) -> None:
-        """Remove temporary directories a killed run left (only the hidden names LayeredVideo.save uses)."""
-        for path in self.root.iterdir():
-            if path.is_dir() and re.match(r"^\..+\.(tmp|old)-[0-9a-f]{8}$", path.name):
-                shutil.rmtree(path, ignore_errors=True)
 
     def done(self, clip_id: str) -> dict[str, Any] | None:
         path = self.records / f"{clip_id}.json"
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
     def mark(self, clip_id: str, record: dict[str, Any]) -> None:
-        write_atomic(self.records / f"{clip_id}.json", json.dumps(record, default=_json) + "\n")
+        write_text_atomic(self.records / f"{clip_id}.json", json.dumps(record, default=_json) + "\n")
 
     def finish(self, clip_ids: list[str]) -> tuple[list[dict], list[dict]]:
         """Assemble metadata.jsonl and rejects.jsonl from the records of `clip_ids`, in input order."""
@@ -264,8 +251,8 @@ class Output:
             if rec is None:
                 continue
             (accepted if "accepted" in rec else rejected).append(rec.get("accepted") or rec["rejected"])
-        write_atomic(self.root / REJECTS, "".join(json.dumps(r, default=_json) + "\n" for r in rejected))
-        write_atomic(self.root / METADATA, "".join(json.dumps(r, default=_json) + "\n" for r in accepted))
+        write_text_atomic(self.root / REJECTS, "".join(json.dumps(r, default=_json) + "\n" for r in rejected))
+        write_text_atomic(self.root / METADATA, "".join(json.dumps(r, default=_json) + "\n" for r in accepted))
         return accepted, rejected
 
 

@@ -25,9 +25,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data.folder import make_record
+from ..output_dirs import write_text_atomic
 from ..video import LayeredVideo
 from ..video_io import read_video_rgba
-from .build import Output, Summary, start_ray, write_atomic
+from .build import Output, Summary, start_ray
 from .clip import VIDEO_SUFFIXES, Reject, find_videos, probe_fps, read_frames, resample
 from .config import EngineConfig
 
@@ -218,7 +219,7 @@ def composite(fg_root: str | Path, bg_root: str | Path, out: str | Path, config:
         bar.update()
     bar.close()
     summary.accepted, summary.rejected = output.finish([sample_name(c, config) for c in choices])
-    write_atomic(output.root / ".engine" / "sources.json", json.dumps(
+    write_text_atomic(output.root / ".engine" / "sources.json", json.dumps(
         {"foregrounds": [s.rel for s in foregrounds], "backgrounds": [s.rel for s in backgrounds]}) + "\n")
     return summary
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +27,7 @@ from tqdm.auto import tqdm
 from ..latents import encode_layered
 from ..layout import LayerLayout
 from ..models.vae import AlphaPath
-from ..output_dirs import atomic_directory
+from ..output_dirs import atomic_directory, remove_leftovers, write_text_atomic
 from ..video import LayeredVideo
 from .config import TrainConfig
 from .data import (  # noqa: F401  (re-exported: the trainer's public names before the split)
@@ -213,11 +211,8 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
             return
-        ckpt = self.out / CHECKPOINT
-        tmp = self.out / f".{CHECKPOINT}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
+        remove_leftovers(self.out)  # of a run killed mid-save
+        with atomic_directory(self.out / CHECKPOINT, overwrite=True, previous=self.out / PREVIOUS) as tmp:
             save_file({n: p.detach().contiguous().cpu() for n, p in self._named_trainable()},
                       str(tmp / "trainable.safetensors"))
             if self.ema is not None:
@@ -227,12 +222,6 @@ class Trainer:
                        tmp / "state.pt")
             (tmp / "progress.json").write_text(json.dumps({"step": self.step, "stage": self.cfg.stage,
                                                            "config": self.cfg.to_dict()}, indent=2))
-            if ckpt.exists():
-                shutil.rmtree(self.out / PREVIOUS, ignore_errors=True)
-                os.replace(ckpt, self.out / PREVIOUS)
-            os.replace(tmp, ckpt)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     def resume(self) -> None:
         ckpt = self.out / CHECKPOINT
@@ -321,9 +310,7 @@ def truncate_log(log: Path, step: int) -> None:
     lines = log.read_text().splitlines()
     keep = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
     if len(keep) != len(lines):
-        tmp = log.with_name(f".{log.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, log)
+        write_text_atomic(log, "".join(line + "\n" for line in keep))
 
 
 def encode_layers(vae, alpha_path: AlphaPath, samples: list[LayeredVideo], layout: LayerLayout,
