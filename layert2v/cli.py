@@ -204,16 +204,12 @@ def derive_prompts(prompt: str, bg: str | None, fgs: list[str] | None) -> tuple[
 
 def native_config(model: Path) -> dict:
     """The sampling defaults a saved layert2v pipeline records (empty for a Wan2.1 directory)."""
-    from .formats import PIPELINE_FILE
+    from .formats import PIPELINE_FILE, read_json_object
 
     file = model / PIPELINE_FILE
     if not file.is_file():
         return {}
-    try:
-        meta = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{file} is not valid JSON ({e}); re-save the pipeline") from None
-    config = meta.get("config") if isinstance(meta, dict) else None
+    config = read_json_object(file, "re-save the pipeline").get("config")
     return config if isinstance(config, dict) else {}
 
 
@@ -248,7 +244,7 @@ class ModelCheck:
 def check_model(args: argparse.Namespace, frames: int | None, size: tuple[int, int] | None) -> ModelCheck:
     """Every check of the model and the clip's shape that its config files allow: nothing heavy loads (call
     :meth:`ModelCheck.check_foregrounds` once the foreground count is known)."""
-    from .formats import PIPELINE_FILE
+    from .formats import PIPELINE_FILE, model_kind
     from .preflight import check_model_directory, check_video_shape, video_multiples
 
     if args.offload and args.device == "cpu":
@@ -261,7 +257,7 @@ def check_model(args: argparse.Namespace, frames: int | None, size: tuple[int, i
     if not model.exists():
         raise FileNotFoundError(f"model path {model} does not exist; pass --model with a directory saved by "
                                 "`layert2v train` or a Wan2.1-T2V diffusers directory")
-    if not ((model / PIPELINE_FILE).is_file() or (model / "model_index.json").is_file()):
+    if model_kind(model) is None:
         return ModelCheck(model, frames, size, None, None)  # loading says what it is not
     vae, transformer = check_model_directory(model)
     native = native_config(model)
@@ -548,17 +544,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} is not a JSON object")
-    return data
+    from .formats import read_json_object
+
+    return read_json_object(path)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .formats import CHECKPOINT_PROGRESS, PIPELINE_FILE, VIDEO_MANIFEST
+    from .formats import CHECKPOINT_PROGRESS, MODEL_INDEX, PIPELINE_FILE, VIDEO_MANIFEST
 
     path = Path(args.path)
     if not path.exists():
@@ -572,7 +564,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         info.update(_read_json(path / PIPELINE_FILE))
         info["transformer"] = _config_summary(path / "transformer" / "config.json")
         info["vae"] = _config_summary(path / "vae" / "config.json")
-    elif (path / "model_index.json").is_file():
+    elif (path / MODEL_INDEX).is_file():
         info["kind"] = "diffusers pipeline (Wan2.1 layout)"
         info["transformer"] = _config_summary(path / "transformer" / "config.json")
     elif (path / "checkpoint" / CHECKPOINT_PROGRESS).is_file() or (path / CHECKPOINT_PROGRESS).is_file():

@@ -20,7 +20,7 @@ from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, UniPCMu
 from tqdm.auto import tqdm
 
 from .flow import NUM_TRAIN_TIMESTEPS
-from .formats import PIPELINE_FILE, PIPELINE_FORMAT
+from .formats import MODEL_INDEX, PIPELINE, PIPELINE_FILE, PIPELINE_FORMAT, WAN, model_kind, read_json_object
 from .latents import encode_segments
 from .layout import BACKGROUND, FOREGROUND, FULL, LayerLayout
 from .models.guidance import BoxGuidance, content_tokens, guided_cross_attention_processors
@@ -202,24 +202,22 @@ class LayerT2VPipeline:
         if not root.exists():
             raise FileNotFoundError(f"model path {root} does not exist; pass --model with a directory saved by "
                                     "`layert2v train` or a Wan2.1-T2V diffusers directory")
-        if (root / PIPELINE_FILE).is_file() or (root / "model_index.json").is_file():
+        kind = model_kind(root)
+        if kind is not None:
             check_model_directory(root)  # configs valid and complete, and the model fits: before building anything
-        if (root / PIPELINE_FILE).is_file():
+        if kind == PIPELINE:
             if layer_weights is not None:
                 raise ValueError("layer weights apply to a Wan2.1 directory; this one is a complete layert2v pipeline")
             return cls._load_own(root, text_encoder)
-        if (root / "model_index.json").is_file():
+        if kind == WAN:
             return load_wan_pipeline(cls, root, layer_weights, text_encoder)
         raise ValueError(f"{root} is neither a layert2v pipeline (no {PIPELINE_FILE}) nor a Wan2.1 diffusers "
-                         "directory (no model_index.json)")
+                         f"directory (no {MODEL_INDEX})")
 
     @classmethod
     def _load_own(cls, root: Path, text_encoder: str | Path | None) -> LayerT2VPipeline:
-        try:
-            meta = json.loads((root / PIPELINE_FILE).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{root / PIPELINE_FILE} is not valid JSON ({e}); re-save the pipeline") from None
-        if not isinstance(meta, dict) or meta.get("format") != PIPELINE_FORMAT:
+        meta = read_json_object(root / PIPELINE_FILE, "re-save the pipeline")
+        if meta.get("format") != PIPELINE_FORMAT:
             raise ValueError(f"{root / PIPELINE_FILE} is not a layert2v pipeline file")
         config = PipelineConfig.from_dict(meta.get("config", {}), root / PIPELINE_FILE)
         # weights may ship in fp16 to stay small; compute in fp32 unless the caller casts with .to()

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .formats import read_json_object
+
 WAN_TRANSFORMERS = ("LayeredWanTransformer", "WanTransformer3DModel")
 # Fields that set a Wan transformer's size: a config lacking any of them is refused, never filled with diffusers'
 # defaults (those describe the 14 B model).
@@ -27,13 +29,7 @@ def read_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no config at {path}; point at a directory saved by `layert2v train` or a Wan2.1-T2V "
                                 "diffusers directory")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); restore the file that came with the weights") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} is not a JSON object; restore the file that came with the weights")
-    return config
+    return read_json_object(path, "restore the file that came with the weights")
 
 
 def _missing_or_bad(config: Mapping[str, Any], fields: tuple[str, ...]) -> list[str]:

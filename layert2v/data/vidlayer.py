@@ -38,6 +38,7 @@ from typing import Any
 import av
 import numpy as np
 
+from ..formats import read_json_object
 from ..output_dirs import atomic_directory
 from ..video import LayeredVideo
 from ..video_io import read_frames, video_info, write_video
@@ -123,11 +124,9 @@ def _prompts(directory: Path, name: str, k: int) -> dict[str, Any]:
     if not path.is_file():
         raise _fail(name, f"no {PROMPT_FILE} (the multi-layer prompt)")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise _fail(name, f"{PROMPT_FILE} is not valid JSON ({e})") from None
-    if not isinstance(raw, dict):
-        raise _fail(name, f"{PROMPT_FILE} holds {type(raw).__name__}, not an object")
+        raw = read_json_object(path)
+    except ValueError as e:
+        raise _fail(name, str(e).replace(str(path), PROMPT_FILE)) from None
     captions = raw.get("captions") if isinstance(raw.get("captions"), dict) else {}
     prompts: dict[str, Any] = {}
     for ours, (inside, top) in PROMPT_KEYS.items():

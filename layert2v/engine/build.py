@@ -36,6 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.folder import METADATA, make_record
+from ..formats import read_json_object
 from ..output_dirs import remove_leftovers, write_text_atomic
 from ..video import LayeredVideo
 from . import quality
@@ -219,10 +220,7 @@ class Output:
             if not marker.is_file():
                 raise FileExistsError(f"--out {self.root} exists with other content; choose a new or empty "
                                       "directory")
-            try:
-                previous = json.loads(marker.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{marker} is damaged ({e}); delete {self.root} or choose another --out") from e
+            previous = read_json_object(marker, f"it is damaged: delete {self.root} or choose another --out")
             if previous.get("input") != run["input"] or previous.get("config") != run["config"]:
                 raise FileExistsError(f"--out {self.root} holds a build of {previous.get('input')} with another "
                                       "config; rerun with the same inputs and config to resume, or choose another "

@@ -8,7 +8,6 @@ the foreground object's name (one per line for several), the text prompt of a te
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -18,6 +17,8 @@ from typing import Any
 import av
 import numpy as np
 from PIL import Image
+
+from ..formats import read_json_object
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".gif")
 CAPTION_KEYS = ("full", "background", "foregrounds")
@@ -86,11 +87,9 @@ def read_sidecars(video: Path) -> tuple[dict[str, Any] | None, list[str]]:
     meta = video.with_suffix(".json")
     if meta.is_file():
         try:
-            data = json.loads(meta.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise Reject(f"sidecar {meta.name} is not valid JSON: {e}") from e
-        if not isinstance(data, dict):
-            raise Reject(f"sidecar {meta.name} must hold an object with keys {list(CAPTION_KEYS)}")
+            data = read_json_object(meta, f"it must hold an object with keys {list(CAPTION_KEYS)}")
+        except ValueError as e:
+            raise Reject(f"sidecar {str(e).replace(str(meta), meta.name)}") from None
         missing = [k for k in CAPTION_KEYS if k not in data]
         if missing:
             raise Reject(f"sidecar {meta.name} lacks key(s) {missing}; it needs {list(CAPTION_KEYS)}")

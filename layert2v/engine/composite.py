@@ -25,6 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data.folder import make_record
+from ..formats import read_json_object
 from ..output_dirs import write_text_atomic
 from ..video import LayeredVideo
 from ..video_io import read_video_rgba
@@ -47,10 +48,7 @@ def _caption(path: Path, key: str) -> str:
     if txt.is_file() and txt.read_text(encoding="utf-8").strip():
         return txt.read_text(encoding="utf-8").strip()
     if meta.is_file():
-        try:
-            value = json.loads(meta.read_text(encoding="utf-8")).get(key)
-        except (json.JSONDecodeError, AttributeError) as e:
-            raise ValueError(f"{meta} is not a JSON object with a {key!r} caption: {e}") from e
+        value = read_json_object(meta, f"write an object with a {key!r} caption").get(key)
         if isinstance(value, str) and value.strip():
             return value
     raise ValueError(f"{path} has no caption: write it into {txt.name} (or {meta.name} as {{{key!r}: ...}})")
