@@ -361,10 +361,12 @@ def check_keeps(keeps: list[str], num_foregrounds: int, check: ModelCheck) -> Ke
     """Read every --keep before the model loads: names, sources, frame counts and sizes checked, in one line each."""
     if not keeps:
         return None
-    from .editing import given_layers, is_video_file, keepable, read_video
+    from .data.fit import fit_video
+    from .editing import given_layers, is_video_file, keepable
     from .formats import VIDEO_MANIFEST
+    from .io.layered_dir import read_manifest
     from .layout import BACKGROUND, FULL, Segment
-    from .video_io import load_layered_video, read_manifest
+    from .video import LayeredVideo
 
     if check.frames is None or check.size is None or check.multiples is None:
         raise ValueError("--keep needs the clip's frames and size before the model loads; pass --frames and --size")
@@ -401,7 +403,7 @@ def check_keeps(keeps: list[str], num_foregrounds: int, check: ModelCheck) -> Ke
             raise FileNotFoundError(f"--keep {name}={source}: no such directory or video file")
     conditions, given, sources, rates = {}, {}, [], set()
     for directory, layer_names in directories.items():
-        video = load_layered_video(directory)
+        video = LayeredVideo.load(directory)
         taken = given_layers(video, layer_names)
         conditions.update(taken)
         given.update({n: {"from": str(directory), "layer": n} for n in taken})
@@ -411,7 +413,7 @@ def check_keeps(keeps: list[str], num_foregrounds: int, check: ModelCheck) -> Ke
         raise ValueError(f"the kept directories have different frame rates {sorted(rates)}; keep layers of one rate")
     for name, source in parsed:
         if source.is_file():
-            fitted = read_video(source, check.frames, height, width, check.multiples, fps=check.fps)
+            fitted = fit_video(source, check.frames, height, width, check.multiples, fps=check.fps)
             conditions[name] = fitted.frames
             given[name] = {"from": str(source.absolute()), "layer": name, "input": fitted.mapping}
     return Kept(conditions, given, sources, rates.pop() if rates else None)
@@ -459,7 +461,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------- decompose / edit
 def cmd_decompose(args: argparse.Namespace) -> int:
-    from .editing import frames_the_model_takes, probe, read_video
+    from .data.fit import fit_video, frames_the_model_takes, probe
     from .formats import VIDEO_MANIFEST
     from .output_dirs import check_output_directory
 
@@ -473,7 +475,7 @@ def cmd_decompose(args: argparse.Namespace) -> int:
     if check.frames is None or check.size is None or check.multiples is None:
         raise ValueError("decompose fits the video before the model loads; pass --frames and --size for this model")
     frames = check.frames if args.frames else frames_the_model_takes(length, check.multiples[0], check.frames)
-    fitted = read_video(args.video, frames, check.size[1], check.size[0], check.multiples, fps=check.fps)
+    fitted = fit_video(args.video, frames, check.size[1], check.size[0], check.multiples, fps=check.fps)
     start = time.perf_counter()
     pipe, dtype = load_pipeline(args, check.model)
     load_s = time.perf_counter() - start
@@ -490,9 +492,9 @@ def cmd_decompose(args: argparse.Namespace) -> int:
 def cmd_edit(args: argparse.Namespace) -> int:
     from .editing import regenerate, regeneration_plan
     from .formats import VIDEO_MANIFEST
+    from .io.layered_dir import read_manifest
     from .output_dirs import check_output_directory
     from .video import LayeredVideo
-    from .video_io import read_manifest
 
     manifest = read_manifest(Path(args.dir))  # not a layered directory: one line
     k, _ = regeneration_plan(manifest["num_foregrounds"], args.regenerate)

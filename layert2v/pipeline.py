@@ -434,13 +434,14 @@ class LayerT2VPipeline:
 
         Args:
             video: (T, H, W, 3) float frames in [0, 1] at a frame count and size the model takes (they set the
-                call's), or a video file fitted by :func:`layert2v.editing.read_video` to ``num_frames`` /
+                call's), or a video file fitted by :func:`layert2v.data.fit.fit_video` to ``num_frames`` /
                 ``height`` / ``width`` (default: the model's, fewer frames for a shorter clip), the mapping
                 recorded in ``metadata["input"]``.
             prompt: the full prompt; None builds it from the layer prompts ("fg_1 and fg_2 over bg").
             call_kwargs: anything else :meth:`__call__` takes (seed, steps, guidance, trajectories ...).
         """
-        from .editing import frames_the_model_takes, full_prompt, probe, read_video
+        from .data.fit import fit_video, frames_the_model_takes, probe
+        from .editing import full_prompt
 
         if "conditions" in call_kwargs:
             raise ValueError("decompose gives the video as the full layer; call the pipeline itself to give others")
@@ -454,7 +455,7 @@ class LayerT2VPipeline:
                 num_frames = frames_the_model_takes(probe(video)[0], self.video_multiples[0], cfg.num_frames)
             height = call_kwargs.get("height") or cfg.height
             width = call_kwargs.get("width") or cfg.width
-            fitted = read_video(video, num_frames, height, width, self.video_multiples, fps=cfg.fps)
+            fitted = fit_video(video, num_frames, height, width, self.video_multiples, fps=cfg.fps)
             frames, mapping = fitted.frames, fitted.mapping
         else:
             frames = np.asarray(video)
@@ -464,7 +465,7 @@ class LayerT2VPipeline:
         for key, have in shape.items():
             if call_kwargs.get(key) is not None and call_kwargs[key] != have:
                 raise ValueError(f"{key}={call_kwargs[key]} but the video has {have}; leave {key} out or fit the "
-                                 "video to it (layert2v.editing.read_video)")
+                                 "video to it (layert2v.data.fit.fit_video)")
         out = self(text, background_prompt, foreground_prompts, conditions={FULL: frames}, **{**call_kwargs, **shape})
         where = str(Path(video).absolute()) if mapping is not None else "in memory"
         out.metadata["given"] = {FULL: {"from": where, "layer": FULL}}
@@ -488,7 +489,7 @@ class LayerT2VPipeline:
             if tuple(frames.shape) != want:
                 raise ValueError(f"condition {name} has shape {tuple(frames.shape)}, expected {want} (frames, height, "
                                  f"width{', 3' if segment.is_rgb else ''}) for this call; fit it to the call's "
-                                 "frames and size first (layert2v.editing.read_video does for a video file)")
+                                 "frames and size first (layert2v.data.fit.fit_video does for a video file)")
             frames = np.asarray(frames, dtype=np.float32)
             if not np.isfinite(frames).all() or frames.min() < 0 or frames.max() > 1:
                 raise ValueError(f"condition {name} has values outside [0, 1] (or NaN); give frames in [0, 1]")

@@ -237,12 +237,12 @@ def test_output_under_a_regular_file_is_one_line(tmp_path, capsys, no_loading):
 
 
 def test_ctrl_c_exits_130_in_one_line_leaving_nothing(saved_model, tmp_path, capsys, monkeypatch):
-    from layert2v import video_io
+    from layert2v.io import layered_dir
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(video_io, "contact_sheet", interrupt)  # mid-save: the temp directory exists by now
+    monkeypatch.setattr(layered_dir, "contact_sheet", interrupt)  # mid-save: the temp directory exists by now
     out = tmp_path / "out"
     assert main(["generate", "a", "--bg", "b", "--fg", "c", "--model", str(saved_model), "--out", str(out),
                  "--steps", "1"]) == 130

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from layert2v.cli import main
+from layert2v.data.fit import fit_frames
 from layert2v.data.folder import FolderDataset, read_metadata
 from layert2v.engine.build import Output, build
-from layert2v.engine.clip import Reject, resample, sample_id
+from layert2v.engine.clip import sample_id
 from layert2v.engine.config import parse_config
 from layert2v.engine.footage import make_clip, write_footage
 from layert2v.engine.quality import key_frames, qualified_span
@@ -85,7 +86,7 @@ def test_bad_inputs_are_rejected_with_reasons_and_the_rest_completes(footage, tm
     (root / "nocaption.json").unlink()
     write_footage(root, "still", make_clip(7))
     still = make_clip(7)
-    from layert2v.video_io import write_video
+    from layert2v.io.codec import write_video
     write_video(root / "still.mov", still.background, 8, "prores_ks")  # nothing moves: nothing to segment
     summary = build(root, tmp_path / "ds", parse_config({}), executor="local", progress=False)
     reasons = {r["source"]: r["reason"] for r in read_jsonl(tmp_path / "ds" / "rejects.jsonl")}
@@ -178,10 +179,10 @@ def test_bad_input_is_one_line_before_any_work(tmp_path, capsys, setup, message)
 
 def test_resampling_records_the_source_frames(footage, tmp_path):
     frames = np.random.default_rng(0).random((10, 8, 12, 3)).astype(np.float32)
-    out, indices, fps = resample(frames, 10.0, (6, 4), 3, 5.0)
+    out, indices, fps = fit_frames(frames, 10.0, (6, 4), 3, 5.0)
     assert indices == [0, 2, 4] and fps == 5.0 and out.shape == (3, 4, 6, 3)
-    with pytest.raises(Reject, match="fewer than the 20"):
-        resample(frames, 10.0, None, 20, None)
+    with pytest.raises(ValueError, match="fewer than the 20"):
+        fit_frames(frames, 10.0, None, 20, None)
 
     assert main(["data", "build", str(footage[0]), "--out", str(tmp_path / "ds"), "--local", "--frames", "5",
                  "--fps", "4"]) == 0
@@ -296,7 +297,7 @@ def composite_inputs(tmp_path_factory):
     """Two RGBA foregrounds (a ProRes 4444 clip, a PNG sequence) and two background videos, with captions."""
     from PIL import Image
 
-    from layert2v.video_io import write_video
+    from layert2v.io.codec import write_video
 
     root = tmp_path_factory.mktemp("composite")
     fg, bg = root / "fg", root / "bg"

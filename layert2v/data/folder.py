@@ -25,7 +25,7 @@ from typing import Any
 
 from ..output_dirs import write_text_atomic
 from ..video import LayeredVideo
-from .resample import ClipShape
+from .fit import ClipShape
 from .source import ClipSource
 
 METADATA = "metadata.jsonl"
@@ -91,7 +91,7 @@ class FolderDataset(ClipSource):
 
     Videos are decoded on access. Prompts come from the sample's manifest, or from its metadata line where the
     manifest has none. With ``shape``, each clip is fitted to it (frame window, resize and centre-crop: see
-    :mod:`layert2v.data.resample`); without, clips come as stored. Use ``DataLoader(..., collate_fn=list)``:
+    :mod:`layert2v.data.fit`); without, clips come as stored. Use ``DataLoader(..., collate_fn=list)``:
     items are LayeredVideo objects, not tensors.
     """
 

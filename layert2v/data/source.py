@@ -8,14 +8,14 @@ from functools import cached_property
 from torch.utils.data import Dataset
 
 from ..video import LayeredVideo
-from .resample import ClipShape, resample
+from .fit import ClipShape, fit_clip
 
 
 class ClipSource(Dataset):
     """A map-style dataset of LayeredVideo samples that is also a clip function ``(index, k) -> LayeredVideo``.
 
     Subclasses give ``__len__``, ``num_foregrounds(i)`` (without decoding) and ``load(i, draw)``. With a
-    :class:`~layert2v.data.resample.ClipShape`, every clip is fitted to it; ``draw`` picks the frame window, so
+    :class:`~layert2v.data.fit.ClipShape`, every clip is fitted to it; ``draw`` picks the frame window, so
     ``source(index, k)`` is the same clip for the same pair in any process and successive passes over a sample
     read different windows of it.
     """
@@ -37,7 +37,7 @@ class ClipSource(Dataset):
 
     def fit(self, video: LayeredVideo, draw: int) -> LayeredVideo:
         """``video`` fitted to :attr:`shape` (window ``draw``), or unchanged without a shape."""
-        return video if self.shape is None else resample(video, self.shape, draw)
+        return video if self.shape is None else fit_clip(video, self.shape, draw)
 
     def __getitem__(self, index: int) -> LayeredVideo:
         if not -len(self) <= index < len(self):

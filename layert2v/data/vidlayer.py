@@ -13,8 +13,8 @@ How a sample becomes a :class:`~layert2v.video.LayeredVideo`:
   clip, so its premultiplied form (what the RGB VAE encodes) is ``clip x mask``: the release's "FG = video x
   mask" where there is no foreground clip;
 * the multi-layer prompt -> ``prompts = {"full", "background", "foregrounds": [...]}``;
-* frames and size are fitted to a :class:`~layert2v.data.resample.ClipShape` (only the window's frames are
-  converted; see :mod:`layert2v.data.resample`).
+* frames and size are fitted to a :class:`~layert2v.data.fit.ClipShape` (only the window's frames are
+  converted; see :mod:`layert2v.data.fit`).
 
 Several foregrounds (the release's multi-subject samples) are numbered masks ``mask_1 .. mask_K``, bottom to
 top, with a list of foreground prompts in the same order.
@@ -39,10 +39,10 @@ import av
 import numpy as np
 
 from ..formats import read_json_object
+from ..io.codec import read_frames, video_info, write_video
 from ..output_dirs import atomic_directory
 from ..video import LayeredVideo
-from ..video_io import read_frames, video_info, write_video
-from .resample import ClipShape, frame_indices, resize_frames, unpremultiply
+from .fit import ClipShape, resize_frames, unpremultiply
 from .source import ClipSource
 
 # ------------------------------------------------------------------------------------------------------------
@@ -260,7 +260,7 @@ class VidLayerDataset(ClipSource):
         if self.shape is None:
             indices, (out_h, out_w), out_fps = list(range(frames)), (height, width), fps
         else:
-            indices = frame_indices(frames, fps, self.shape, draw)
+            indices = self.shape.window(frames, fps, draw)
             out_h, out_w, out_fps = self.shape.height, self.shape.width, self.shape.fps or fps
 
         def fit(x: np.ndarray) -> np.ndarray:
@@ -272,7 +272,7 @@ class VidLayerDataset(ClipSource):
             alpha_src = np.clip(_decode(sample, mask, indices).mean(axis=-1), 0.0, 1.0)
             colour = full_src if clip is None else _decode(sample, clip, indices)
             alpha = np.clip(fit(alpha_src), 0.0, 1.0)
-            foregrounds.append(unpremultiply(fit(colour * alpha_src[..., None]), alpha))  # see resample's docstring
+            foregrounds.append(unpremultiply(fit(colour * alpha_src[..., None]), alpha))  # see layert2v.data.fit
             alphas.append(alpha)
         full = fit(full_src)
         del full_src

@@ -35,12 +35,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from ..data.fit import fit_frames
 from ..data.folder import METADATA, make_record
 from ..formats import read_json_object
+from ..io.codec import read_video
 from ..output_dirs import remove_leftovers, write_text_atomic
 from ..video import LayeredVideo
 from . import quality
-from .clip import Clip, Reject, discover, probe_fps, read_frames, resample
+from .clip import Clip, Reject, discover, probe_fps
 from .config import STAGES, EngineConfig
 from .stages import backend_class, build_backend, check_options
 
@@ -101,12 +103,15 @@ class Engine:
         if cfg.frames:
             limit = round((cfg.frames - 1) * fps / cfg.fps) + 1 if cfg.fps else cfg.frames
         try:
-            frames = read_frames(clip.path, limit)
+            frames = read_video(clip.path, limit)
         except (ValueError, OSError) as e:
             raise Reject(f"cannot decode {clip.source}: {e}") from e
         except Exception as e:  # av.FFmpegError and friends
             raise Reject(f"cannot decode {clip.source}: {type(e).__name__}: {e}") from e
-        frames, indices, fps = resample(frames, fps, cfg.size, cfg.frames, cfg.fps)
+        try:
+            frames, indices, fps = fit_frames(frames, fps, cfg.size, cfg.frames, cfg.fps)
+        except ValueError as e:  # too short
+            raise Reject(str(e)) from None
         t, h, w, _ = frames.shape
         if t < cfg.quality.min_frames:
             raise Reject(f"has {t} frame(s); a sample needs at least {cfg.quality.min_frames}")

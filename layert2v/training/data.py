@@ -150,7 +150,7 @@ def build_data(cfg: TrainConfig) -> ClipSource:
     d = cfg.data
     if d.kind == "world":
         return WorldClips(d)
-    from ..data.resample import ClipShape
+    from ..data.fit import ClipShape
     from ..data.source import open_source
 
     return open_source(d.kind, d.path, ClipShape(d.frames, d.height, d.width, d.fps, d.seed))

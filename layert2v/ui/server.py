@@ -296,7 +296,7 @@ def create_app(model: Path, out: Path, open_dirs: list[Path] = (), max_upload_by
         video, frames = await run_in_threadpool(composite_of, run_id, await _json(request))
 
         def encode() -> bytes:
-            from ..video_io import write_video
+            from ..io.codec import write_video
 
             with tempfile.TemporaryDirectory(prefix="layert2v-ui-") as tmp:  # nothing is written into the run
                 return write_video(Path(tmp) / "composite.mp4", frames, video.fps, "libx264").read_bytes()
@@ -470,8 +470,8 @@ def _decompose_request(body: dict[str, Any], model: dict[str, Any], filename: st
 
 
 def _check_video(path: Path) -> None:
-    """A file `pipe.decompose` can take: a video (layert2v.editing.probe) of more than one frame."""
-    from ..editing import probe
+    """A file `pipe.decompose` can take: a video (layert2v.data.fit.probe) of more than one frame."""
+    from ..data.fit import probe
 
     if probe(path)[0] < 2:
         raise ValueError(f"{path.name} is a still image; decompose takes a video (MP4, WebM or MOV)")
