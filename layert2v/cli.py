@@ -196,7 +196,7 @@ def derive_prompts(prompt: str, bg: str | None, fgs: list[str] | None) -> tuple[
     """Fill in missing layer prompts from the full prompt (the procedural world's rule)."""
     if bg and fgs:
         return bg, fgs
-    from .data.world import parse_prompt
+    from .data.captions import parse_prompt
 
     parsed = parse_prompt(prompt)
     return bg or parsed["background"], fgs or parsed["foregrounds"]
