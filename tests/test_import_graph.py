@@ -15,7 +15,6 @@ PACKAGE = Path(__file__).parents[1] / "layert2v"
 # and the list must end empty.
 KNOWN_CYCLES: list[frozenset[str]] = [
     frozenset({"layert2v.models.context_parallel", "layert2v.models.transformer"}),
-    frozenset({"layert2v.data.folder", "layert2v.data.source", "layert2v.data.vidlayer"}),
     frozenset({"layert2v.editing", "layert2v.layer_weights", "layert2v.pipeline"}),
     frozenset({"layert2v.cli", "layert2v.ui", "layert2v.ui.server"}),
 ]

@@ -164,9 +164,16 @@ def test_read_frames_keeps_only_the_asked_frames(root):
         read_frames(path, [12])
 
 
-def test_open_source_by_kind(root):
-    from layert2v.data.source import open_source
+def test_training_opens_the_source_by_kind(root, tmp_path):
+    from layert2v.training.config import TrainConfig
+    from layert2v.training.data import build_data
 
-    assert isinstance(open_source("vidlayer", str(root), SHAPE), VidLayerDataset)
-    with pytest.raises(ValueError, match="unknown clip source 'webdataset'"):
-        open_source("webdataset", str(root), SHAPE)
+    def config(kind: str) -> TrainConfig:
+        return TrainConfig.from_dict({"stage": "vae", "output_dir": str(tmp_path / "out"),
+                                      "data": {"kind": kind, "path": str(root), "frames": 5, "height": 16,
+                                               "width": 16}})
+
+    source = build_data(config("vidlayer"))
+    assert isinstance(source, VidLayerDataset) and source.shape == SHAPE
+    with pytest.raises(ValueError, match="data.kind must be world, folder or vidlayer, got 'webdataset'"):
+        build_data(config("webdataset"))

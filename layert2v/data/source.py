@@ -60,20 +60,3 @@ class ClipSource(Dataset):
                              f"{sorted(self.by_k)}")
         items = self.by_k[k]
         return self.load(items[index % len(items)], draw=index)
-
-
-SOURCES = ("folder", "vidlayer")
-
-
-def open_source(kind: str, path: str, shape: ClipShape | None) -> ClipSource:
-    """The on-disk clip source ``kind`` (``folder``: layert2v's dataset format; ``vidlayer``: the VidLayer
-    release) at ``path``, fitting clips to ``shape``. Opening checks the samples' metadata, before any decoding."""
-    if kind == "folder":
-        from .folder import FolderDataset
-
-        return FolderDataset(path, shape)
-    if kind == "vidlayer":
-        from .vidlayer import VidLayerDataset
-
-        return VidLayerDataset(path, shape)
-    raise ValueError(f"unknown clip source {kind!r}; choose from {SOURCES}")
