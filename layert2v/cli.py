@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_arguments(e)
     d = sub.add_parser("data", parents=[common], help="build a layered dataset from raw videos (the data engine)")
-    from .engine.command import add_data_arguments
+    from .data.engine.command import add_data_arguments
 
     add_data_arguments(d)
 
@@ -602,7 +602,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from .engine.command import run_data
+    from .data.engine.command import run_data
 
     return run_data(args)
 

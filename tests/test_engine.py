@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from layert2v.cli import main
+from layert2v.data.engine.build import Output, build
+from layert2v.data.engine.clip import sample_id
+from layert2v.data.engine.config import parse_config
+from layert2v.data.engine.footage import make_clip, write_footage
+from layert2v.data.engine.quality import key_frames, qualified_span
+from layert2v.data.engine.stages import Judge
 from layert2v.data.fit import fit_frames
 from layert2v.data.folder import FolderDataset, read_metadata
-from layert2v.engine.build import Output, build
-from layert2v.engine.clip import sample_id
-from layert2v.engine.config import parse_config
-from layert2v.engine.footage import make_clip, write_footage
-from layert2v.engine.quality import key_frames, qualified_span
-from layert2v.engine.stages import Judge
 from layert2v.eval.layers import iou, psnr
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -221,7 +221,7 @@ def test_a_plugged_in_judge_crops_the_clip_to_its_qualified_frames(footage, tmp_
 
 def test_ray_data_build_and_composite_match_the_local_ones(footage, composite_inputs, tmp_path):
     ray = pytest.importorskip("ray")
-    from layert2v.engine.composite import composite
+    from layert2v.data.engine.composite import composite
 
     config = parse_config({"max_foregrounds": 2, "composite": {"samples": 2}})
     ray.init(num_cpus=2, object_store_memory=100 * 1024 * 1024, include_dashboard=False)  # one Ray for both
@@ -253,9 +253,9 @@ def read_jsonl(path: Path) -> list[dict]:
 def test_example_configs_are_valid(monkeypatch):
     import inspect
 
-    from layert2v.engine.build import validate
-    from layert2v.engine.config import load_config
-    from layert2v.engine.stages import backend_class
+    from layert2v.data.engine.build import validate
+    from layert2v.data.engine.config import load_config
+    from layert2v.data.engine.stages import backend_class
 
     configs = Path(__file__).parents[1] / "configs" / "engine"
     written, default = load_config(configs / "weight_free.yaml"), parse_config({})  # "the defaults written out"
@@ -321,7 +321,7 @@ def composite_inputs(tmp_path_factory):
 
 
 def test_composite_pastes_exact_layers_and_resumes(composite_inputs, tmp_path):
-    from layert2v.engine.composite import composite
+    from layert2v.data.engine.composite import composite
 
     fg, bg = composite_inputs
     config = parse_config({"max_foregrounds": 2, "composite": {"samples": 4, "scale": [0.3, 0.5], "seed": 1}})

@@ -35,12 +35,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ..data.fit import fit_frames
-from ..data.folder import METADATA, make_record
-from ..formats import read_json_object
-from ..io.codec import read_video
-from ..output_dirs import remove_leftovers, write_text_atomic
-from ..video import LayeredVideo
+from ...formats import read_json_object
+from ...io.codec import read_video
+from ...output_dirs import remove_leftovers, write_text_atomic
+from ...video import LayeredVideo
+from ..fit import fit_frames
+from ..folder import METADATA, make_record
 from . import quality
 from .clip import Clip, Reject, discover, probe_fps
 from .config import STAGES, EngineConfig
@@ -426,7 +426,7 @@ def build(input_root: str | Path, out: str | Path, config: EngineConfig, *, exec
     return summary
 
 
-def describe(summary: Summary, out: Path) -> str:
+def summary_text(summary: Summary, out: Path) -> str:
     """The closing lines the CLI prints: counts, backends used, per-stage throughput."""
     lines = [f"wrote {len(summary.accepted)} sample(s) to {out} ({len(summary.rejected)} rejected, see "
              f"{out / REJECTS}; {summary.skipped} already done by an earlier run)",

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..formats import MODEL_INDEX
+from ...formats import MODEL_INDEX
 from .clip import CAPTION_KEYS, Reject
 from .judge import first_json_object, judge_prompt, parse_scores
 from .stages import Captioner, Judge, Remover, Segmenter, TrimapMatter, _disk
