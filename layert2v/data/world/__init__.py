@@ -15,9 +15,9 @@ Held-out split: the (colour, shape) pairs in :data:`HELDOUT_OBJECTS` and the (ki
 one of them (other parts of a held-out clip use training combinations), so a model trained on the train split can be
 tested on attribute combinations it never saw. :func:`heldout_prompts` lists such cases.
 
-The package: :mod:`.vocabulary` (attributes and the held-out split), :mod:`.shapes` (signed distances),
-:mod:`.specs` (what determines a clip), :mod:`.sampling` (drawing one from a seed), :mod:`.render` (pixels) and
-:mod:`.datasets`.
+The package: :mod:`.vocabulary` (attributes and the held-out split; ``PANS``, ``SPLITS`` and the ``TRAIN_``
+lists are imported from there), :mod:`.shapes` (signed distances), :mod:`.specs` (what determines a clip),
+:mod:`.sampling` (drawing one from a seed), :mod:`.render` (pixels) and :mod:`.datasets`.
 
 Coordinates: positions are fractions of the frame width (x) and height (y), sizes fractions of min(H, W); y
 points down, so "up" means decreasing y.
@@ -28,22 +28,9 @@ from .render import background_field, background_tones, generate_clip, generate_
 from .sampling import heldout_prompts, sample_spec
 from .shapes import SHAPE_BOUNDS, coverage, shape_sdf
 from .specs import BackgroundSpec, ClipSpec, ObjectSpec, attributes
-from .vocabulary import (
-    BACKGROUNDS,
-    COLOURS,
-    DIRECTIONS,
-    HELDOUT_BACKGROUNDS,
-    HELDOUT_OBJECTS,
-    MOTIONS,
-    PANS,
-    SHAPES,
-    SPLITS,
-    TRAIN_BACKGROUNDS,
-    TRAIN_OBJECTS,
-)
+from .vocabulary import BACKGROUNDS, COLOURS, DIRECTIONS, HELDOUT_BACKGROUNDS, HELDOUT_OBJECTS, MOTIONS, SHAPES
 
-__all__ = ["BACKGROUNDS", "COLOURS", "DIRECTIONS", "HELDOUT_BACKGROUNDS", "HELDOUT_OBJECTS", "MOTIONS", "PANS",
-           "SHAPES", "SHAPE_BOUNDS", "SPLITS", "TRAIN_BACKGROUNDS", "TRAIN_OBJECTS", "BackgroundSpec", "ClipSpec",
-           "ObjectSpec", "WorldDataset", "attributes", "background_field", "background_tones", "coverage",
-           "generate_clip", "generate_clip_with_spec", "heldout_prompts", "render", "sample_spec", "shape_sdf",
-           "track", "write_dataset"]
+__all__ = ["BACKGROUNDS", "COLOURS", "DIRECTIONS", "HELDOUT_BACKGROUNDS", "HELDOUT_OBJECTS", "MOTIONS", "SHAPES",
+           "SHAPE_BOUNDS", "BackgroundSpec", "ClipSpec", "ObjectSpec", "WorldDataset", "attributes", "background_field",
+           "background_tones", "coverage", "generate_clip", "generate_clip_with_spec", "heldout_prompts", "render",
+           "sample_spec", "shape_sdf", "track", "write_dataset"]
