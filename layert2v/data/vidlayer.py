@@ -195,7 +195,7 @@ def sample_directories(root: Path) -> list[Path]:
     return found
 
 
-def probe(sample: VidLayerSample) -> tuple[int, float, int, int]:
+def probe_sample(sample: VidLayerSample) -> tuple[int, float, int, int]:
     """(frames, fps, width, height) of a sample, with its layer files checked to open and agree in frame count
     and size (no frame is decoded)."""
     infos = {}
@@ -251,7 +251,7 @@ class VidLayerDataset(ClipSource):
 
     def probe(self, index: int) -> tuple[int, float, int, int]:
         """(frames, fps, width, height) of sample ``index``, its layers checked to agree (no decoding)."""
-        return probe(self.samples[index])
+        return probe_sample(self.samples[index])
 
     def load(self, index: int, draw: int) -> LayeredVideo:
         """Sample ``index`` fitted to the shape, frame window ``draw``."""
@@ -318,7 +318,7 @@ def check(directory: str | Path) -> list[str]:
     problems = []
     for d in sample_directories(root):
         try:
-            probe(find_sample(d, d.relative_to(root).as_posix()))
+            probe_sample(find_sample(d, d.relative_to(root).as_posix()))
         except VidLayerSampleError as e:
             problems.append(str(e))
     return problems

@@ -40,18 +40,13 @@ from .data import (  # noqa: F401  (re-exported: the trainer's public names befo
     as_is,
     batch_indices,
     build_data,
+    clip_batch,
     to_tensor,
 )
-from .data import clip_batch as stack_clips
 from .recipes import RECIPES, LatentRecipe, Recipe, set_latent_stats  # noqa: F401
 
 CHECKPOINT = "checkpoint"
 PREVIOUS = "checkpoint_previous"  # the checkpoint before the last, kept so a damaged one is not the only one
-
-
-def clip_batch(samples: list[LayeredVideo], stage: str) -> ClipBatch:
-    """Clips with one foreground count -> a ClipBatch of what ``stage`` reads (its recipe's ``reads``)."""
-    return stack_clips(samples, RECIPES[stage].reads)
 
 
 class Trainer:
@@ -118,11 +113,12 @@ class Trainer:
     def batch(self, micro_step: int) -> Batch:
         """A micro-step's batch, made in this process."""
         indices, k = self.batch_indices(micro_step)
-        clips = None if self.cached else self.clip_batch(indices, k)
+        clips = None if self.cached else self.load_clips(indices, k)
         return Batch(micro_step, k, indices, clips)
 
-    def clip_batch(self, indices: list[int], k: int) -> ClipBatch:
-        return stack_clips([self.data(i, k) for i in indices], self.recipe.reads)
+    def load_clips(self, indices: list[int], k: int) -> ClipBatch:
+        """Clips ``indices`` with ``k`` foregrounds from the data, stacked as the stage reads them."""
+        return clip_batch([self.data(i, k) for i in indices], self.recipe.reads)
 
     def step_batches(self, start: int, end: int) -> DataLoader | None:
         """Micro-steps ``start .. end - 1``'s batches of fresh clips, made ahead by ``data.workers`` processes;
@@ -316,7 +312,7 @@ def truncate_log(log: Path, step: int) -> None:
 def encode_layers(vae, alpha_path: AlphaPath, samples: list[LayeredVideo], layout: LayerLayout,
                   device: torch.device) -> torch.Tensor:
     """GT layers -> layout-concatenated latents (B, C, S*T', H', W'); foregrounds premultiplied (eq. 3)."""
-    clips = clip_batch(samples, "layered")
+    clips = clip_batch(samples, RECIPES["layered"].reads)
     layers = {n: x.to(device) for n, x in clips.layers(layout).items()}
     return encode_layered(vae, alpha_path, layers, layout)
 
