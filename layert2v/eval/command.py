@@ -137,7 +137,7 @@ def preflight(videos: list[Path], gt_paths: dict[Path, Path], traj_docs: dict[Pa
     Fields a manifest lacks are not checked here; the full check runs again on the decoded videos.
     """
     def shape(path: Path) -> tuple[Any, Any, Any]:
-        manifest = json.loads((path / "manifest.json").read_text())
+        manifest = json.loads((path / VIDEO_MANIFEST).read_text())
         return manifest.get("frames"), manifest.get("size"), manifest.get("num_foregrounds")
 
     for video in videos:

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..formats import CHECKPOINT_PROGRESS
 from ..latents import encode_layered
 from ..layout import LayerLayout
 from ..models.vae import AlphaPath
@@ -216,15 +217,15 @@ class Trainer:
             torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                         "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state()},
                        tmp / "state.pt")
-            (tmp / "progress.json").write_text(json.dumps({"step": self.step, "stage": self.cfg.stage,
+            (tmp / CHECKPOINT_PROGRESS).write_text(json.dumps({"step": self.step, "stage": self.cfg.stage,
                                                            "config": self.cfg.to_dict()}, indent=2))
 
     def resume(self) -> None:
         ckpt = self.out / CHECKPOINT
-        if not (ckpt / "progress.json").is_file():
+        if not (ckpt / CHECKPOINT_PROGRESS).is_file():
             return
         try:
-            progress = json.loads((ckpt / "progress.json").read_text())
+            progress = json.loads((ckpt / CHECKPOINT_PROGRESS).read_text())
             step = int(progress["step"])
         except (ValueError, KeyError, TypeError):
             raise ValueError(damaged(ckpt, self.out)) from None
@@ -291,7 +292,7 @@ def check_init(cfg: TrainConfig) -> None:
 
 def damaged(ckpt: Path, out: Path) -> str:
     previous = out / PREVIOUS
-    if (previous / "progress.json").is_file():
+    if (previous / CHECKPOINT_PROGRESS).is_file():
         fix = f"replace {ckpt} with {previous} to resume from the checkpoint before it, or delete {ckpt} to start over"
     else:
         fix = f"delete {ckpt} to start over"
