@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_arguments(e)
     d = sub.add_parser("data", parents=[common], help="build a layered dataset from raw videos (the data engine)")
-    from .engine.command import add_data_arguments
+    from .data.engine.command import add_data_arguments
 
     add_data_arguments(d)
 
@@ -209,7 +209,7 @@ def model_check(args: argparse.Namespace, frames: int | None, size: tuple[int, i
 def check_generate(args: argparse.Namespace) -> tuple[ModelCheck, str, list[str], Trajectories | None]:
     """Every check `generate` can make from its arguments and the model's config files: nothing heavy loads."""
     from .formats import VIDEO_MANIFEST
-    from .utils import check_output_directory
+    from .output_dirs import check_output_directory
 
     if not args.prompt.strip():
         raise ValueError("the prompt is empty; describe the video to generate")
@@ -304,9 +304,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------- decompose / edit
 def cmd_decompose(args: argparse.Namespace) -> int:
-    from .editing import frames_the_model_takes, probe, read_video
+    from .data.fit import fit_video, frames_the_model_takes, probe
     from .formats import VIDEO_MANIFEST
-    from .utils import check_output_directory
+    from .output_dirs import check_output_directory
 
     check_layer_prompts(args.bg, args.fg)
     if args.prompt is not None and not args.prompt.strip():
@@ -318,7 +318,7 @@ def cmd_decompose(args: argparse.Namespace) -> int:
     if check.frames is None or check.size is None:
         raise ValueError("decompose fits the video before the model loads; pass --frames and --size for this model")
     frames = check.frames if args.frames else frames_the_model_takes(length, check.multiples[0], check.frames)
-    fitted = read_video(args.video, frames, check.size[1], check.size[0], check.multiples, fps=check.fps)
+    fitted = fit_video(args.video, frames, check.size[1], check.size[0], check.multiples, fps=check.fps)
     start = time.perf_counter()
     pipe, dtype = load_pipeline(args, check.model)
     load_s = time.perf_counter() - start
@@ -335,9 +335,9 @@ def cmd_decompose(args: argparse.Namespace) -> int:
 def cmd_edit(args: argparse.Namespace) -> int:
     from .editing import regenerate, regeneration_plan
     from .formats import VIDEO_MANIFEST
-    from .utils import check_output_directory
+    from .io.layered_dir import read_manifest
+    from .output_dirs import check_output_directory
     from .video import LayeredVideo
-    from .video_io import read_manifest
 
     manifest = read_manifest(Path(args.dir))  # not a layered directory: one line
     regeneration_plan(manifest["num_foregrounds"], args.regenerate)
@@ -385,18 +385,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} is not a JSON object")
-    return data
-
-
 def cmd_info(args: argparse.Namespace) -> int:
-    from .formats import CHECKPOINT_PROGRESS, PIPELINE_FILE, VIDEO_MANIFEST, directory_kind
+    from .formats import (
+        CHECKPOINT_PROGRESS,
+        PIPELINE,
+        PIPELINE_FILE,
+        VIDEO_MANIFEST,
+        WAN,
+        directory_kind,
+        read_json_object,
+    )
 
     path = Path(args.path)
     if not path.exists():
@@ -405,18 +403,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     kind = directory_kind(path)
     if kind == "layered video":
         info["kind"] = "layered video"
-        info.update(_read_json(path / VIDEO_MANIFEST))
-    elif kind == "pipeline":
+        info.update(read_json_object(path / VIDEO_MANIFEST))
+    elif kind == PIPELINE:
         info["kind"] = "layert2v pipeline"
-        info.update(_read_json(path / PIPELINE_FILE))
+        info.update(read_json_object(path / PIPELINE_FILE))
         info["transformer"] = _config_summary(path / "transformer" / "config.json")
         info["vae"] = _config_summary(path / "vae" / "config.json")
-    elif kind == "wan":
+    elif kind == WAN:
         info["kind"] = "diffusers pipeline (Wan2.1 layout)"
         info["transformer"] = _config_summary(path / "transformer" / "config.json")
     elif kind == "checkpoint":
         ckpt = path / "checkpoint" if (path / "checkpoint").is_dir() else path
-        progress = _read_json(ckpt / CHECKPOINT_PROGRESS)
+        progress = read_json_object(ckpt / CHECKPOINT_PROGRESS)
         info["kind"] = "training checkpoint"
         info.update({"stage": progress.get("stage"), "step": progress.get("step"),
                      "steps": (progress.get("config") or {}).get("train", {}).get("steps")})
@@ -434,7 +432,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _config_summary(path: Path) -> dict:
     if not path.is_file():
         return {"missing": str(path)}
-    cfg = _read_json(path)
+    from .formats import read_json_object
+
+    cfg = read_json_object(path)
     keys = ("_class_name", "num_layers", "num_attention_heads", "attention_head_dim", "text_dim", "max_foregrounds",
             "layer_text_embedding", "z_dim", "base_dim", "rank")
     return {k: cfg[k] for k in keys if k in cfg}
@@ -447,7 +447,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from .engine.command import run_data
+    from .data.engine.command import run_data
 
     return run_data(args)
 

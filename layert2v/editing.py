@@ -1,10 +1,10 @@
 """Layered editing: pull layers out of a video, keep some layers of a saved one and make the rest again.
 
 Every workflow here is one call of the pipeline with ``conditions=``: the kept layers are given clean (LayerFlow's
-variants) and come out of the call exactly as given. This module fits a video file to what the model takes
-(:func:`read_video`), picks the layers to keep from a :class:`~layert2v.video.LayeredVideo`
+variants) and come out of the call exactly as given. A video file is fitted to what the model takes by
+:func:`layert2v.data.fit.fit_video`; this module picks the layers to keep from a :class:`~layert2v.video.LayeredVideo`
 (:func:`given_layers`) and regenerates one foreground of a saved video (:func:`regenerate`). Saving keeps a kept
-layer's files as they were (see :func:`layert2v.video_io.kept_files`), so it stays bit-identical on disk too.
+layer's files as they were (see :func:`layert2v.io.layered_dir.kept_files`), so it stays bit-identical on disk too.
 See docs/EDITING.md.
 """
 
@@ -29,102 +29,7 @@ if TYPE_CHECKING:
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v")
 
 
-@dataclass
-class FittedVideo:
-    """A video fitted to the model: ``frames`` (T, H, W, 3) float32 in [0, 1], and how they map to the source
-    (``mapping``, recorded in the output's manifest as ``input``)."""
-
-    frames: np.ndarray
-    mapping: dict[str, Any]
-
-
 # ------------------------------------------------------------------------------------------------ video in
-def probe(path: str | Path) -> tuple[int, float, int, int]:
-    """(frame count, frame rate, width, height) of a video file, or a one-line ValueError when it cannot be read
-    as a video."""
-    import av
-
-    from .video_io import video_info
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no video file at {path}; give the path of an mp4, mov or webm file")
-    try:
-        frames, fps, width, height = video_info(path)
-    except (av.FFmpegError, ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot decode {path.name} as a video ({_reason(e)}); give an mp4, mov or webm file that "
-                         "a video player opens") from None
-    if frames < 1 or width < 1 or height < 1:
-        raise ValueError(f"{path.name} holds no video frames; give an mp4, mov or webm file with frames")
-    return frames, fps, width, height
-
-
-def _reason(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text[:160]
-
-
-def frames_the_model_takes(available: int, temporal: int, most: int) -> int:
-    """The longest clip of at most ``available`` and ``most`` frames with the model's frame rule (temporal * k + 1)."""
-    n = min(available, most)
-    return max(1, (n - 1) // temporal * temporal + 1)
-
-
-def frame_window(num_source: int, source_fps: float, num_frames: int, fps: float) -> list[int]:
-    """Source frame numbers for ``num_frames`` frames at the model's ``fps``: from the first frame, stepped by
-    ``source_fps / fps`` source frames (never below 1); where that runs past the end, the step shrinks so the window
-    spans the whole clip."""
-    step = max(1.0, source_fps / fps) if fps > 0 and source_fps > 0 else 1.0
-    if num_frames > 1 and (num_frames - 1) * step > num_source - 1:
-        step = max(1.0, (num_source - 1) / (num_frames - 1))
-    return [min(num_source - 1, int(np.floor(i * step + 1e-9))) for i in range(num_frames)]
-
-
-def read_video(path: str | Path, num_frames: int, height: int, width: int, multiples: tuple[int, int],
-               fps: float | None = None) -> FittedVideo:
-    """Decode a video file (any container and codec FFmpeg reads: mp4, mov, webm ...) of any size and length and fit
-    it to what the model takes: ``num_frames`` frames (the source's first frames at ``fps``, see
-    :func:`frame_window`; ``fps`` None takes consecutive frames), the largest centred box of the target's aspect
-    ratio, resized to ``height`` x ``width``. ``multiples`` is the model's (temporal, spatial) rule
-    (``pipe.video_multiples``); a shape it does not take is refused, and so is a clip with fewer frames than asked.
-    """
-    import av
-
-    from .data.resample import crop_box, resize_frames
-    from .preflight import check_video_shape
-    from .video_io import read_frames
-
-    check_video_shape(num_frames, height, width, *multiples)
-    path = Path(path)
-    total, source_fps, source_w, source_h = probe(path)
-    if total < num_frames:
-        most = frames_the_model_takes(total, multiples[0], total)
-        raise ValueError(f"{path.name} has {total} frame(s), fewer than the {num_frames} asked for; pass --frames "
-                         f"{most} (num_frames={most}) or a longer video")
-    indices = frame_window(total, source_fps, num_frames, fps or source_fps)
-    try:
-        frames = read_frames(path, indices)
-    except (av.FFmpegError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot decode {path.name} ({_reason(e)}); the file is damaged or not a video: give an "
-                         "mp4, mov or webm file that a video player opens") from None
-    except ValueError as e:  # fewer decodable frames than the container claims
-        raise ValueError(f"cannot decode {path.name} to the end ({_reason(e)}); the file is truncated or damaged: "
-                         "re-export it") from None
-    top, left, crop_h, crop_w = crop_box(frames.shape[1], frames.shape[2], height, width)
-    fitted = np.clip(resize_frames(frames, height, width), 0.0, 1.0).astype(np.float32)
-    step = (indices[-1] - indices[0]) / (num_frames - 1) if num_frames > 1 else 1.0
-    mapping = {
-        "source": path.name, "source_size": [int(frames.shape[2]), int(frames.shape[1])],
-        "source_frames": total, "source_fps": source_fps,
-        "start_frame": indices[0], "end_frame": indices[-1], "frame_step": step, "frame_indices": indices,
-        "crop_box": {"left": left, "top": top, "width": crop_w, "height": crop_h},
-        "scale": height / crop_h, "size": [width, height], "frames": num_frames,
-    }
-    if [source_w, source_h] != mapping["source_size"]:  # a container size that differs from the decoded frames
-        mapping["container_size"] = [source_w, source_h]
-    return FittedVideo(fitted, mapping)
-
-
 def is_video_file(path: str | Path) -> bool:
     return Path(path).is_file() and Path(path).suffix.lower() in VIDEO_SUFFIXES
 
@@ -172,7 +77,7 @@ def given_layers(source: LayeredVideo, keep: Iterable[str]) -> dict[str, np.ndar
 
 def carry_sources(video: LayeredVideo, source: LayeredVideo, names: Iterable[str]) -> None:
     """Let ``video`` save ``names`` by copying the files ``source`` read them from (when it was loaded from a saved
-    directory): see :func:`layert2v.video_io.kept_files`, which copies only what is still bit-identical."""
+    directory): see :func:`layert2v.io.layered_dir.kept_files`, which copies only what is still bit-identical."""
     for name in names:
         if name in source.sources:
             video.sources[name] = source.sources[name]
@@ -188,17 +93,19 @@ def decompose(pipe: LayerT2VPipeline, video: str | Path, background_prompt: str,
               prompt: str | None = None, **call_kwargs: Any) -> LayeredVideo:
     """Layers of a video file (:meth:`LayerT2VPipeline.decompose` of its fitted frames).
 
-    The file is fitted by :func:`read_video` to ``num_frames`` / ``height`` / ``width`` (default: the model's,
-    fewer frames for a shorter clip) at the model's frame rate; the mapping is recorded in ``metadata["input"]``.
-    ``call_kwargs`` go to the pipeline (seed, steps, guidance, trajectories ...).
+    The file is fitted by :func:`layert2v.data.fit.fit_video` to ``num_frames`` / ``height`` / ``width``
+    (default: the model's, fewer frames for a shorter clip) at the model's frame rate; the mapping is recorded in
+    ``metadata["input"]``. ``call_kwargs`` go to the pipeline (seed, steps, guidance, trajectories ...).
     """
+    from .data.fit import fit_video, frames_the_model_takes, probe
+
     cfg = pipe.config
     num_frames = call_kwargs.pop("num_frames", None)
     if num_frames is None:  # the model's default, or the longest a shorter clip gives
         num_frames = frames_the_model_takes(probe(video)[0], pipe.video_multiples[0], cfg.num_frames)
     height = call_kwargs.pop("height", None) or cfg.height
     width = call_kwargs.pop("width", None) or cfg.width
-    fitted = read_video(video, num_frames, height, width, pipe.video_multiples, fps=cfg.fps)
+    fitted = fit_video(video, num_frames, height, width, pipe.video_multiples, fps=cfg.fps)
     out = pipe.decompose(fitted.frames, background_prompt, foreground_prompts, prompt=prompt, **call_kwargs)
     out.metadata["given"] = {FULL: {"from": str(Path(video).absolute()), "layer": FULL}}
     out.metadata["input"] = fitted.mapping
@@ -298,8 +205,9 @@ def check_keeps(keeps: list[str], num_foregrounds: int, check: ModelCheck,
     each; ``trajectories`` (file name, boxes) may not steer a kept foreground."""
     if not keeps:
         return None
+    from .data.fit import fit_video
     from .formats import VIDEO_MANIFEST
-    from .video_io import load_layered_video, read_manifest
+    from .io.layered_dir import read_manifest
 
     if trajectories is not None:
         kept_fgs = {keepable(parse_keep_name(k), num_foregrounds).index for k in keeps}
@@ -342,7 +250,7 @@ def check_keeps(keeps: list[str], num_foregrounds: int, check: ModelCheck,
             raise FileNotFoundError(f"--keep {name}={source}: no such directory or video file")
     conditions, given, sources, rates = {}, {}, [], set()
     for directory, layer_names in directories.items():
-        video = load_layered_video(directory)
+        video = LayeredVideo.load(directory)
         taken = given_layers(video, layer_names)
         conditions.update(taken)
         given.update({n: {"from": str(directory), "layer": n} for n in taken})
@@ -352,7 +260,7 @@ def check_keeps(keeps: list[str], num_foregrounds: int, check: ModelCheck,
         raise ValueError(f"the kept directories have different frame rates {sorted(rates)}; keep layers of one rate")
     for name, source in parsed:
         if source.is_file():
-            fitted = read_video(source, check.frames, height, width, check.multiples, fps=check.fps)
+            fitted = fit_video(source, check.frames, height, width, check.multiples, fps=check.fps)
             conditions[name] = fitted.frames
             given[name] = {"from": str(source.absolute()), "layer": name, "input": fitted.mapping}
     return Kept(conditions, given, sources, rates.pop() if rates else None)

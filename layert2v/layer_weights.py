@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from .formats import LAYER_WEIGHTS_FORMAT
 from .models.transformer import LayeredWanTransformer
 from .models.vae import AlphaPath
+from .output_dirs import atomic_file
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"]
 
@@ -121,9 +122,9 @@ def export_layer_weights(path: str | Path, transformer: LayeredWanTransformer, a
         "alpha_path": {k: alpha_path.config[k] for k in ("z_dim", "rank", "targets")},
     }
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata={"layert2v": json.dumps(meta)})
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp),
+                  metadata={"layert2v": json.dumps(meta)})
     return path
 
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .devices import DevicePlacement
 from .flow import NUM_TRAIN_TIMESTEPS
-from .formats import PIPELINE_FILE, PIPELINE_FORMAT
+from .formats import PIPELINE_FILE, PIPELINE_FORMAT, WAN, read_json_object
 from .latents import decode_layered, encode_given
 from .layer_weights import layered_wan
 from .layout import BACKGROUND, FOREGROUND, FULL, LayerLayout
@@ -154,7 +154,7 @@ class LayerT2VPipeline(DevicePlacement):
         root = Path(path)
         kind = check_model_path(root)  # a one-line error for anything but a saved pipeline or a Wan2.1 directory
         check_model_directory(root)  # configs valid and complete, and the model fits: before building anything
-        if kind == "wan":
+        if kind == WAN:
             return cls._load_wan(root, layer_weights, text_encoder)
         if layer_weights is not None:
             raise ValueError("layer weights apply to a Wan2.1 directory; this one is a complete layert2v pipeline")
@@ -162,11 +162,8 @@ class LayerT2VPipeline(DevicePlacement):
 
     @classmethod
     def _load_own(cls, root: Path, text_encoder: str | Path | None) -> LayerT2VPipeline:
-        try:
-            meta = json.loads((root / PIPELINE_FILE).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{root / PIPELINE_FILE} is not valid JSON ({e}); re-save the pipeline") from None
-        if not isinstance(meta, dict) or meta.get("format") != PIPELINE_FORMAT:
+        meta = read_json_object(root / PIPELINE_FILE, "re-save the pipeline")
+        if meta.get("format") != PIPELINE_FORMAT:
             raise ValueError(f"{root / PIPELINE_FILE} is not a layert2v pipeline file")
         config = PipelineConfig.from_dict(meta.get("config", {}), root / PIPELINE_FILE)
         # weights may ship in fp16 to stay small; compute in fp32 unless the caller casts with .to()
@@ -196,7 +193,7 @@ class LayerT2VPipeline(DevicePlacement):
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write transformer/, vae/, alpha_path/ and layert2v.json atomically into `directory`: a new or empty one,
         or an earlier saved pipeline (replaced); anything else is refused."""
-        from .utils import atomic_directory
+        from .output_dirs import atomic_directory
 
         with atomic_directory(directory, overwrite=True, marker=PIPELINE_FILE) as tmp:
             self.transformer.save_pretrained(tmp / "transformer")
@@ -430,7 +427,7 @@ class LayerT2VPipeline(DevicePlacement):
         for key, have in shape.items():
             if call_kwargs.get(key) is not None and call_kwargs[key] != have:
                 raise ValueError(f"{key}={call_kwargs[key]} but the video has {have}; leave {key} out or fit the "
-                                 "video to it (layert2v.editing.read_video)")
+                                 "video to it (layert2v.data.fit.fit_video)")
         out = self(text, background_prompt, foreground_prompts, conditions={FULL: frames}, **{**call_kwargs, **shape})
         out.metadata["given"] = {FULL: {"from": "in memory", "layer": FULL}}
         return out
@@ -451,7 +448,7 @@ class LayerT2VPipeline(DevicePlacement):
             if tuple(frames.shape) != want:
                 raise ValueError(f"condition {name} has shape {tuple(frames.shape)}, expected {want} (frames, height, "
                                  f"width{', 3' if segment.is_rgb else ''}) for this call; fit it to the call's "
-                                 "frames and size first (layert2v.editing.read_video does for a video file)")
+                                 "frames and size first (layert2v.data.fit.fit_video does for a video file)")
             frames = np.asarray(frames, dtype=np.float32)
             if not np.isfinite(frames).all() or frames.min() < 0 or frames.max() > 1:
                 raise ValueError(f"condition {name} has values outside [0, 1] (or NaN); give frames in [0, 1]")

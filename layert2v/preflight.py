@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .formats import PIPELINE_FILE, directory_kind
+from .formats import MODEL_INDEX, PIPELINE, PIPELINE_FILE, model_kind, read_json_object
 from .layout import LayerLayout
 
 WAN_TRANSFORMERS = ("LayeredWanTransformer", "WanTransformer3DModel")
@@ -32,13 +32,7 @@ def read_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no config at {path}; point at a directory saved by `layert2v train` or a Wan2.1-T2V "
                                 "diffusers directory")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); restore the file that came with the weights") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} is not a JSON object; restore the file that came with the weights")
-    return config
+    return read_json_object(path, "restore the file that came with the weights")
 
 
 def _missing_or_bad(config: Mapping[str, Any], fields: tuple[str, ...]) -> list[str]:
@@ -256,15 +250,15 @@ def check_device(device: str) -> str:
 
 # ------------------------------------------------------------------------------------------- the model
 def check_model_path(model: Path) -> str:
-    """"pipeline" (a saved layert2v pipeline) or "wan" (a Wan2.1-T2V diffusers directory); a one-line error naming
-    the fix for anything else."""
+    """:data:`~layert2v.formats.PIPELINE` (a saved layert2v pipeline) or :data:`~layert2v.formats.WAN` (a Wan2.1-T2V
+    diffusers directory); a one-line error naming the fix for anything else."""
     if not Path(model).exists():
         raise FileNotFoundError(f"model path {model} does not exist; pass --model with a directory saved by "
                                 "`layert2v train` or a Wan2.1-T2V diffusers directory")
-    kind = directory_kind(model)
-    if kind not in ("pipeline", "wan"):
+    kind = model_kind(model)
+    if kind is None:
         raise ValueError(f"{model} is neither a layert2v pipeline (no {PIPELINE_FILE}) nor a Wan2.1 diffusers "
-                         "directory (no model_index.json); pass --model with one")
+                         f"directory (no {MODEL_INDEX}); pass --model with one")
     return kind
 
 
@@ -273,11 +267,7 @@ def native_config(model: Path) -> dict:
     file = model / PIPELINE_FILE
     if not file.is_file():
         return {}
-    try:
-        meta = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{file} is not valid JSON ({e}); re-save the pipeline") from None
-    config = meta.get("config") if isinstance(meta, dict) else None
+    config = read_json_object(file, "re-save the pipeline").get("config")
     return config if isinstance(config, dict) else {}
 
 
@@ -323,4 +313,4 @@ def check_model(model: str | Path | None, frames: int | None, size: tuple[int, i
         check_video_shape(frames or 1, height or spatial, width or spatial, temporal, spatial)
     both = (width, height) if width is not None and height is not None else None
     return ModelCheck(path, frames, both, (temporal, spatial), native.get("fps"), (vae, transformer),
-                      kind == "pipeline")
+                      kind == PIPELINE)

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from .formats import read_json_object
+
 FORMAT = "layert2v-trajectories"
 VERSION = 1
 DEFAULT_STRENGTH = 2.0  # logit bias added / subtracted by the guidance (see layert2v.models.guidance)
@@ -212,11 +214,7 @@ class Trajectories:
         if not path.is_file():
             raise FileNotFoundError(f"trajectory file {path} does not exist; pass a JSON file as in "
                                     "docs/TRAJECTORIES.md")
-        try:
-            doc = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path} is not valid JSON ({e}); fix it (see docs/TRAJECTORIES.md)") from None
-        return cls.from_dict(doc, str(path))
+        return cls.from_dict(read_json_object(path, "fix it (see docs/TRAJECTORIES.md)"), str(path))
 
 
 def _only_keys(d: dict, allowed: Iterable[str], where: str) -> None:

@@ -9,7 +9,9 @@ from helpers import TINY_TRANSFORMER, TINY_VAE, toy_clip
 from layert2v.layout import LayerLayout
 from layert2v.pipeline import LayerT2VPipeline
 from layert2v.training.config import TrainConfig
-from layert2v.training.trainer import Trainer, clip_batch, encode_layers
+from layert2v.training.data import clip_batch
+from layert2v.training.recipes import RECIPES
+from layert2v.training.trainer import Trainer, encode_layers
 
 
 def toy_source(i, k):
@@ -37,7 +39,7 @@ def config(tmp_path, stage="layered", **over):
                                                         ("layered", 4, 2)])
 def test_clip_batch_stacks_what_the_stage_reads(stage, num_rgb, num_alphas):
     clips = [toy_clip(i, 2, frames=5, size=32) for i in range(3)]
-    batch = clip_batch(clips, stage)
+    batch = clip_batch(clips, RECIPES[stage].reads)
     assert batch.rgb.shape == (3, num_rgb, 3, 5, 32, 32)
     assert batch.alphas.shape == (3, num_alphas, 1, 5, 32, 32)
     layers = (clips[2].full, clips[2].background, clips[2].premultiplied(1), clips[2].premultiplied(2))
@@ -205,7 +207,7 @@ def test_fill_cache_encodes_every_foreground_count_and_prompt_up_front(tmp_path,
     trainer.fill_cache(batch=2)  # 3 clips per count: a batch of 2 and a batch of 1
     assert sorted(trainer.latents._encoded) == [(i, k) for i in range(3) for k in (1, 2)]
     for (i, k), clip in trainer.latents._encoded.items():
-        alone = trainer.latents.encode(trainer.clip_batch([i], k), k)[0]
+        alone = trainer.latents.encode(trainer.load_clips([i], k), k)[0]
         assert clip.prompts == alone.prompts and torch.equal(clip.alphas, alone.alphas)
         assert torch.allclose(clip.latents, alone.latents, atol=1e-5)  # batched = one at a time
         assert clip.latents.shape[2] % LayerLayout(k).num_segments == 0  # K + 2 RGB + K alpha segments

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..prompts import SEPARATORS, join_objects
-from .world import BACKGROUNDS, COLOURS, MOTIONS, SHAPES
+from .world.vocabulary import BACKGROUNDS, COLOURS, MOTIONS, SHAPES
 
 if TYPE_CHECKING:
-    from .world import BackgroundSpec, ClipSpec, ObjectSpec
+    from .world.specs import BackgroundSpec, ClipSpec, ObjectSpec
 
 SHAPE_WORDS: dict[str, tuple[str, ...]] = {
     "circle": ("circle", "disc"),

@@ -17,7 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from ..formats import REPORT_FILE, VIDEO_FORMAT, VIDEO_MANIFEST
-from ..utils import atomic_directory, check_output_directory
+from ..output_dirs import atomic_directory, check_output_directory
 from ..video import LayeredVideo
 from . import layers, report, suite, trajectory
 from .backbones import load_backbones
@@ -137,7 +137,7 @@ def preflight(videos: list[Path], gt_paths: dict[Path, Path], traj_docs: dict[Pa
     Fields a manifest lacks are not checked here; the full check runs again on the decoded videos.
     """
     def shape(path: Path) -> tuple[Any, Any, Any]:
-        manifest = json.loads((path / "manifest.json").read_text())
+        manifest = json.loads((path / VIDEO_MANIFEST).read_text())
         return manifest.get("frames"), manifest.get("size"), manifest.get("num_foregrounds")
 
     for video in videos:

@@ -16,7 +16,7 @@ STAGES = ("vae", "alpha", "t2v", "layered")
 class DataConfig:
     # world (procedural, streamed) | folder (layert2v.data.folder's format) | vidlayer (the VidLayer release);
     # folder and vidlayer clips of any length and size are fitted to frames x height x width (frame window, resize,
-    # centre-crop: layert2v.data.resample)
+    # centre-crop: layert2v.data.fit)
     kind: str = "world"
     path: str | None = None
     frames: int = 9

@@ -145,12 +145,21 @@ class WorldClips:
 
 
 def build_data(cfg: TrainConfig) -> ClipSource:
-    """The configured clip source: a picklable function (index, num_foregrounds) -> LayeredVideo. On-disk
-    datasets fit their clips to the stage's frames and size (``layert2v.data.source.open_source``)."""
+    """The configured clip source: a picklable function (index, num_foregrounds) -> LayeredVideo. The on-disk
+    datasets (``folder``: layert2v's format; ``vidlayer``: the VidLayer release) fit their clips to the stage's
+    frames and size; opening one checks its samples' metadata, before any decoding."""
     d = cfg.data
     if d.kind == "world":
         return WorldClips(d)
-    from ..data.resample import ClipShape
-    from ..data.source import open_source
+    from ..data.fit import ClipShape
 
-    return open_source(d.kind, d.path, ClipShape(d.frames, d.height, d.width, d.fps, d.seed))
+    shape = ClipShape(d.frames, d.height, d.width, d.fps, d.seed)
+    if d.kind == "folder":
+        from ..data.folder import FolderDataset
+
+        return FolderDataset(d.path, shape)
+    if d.kind == "vidlayer":
+        from ..data.vidlayer import VidLayerDataset
+
+        return VidLayerDataset(d.path, shape)
+    raise ValueError(f"unknown clip source {d.kind!r}; data.kind is world, folder or vidlayer")

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..formats import VIDEO_MANIFEST as MANIFEST
 from ..layout import LayerLayout
 from ..video import LayeredVideo
-from ..video_io import MANIFEST
 
 _CACHED_VIDEOS = 4  # decoded LayeredVideos kept in memory (the rest are reloaded from disk when asked)
 TRAJECTORY_FILES = ("trajectory.json", "trajectory.png")  # saved beside the layers when the manifest has one

@@ -280,7 +280,7 @@ class App:
         return Response(sprite_png(frames), media_type="image/png", headers={"Cache-Control": "no-store"})
 
     def composite_mp4(self, run_id: str, body: CompositeBody) -> Response:
-        from ..video_io import write_video
+        from ..io.codec import write_video
 
         video, frames = self.composite_of(run_id, body)
         with tempfile.TemporaryDirectory(prefix="layert2v-ui-") as tmp:  # nothing is written into the run
@@ -353,8 +353,8 @@ async def _as_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 def _check_video(path: Path) -> None:
-    """A file `editing.decompose` can take: a video (layert2v.editing.probe) of more than one frame."""
-    from ..editing import probe
+    """A file `editing.decompose` can take: a video (layert2v.data.fit.probe) of more than one frame."""
+    from ..data.fit import probe
 
     if probe(path)[0] < 2:
         raise ValueError(f"{path.name} is a still image; decompose takes a video (MP4, WebM or MOV)")
