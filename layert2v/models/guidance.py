@@ -33,10 +33,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import torch
-from diffusers.models.transformers.transformer_wan import WanAttention
 
 from ..layout import LayerLayout
-from .transformer import LayerRoutedAttnProcessor, routed_cross_attention
+from .transformer import LayerRoutedAttnProcessor, LogitBias
 
 
 @dataclass(frozen=True)
@@ -105,20 +104,8 @@ class GuidedCrossAttnProcessor(LayerRoutedAttnProcessor):
     """``attn2``'s processor with trajectory guidance: layer-routed cross-attention plus the box bias of
     :class:`BoxGuidance` when one is passed; exactly :class:`LayerRoutedAttnProcessor` when none is."""
 
-    def __call__(
-        self,
-        attn: WanAttention,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
-        layout: LayerLayout | None = None,
-        box_guidance: BoxGuidance | None = None,
-    ) -> torch.Tensor:
-        if box_guidance is None or layout is None:
-            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb, layout)
-        return routed_cross_attention(attn, hidden_states, encoder_hidden_states, layout, self._attention_backend,
-                                      logit_bias=functools.partial(box_guidance.logit_bias, layout))
+    def logit_bias(self, layout: LayerLayout, box_guidance: BoxGuidance | None = None) -> LogitBias | None:
+        return None if box_guidance is None else functools.partial(box_guidance.logit_bias, layout)
 
 
 @contextlib.contextmanager

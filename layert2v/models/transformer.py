@@ -369,7 +369,8 @@ class LayerRoutedAttnProcessor(WanAttnProcessor):
     Swap it per model with ``set_attn_processor`` or per block with ``attn2.set_processor``; a replacement (e.g.
     a guidance processor) is called as ``processor(attn, x, prompts, None, None, layout=layout,
     **attention_kwargs)``, so per-call inputs reach it through the transformer's ``attention_kwargs``. Honours
-    ``set_attention_backend``.
+    ``set_attention_backend``. A subclass that only adds a bias to the routed logits (trajectory guidance)
+    overrides :meth:`logit_bias`, which receives the per-call inputs.
     """
 
     def __call__(
@@ -380,10 +381,16 @@ class LayerRoutedAttnProcessor(WanAttnProcessor):
         attention_mask: torch.Tensor | None = None,
         rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
         layout: LayerLayout | None = None,
+        **inputs: Any,
     ) -> torch.Tensor:
         if layout is None:
-            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
-        return routed_cross_attention(attn, hidden_states, encoder_hidden_states, layout, self._attention_backend)
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb, **inputs)
+        return routed_cross_attention(attn, hidden_states, encoder_hidden_states, layout, self._attention_backend,
+                                      logit_bias=self.logit_bias(layout, **inputs))
+
+    def logit_bias(self, layout: LayerLayout) -> LogitBias | None:
+        """What is added to the routed attention logits for this call: nothing here."""
+        return None
 
 
 def routed_cross_attention(
