@@ -13,8 +13,9 @@ import math
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .preflight import BUILTIN_MODEL, ModelCheck
 from .prompts import derive_prompts
@@ -39,11 +40,15 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def positive_int(text: str) -> int:
+def _converted(text: str, convert: Callable[[str], Any], expected: str) -> Any:
     try:
-        value = int(text)
+        return convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    value = _converted(text, int, "a whole number >= 1")
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
     return value
@@ -52,20 +57,14 @@ def positive_int(text: str) -> int:
 def seed_int(text: str) -> int:
     from .preflight import SEED_RANGE
 
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    value = _converted(text, int, "a whole number")
     if not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
         raise argparse.ArgumentTypeError(f"must be from {SEED_RANGE[0]} to 2**63-1, got {text}")
     return value
 
 
 def guidance_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = _converted(text, float, "a number")
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (1 turns guidance off), got {text!r}")
     return value
