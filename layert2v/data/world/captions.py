@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..prompts import SEPARATORS, join_objects
-from .world.vocabulary import BACKGROUNDS, COLOURS, MOTIONS, SHAPES
+from ...prompts import SEPARATORS, join_objects
+from .vocabulary import BACKGROUNDS, COLOURS, MOTIONS, SHAPES
 
 if TYPE_CHECKING:
-    from .world.specs import BackgroundSpec, ClipSpec, ObjectSpec
+    from .specs import BackgroundSpec, ClipSpec, ObjectSpec
 
 SHAPE_WORDS: dict[str, tuple[str, ...]] = {
     "circle": ("circle", "disc"),
