@@ -17,7 +17,8 @@ tested on attribute combinations it never saw. :func:`heldout_prompts` lists suc
 
 The package: :mod:`.vocabulary` (attributes and the held-out split; ``PANS``, ``SPLITS`` and the ``TRAIN_``
 lists are imported from there), :mod:`.shapes` (signed distances), :mod:`.specs` (what determines a clip),
-:mod:`.captions` (the world's language), :mod:`.sampling` (drawing one from a seed), :mod:`.render` (pixels) and :mod:`.datasets`.
+:mod:`.captions` (the world's language), :mod:`.sampling` (drawing one from a seed), :mod:`.render` (pixels)
+and :mod:`.datasets`.
 
 Coordinates: positions are fractions of the frame width (x) and height (y), sizes fractions of min(H, W); y
 points down, so "up" means decreasing y.
