@@ -147,7 +147,7 @@ class Trajectories:
         """{foreground: (T', H / spatial, W / spatial) float32} on a grid ``temporal`` x ``spatial`` coarser than the
         pixels, with Wan's causal time axis (T' = (T - 1) / temporal + 1: the first latent frame is frame 0 alone).
 
-        For the VAE latent pass ``models.vae.compression(vae.config)``; for the transformer's tokens
+        For the VAE latent pass ``preflight.compression(vae.config)``; for the transformer's tokens
         ``pipeline.video_multiples`` (the VAE's factors times the patch)."""
         return {k: grid_mask(b, height, width, temporal, spatial) for k, b in self.boxes(num_frames).items()}
 

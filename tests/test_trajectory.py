@@ -152,7 +152,7 @@ def test_latent_masks_pool_the_causal_frame_groups_and_the_spatial_factor():
 
 
 def test_grid_masks_follow_the_models_factors(tiny_pipeline):
-    from layert2v.models.vae import compression
+    from layert2v.preflight import compression
 
     traj = Trajectories.load(EXAMPLE)
     temporal, spatial = compression(tiny_pipeline.vae.config)

@@ -214,7 +214,7 @@ class TrainConfig:
         """(temporal, spatial) frame and size rules of the model this stage trains, from its VAE config and (the
         transformer stages) its patch: frames temporal*k+1, sides multiples of spatial. None for a rule whose
         config is not there yet (an init not trained yet); the trainer checks again once it is."""
-        from ..models.vae import compression
+        from ..preflight import compression
 
         vae = self.component_config("vae")
         if vae is None and self.init is not None:

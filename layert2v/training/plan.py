@@ -15,7 +15,7 @@ import torch
 
 from ..layout import LayerLayout
 from ..models.configs import WAN21_T2V_1_3B_TRANSFORMER, WAN21_VAE
-from ..models.vae import compression
+from ..preflight import compression
 from .config import COMPONENTS, TrainConfig, vae_defaults
 
 WAN_ASSUMED = {"transformer": WAN21_T2V_1_3B_TRANSFORMER, "vae": WAN21_VAE}

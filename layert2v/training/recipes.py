@@ -42,13 +42,13 @@ from ..models.transformer import LayeredWanTransformer
 from ..models.vae import (
     AlphaPath,
     alpha_reconstruction_loss,
-    compression,
     decode_unclamped,
     empty_latent,
     encode_rgb,
     init_from_scratch,
 )
 from ..pipeline import PipelineConfig
+from ..preflight import compression
 from ..trajectory import grid_mask
 from .cache import LatentCache
 from .config import TrainConfig
