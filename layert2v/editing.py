@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .formats import VIDEO_SUFFIXES
 from .layout import ALPHA, BACKGROUND, FOREGROUND, FULL, LayerLayout, Segment
 from .prompts import full_prompt
 from .video import LayeredVideo
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
     from .pipeline import LayerT2VPipeline
     from .preflight import ModelCheck
     from .trajectory import Trajectories
-
-VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v")
 
 
 # ------------------------------------------------------------------------------------------------ video in

@@ -17,6 +17,9 @@ MODEL_INDEX = "model_index.json"  # what marks a diffusers pipeline directory, e
 
 LAYER_WEIGHTS_FORMAT = "layert2v-layer-weights"  # safetensors metadata of a LayerT2V layer-weights file
 
+# suffixes of the video files layert2v reads (--keep, the data engine's footage): any container FFmpeg decodes
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".gif")
+
 REPORT_FILE = "report.json"  # what marks an eval report directory
 CHECKPOINT_PROGRESS = "progress.json"  # what marks a training checkpoint directory
 
