@@ -7,7 +7,6 @@ of a known directory lists them, so no request can reach anything else.
 from __future__ import annotations
 
 import io
-import json
 import math
 import re
 import secrets
@@ -23,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..formats import VIDEO_MANIFEST as MANIFEST
+from ..io.layered_dir import read_manifest
 from ..layout import LayerLayout
 from ..video import LayeredVideo
 
@@ -205,7 +205,7 @@ class Library:
                     return entry
         if video is None:
             video = LayeredVideo.load(path)  # raises with the reason for anything that is not a layered video
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        manifest = read_manifest(path)
         entry = Entry(secrets.token_hex(6), path, manifest, origin)
         with self._lock:
             self._entries[entry.id] = entry

@@ -51,13 +51,14 @@ MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 
 def model_info(model: Path) -> dict[str, Any]:
     """What the page needs before any weights load: defaults, frame/size rules and the foreground limit."""
+    from ..formats import read_json_object
     from ..pipeline import PIPELINE_FILE, PipelineConfig, saved_video_multiples
 
     meta_file = model / PIPELINE_FILE
     if not meta_file.is_file():
         return {}
-    config = PipelineConfig(**json.loads(meta_file.read_text())["config"])
-    transformer = json.loads((model / "transformer" / "config.json").read_text())
+    config = PipelineConfig(**read_json_object(meta_file)["config"])
+    transformer = read_json_object(model / "transformer" / "config.json")
     temporal, spatial = saved_video_multiples(model) or (4, 16)
     return {"max_foregrounds": transformer.get("max_foregrounds", 1), "frames": config.num_frames,
             "width": config.width, "height": config.height, "steps": config.num_inference_steps,
