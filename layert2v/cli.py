@@ -385,58 +385,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .formats import (
-        CHECKPOINT_PROGRESS,
-        PIPELINE,
-        PIPELINE_FILE,
-        VIDEO_MANIFEST,
-        WAN,
-        directory_kind,
-        read_json_object,
-    )
+    from .formats import directory_info
 
-    path = Path(args.path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
-    info: dict = {"path": str(path)}
-    kind = directory_kind(path)
-    if kind == "layered video":
-        info["kind"] = "layered video"
-        info.update(read_json_object(path / VIDEO_MANIFEST))
-    elif kind == PIPELINE:
-        info["kind"] = "layert2v pipeline"
-        info.update(read_json_object(path / PIPELINE_FILE))
-        info["transformer"] = _config_summary(path / "transformer" / "config.json")
-        info["vae"] = _config_summary(path / "vae" / "config.json")
-    elif kind == WAN:
-        info["kind"] = "diffusers pipeline (Wan2.1 layout)"
-        info["transformer"] = _config_summary(path / "transformer" / "config.json")
-    elif kind == "checkpoint":
-        ckpt = path / "checkpoint" if (path / "checkpoint").is_dir() else path
-        progress = read_json_object(ckpt / CHECKPOINT_PROGRESS)
-        info["kind"] = "training checkpoint"
-        info.update({"stage": progress.get("stage"), "step": progress.get("step"),
-                     "steps": (progress.get("config") or {}).get("train", {}).get("steps")})
-    elif kind == "stage output":
-        info["kind"] = "training stage output (no pipeline yet: use it as the next stage's init)"
-        for part in ("transformer", "vae", "alpha_path"):
-            if (path / part / "config.json").is_file():
-                info[part] = _config_summary(path / part / "config.json")
-    else:
-        raise ValueError(f"{path} is not a layered video, a pipeline, a stage output or a training checkpoint")
-    print(json.dumps(info, indent=2, default=str))
+    print(json.dumps(directory_info(args.path), indent=2, default=str))
     return 0
-
-
-def _config_summary(path: Path) -> dict:
-    if not path.is_file():
-        return {"missing": str(path)}
-    from .formats import read_json_object
-
-    cfg = read_json_object(path)
-    keys = ("_class_name", "num_layers", "num_attention_heads", "attention_head_dim", "text_dim", "max_foregrounds",
-            "layer_text_embedding", "z_dim", "base_dim", "rank")
-    return {k: cfg[k] for k in keys if k in cfg}
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
