@@ -34,10 +34,10 @@ import layert2v.pipeline as pipeline_module
 import layert2v.training.recipes as recipes_module
 import layert2v.training.trainer as trainer_module
 from layert2v.data.world import heldout_prompts
+from layert2v.io.layered_dir import contact_sheet
 from layert2v.layout import LayerLayout, Segment
 from layert2v.pipeline import LayerT2VPipeline
 from layert2v.training.config import TrainConfig
-from layert2v.video_io import contact_sheet
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("concat", "adaln", "routed")

@@ -1,4 +1,4 @@
-"""The data engine on static-camera footage with known layers (layert2v.engine.footage: a photograph with textured
+"""The data engine on static-camera footage with known layers (layert2v.data.engine.footage: a photograph with textured
 discs crossing it), weight-free backends:
 
 - quality against the truth: alpha IoU@0.5, matting SAD / MSE (layert2v.eval.matting), clean-plate PSNR, and
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from layert2v.data.engine.build import build
+from layert2v.data.engine.config import parse_config
+from layert2v.data.engine.footage import make_clip, write_footage
 from layert2v.data.folder import FolderDataset
-from layert2v.engine.build import build
-from layert2v.engine.config import parse_config
-from layert2v.engine.footage import make_clip, write_footage
 from layert2v.eval.layers import iou, psnr
 from layert2v.eval.matting import mse, sad
 

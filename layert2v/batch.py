@@ -23,9 +23,7 @@ import argparse
 import contextlib
 import hashlib
 import json
-import os
 import re
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -34,12 +32,11 @@ from typing import Any
 
 from .batch_workers import CPU_THREADS, SETTINGS_KEY, Clip
 from .formats import VIDEO_MANIFEST
+from .output_dirs import check_output_directory, remove_leftovers, write_text_atomic
 from .preflight import check_seed
-from .utils import check_output_directory
 
 FIELDS = ("prompt", "bg", "fg", "seed", "frames", "size", "steps", "trajectory")
 INDEX, FAILED = "index.jsonl", "failed.jsonl"
-LEFTOVER = re.compile(r"^\.(\d{6,}\.(tmp|old)-[0-9a-f]{8}|(index|failed)\.jsonl\.tmp-\d+)$")  # what a kill leaves
 NOT_WITH_PROMPTS = {"bg": "--bg", "fg": "--fg", "trajectory": "--trajectory", "keep": "--keep",
                     "overwrite": "--overwrite"}
 
@@ -153,8 +150,6 @@ def fingerprint(path: Path | None) -> str | None:
 def check_lines(args: argparse.Namespace, check: Callable) -> tuple[list[Clip], Path]:
     """Read and check every line (``check``: the CLI's ``check_generate``); print every bad line, then raise.
     Returns the clips and the model directory."""
-    from .trajectory import Trajectories
-
     path, out = Path(args.prompts), Path(args.out)
     lines, errors = read_lines(path)
     options = argparse.Namespace(**{**vars(args), "prompt": "options", "bg": "options", "fg": ["options"],
@@ -169,8 +164,8 @@ def check_lines(args: argparse.Namespace, check: Callable) -> tuple[list[Clip], 
         try:
             ns = line_arguments(number, fields, args, path.parent)
             ns.out = str(out / directory_name(number))
-            checked, bg, fgs = check(ns)
-            trajectory = Trajectories.load(ns.trajectory).to_dict() if ns.trajectory else None
+            checked, bg, fgs, trajectories = check(ns)
+            trajectory = trajectories.to_dict() if trajectories is not None else None
         except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
                 PermissionError) as e:
             errors.append((number, " ".join(str(e).split())))
@@ -189,15 +184,6 @@ def check_lines(args: argparse.Namespace, check: Callable) -> tuple[list[Clip], 
 
 
 # ------------------------------------------------------------------------------------------- the output
-def clean_leftovers(out: Path) -> None:
-    """Remove what a killed run leaves: the hidden temporary directories and files of atomic writes."""
-    for path in out.iterdir() if out.is_dir() else ():
-        if LEFTOVER.match(path.name) and path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        elif LEFTOVER.match(path.name):
-            path.unlink(missing_ok=True)
-
-
 def finished(out: Path, clip: Clip) -> bool:
     """The line's directory holds a complete clip made with the line's settings (the manifest is written last)."""
     try:
@@ -220,10 +206,8 @@ def read_index(out: Path) -> dict[str, dict]:
 
 
 def write_jsonl(path: Path, records: Iterable[dict]) -> None:
-    """Replace `path` at once (a temporary sibling renamed over it)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    os.replace(tmp, path)
+    """Replace `path` at once (output_dirs' atomic write)."""
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def index_entry(clip: Clip, seconds: float | None, reused: bool) -> dict:
@@ -262,7 +246,8 @@ def generate_batch(args: argparse.Namespace, check: Callable, load: Callable, sa
         require_ray()
     out = check_output_directory(args.out, overwrite=True, marker=INDEX)  # new, empty, or an earlier batch's
     clips, model = check_lines(args, check)
-    clean_leftovers(out)
+    if out.is_dir():
+        remove_leftovers(out)
     previous = read_index(out)
     entries: dict[int, dict] = {}
     for clip in clips:
@@ -310,7 +295,8 @@ def generate_batch(args: argparse.Namespace, check: Callable, load: Callable, sa
         interrupted = True
     finally:
         bar.close()
-        clean_leftovers(out)
+        if out.is_dir():
+            remove_leftovers(out)
         for clip in todo:  # finished as the run was stopped, before its worker could report it: listed, no seconds
             if clip.line not in entries and clip.line not in failures and finished(out, clip):
                 entries[clip.line] = index_entry(clip, None, reused=False)

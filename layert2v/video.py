@@ -6,13 +6,13 @@ Foregrounds are stored *straight* (not premultiplied); compositing multiplies by
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .io.layered_dir import LayerSource, read_layers, save_layered_video
 from .layout import BACKGROUND, LayerLayout
 
 
@@ -20,46 +20,6 @@ def over(foreground: np.ndarray, alpha: np.ndarray, under: np.ndarray) -> np.nda
     """The over operator with a straight foreground: fg * a + under * (1 - a)."""
     a = alpha[..., None]
     return foreground * a + under * (1.0 - a)
-
-
-def digest(frames: np.ndarray) -> str:
-    """A fingerprint of a layer's pixels (shape and float32 bytes): equal digests, equal arrays."""
-    arr = np.ascontiguousarray(frames, dtype=np.float32)
-    h = hashlib.blake2b(repr(arr.shape).encode(), digest_size=20)
-    h.update(arr.tobytes())
-    return h.hexdigest()
-
-
-@dataclass(frozen=True)
-class LayerSource:
-    """Where a layer's pixels were decoded from: a saved layered directory, the files that hold the layer there
-    (``full.mp4``; ``foreground_k.mov`` and its ``.webm``; ``alpha_k.mp4``), the files' sizes and modification times
-    when read, and the :func:`digest` of the pixels decoded. Saving a layer whose pixels still have this digest
-    copies these files instead of encoding again, so a kept layer stays bit-identical through save and load."""
-
-    directory: Path
-    files: tuple[str, ...]
-    stats: tuple[tuple[int, int], ...]  # (size, mtime_ns) per file
-    digest: str
-    fps: float
-
-    @classmethod
-    def of(cls, directory: Path, files: tuple[str, ...], frames: np.ndarray, fps: float) -> LayerSource:
-        return cls(directory, files, tuple(_stat(directory / f) for f in files), digest(frames), fps)
-
-    def holds(self, frames: np.ndarray, fps: float) -> bool:
-        """True when ``frames`` are the pixels read, at the same frame rate, and the files are unchanged since (so
-        a copy of the files is exact)."""
-        try:
-            unchanged = all(_stat(self.directory / f) == s for f, s in zip(self.files, self.stats))
-        except OSError:
-            return False
-        return unchanged and fps == self.fps and digest(frames) == self.digest
-
-
-def _stat(path: Path) -> tuple[int, int]:
-    st = path.stat()
-    return st.st_size, st.st_mtime_ns
 
 
 @dataclass
@@ -127,13 +87,9 @@ class LayeredVideo:
 
     def save(self, directory: str | Path, overwrite: bool = False) -> Path:
         """Write the layer files, preview and manifest into `directory` (atomically). See docs/OUTPUT.md."""
-        from .video_io import save_layered_video
-
         return save_layered_video(self, directory, overwrite=overwrite)
 
     @classmethod
     def load(cls, directory: str | Path) -> LayeredVideo:
-        """Read a directory written by :meth:`save`."""
-        from .video_io import load_layered_video
-
-        return load_layered_video(directory)
+        """Read a directory written by :meth:`save` (recording in :attr:`sources` the files each layer came from)."""
+        return cls(**read_layers(directory))

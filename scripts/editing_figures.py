@@ -19,8 +19,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from layert2v.data.world import heldout_prompts, render
+from layert2v.io.codec import write_video
+from layert2v.io.layered_dir import checkerboard
 from layert2v.video import LayeredVideo
-from layert2v.video_io import checkerboard, write_video
 
 IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 FRAMES = (0, 4, 8)

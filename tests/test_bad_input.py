@@ -237,12 +237,12 @@ def test_output_under_a_regular_file_is_one_line(tmp_path, capsys, no_loading):
 
 
 def test_ctrl_c_exits_130_in_one_line_leaving_nothing(saved_model, tmp_path, capsys, monkeypatch):
-    from layert2v import video_io
+    from layert2v.io import layered_dir
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(video_io, "contact_sheet", interrupt)  # mid-save: the temp directory exists by now
+    monkeypatch.setattr(layered_dir, "contact_sheet", interrupt)  # mid-save: the temp directory exists by now
     out = tmp_path / "out"
     assert main(["generate", "a", "--bg", "b", "--fg", "c", "--model", str(saved_model), "--out", str(out),
                  "--steps", "1"]) == 130
@@ -309,7 +309,7 @@ def test_help_texts_cite_only_files_that_exist(capsys):
 def test_outputs_follow_the_umask_like_generate(tmp_path):
     """One permissions policy: training outputs and checkpoints (atomic_directory) are 0755/0644 under umask 022,
     as generate's are, not 0700."""
-    from layert2v.utils import atomic_directory
+    from layert2v.output_dirs import atomic_directory
 
     old = os.umask(0o022)
     try:

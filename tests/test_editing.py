@@ -14,6 +14,7 @@ from helpers import toy_clip
 
 from layert2v import editing
 from layert2v.cli import BUILTIN_MODEL, main
+from layert2v.data.fit import fit_video
 from layert2v.video import LayeredVideo
 
 FAST = {"num_frames": 5, "height": 32, "width": 32, "num_inference_steps": 1, "guidance_scale": 1.0,
@@ -135,9 +136,9 @@ def test_decompose_from_frames_keeps_the_video_and_builds_the_prompt(builtin, sc
 
 def test_decompose_from_a_file_fits_it_and_records_the_mapping(builtin, tmp_path):
     path = moving_disc_video(tmp_path / "clip.webm", frames=8, codec="libvpx-vp9")  # 8 frames: 7 taken
-    video = builtin.decompose(path, BG, [FG1], height=32, width=32, num_inference_steps=1, guidance_scale=1.0,
-                              progress=False)
-    fitted = editing.read_video(path, 7, 32, 32, builtin.video_multiples, fps=builtin.config.fps)
+    video = editing.decompose(builtin, path, BG, [FG1], height=32, width=32, num_inference_steps=1,
+                              guidance_scale=1.0, progress=False)
+    fitted = fit_video(path, 7, 32, 32, builtin.video_multiples, fps=builtin.config.fps)
     assert np.array_equal(video.full, fitted.frames) and video.metadata["input"] == fitted.mapping
     assert video.metadata["input"]["frames"] == 7 and video.metadata["given"]["full"]["from"] == str(path)
 
@@ -159,9 +160,9 @@ def test_regenerate_keeps_every_other_layer_and_remakes_one(builtin, scene):
 
 # ------------------------------------------------------------------------------------------------ video in
 @pytest.mark.parametrize("codec, suffix", [("libx264", "mp4"), ("libvpx-vp9", "webm"), ("libx264", "mov")])
-def test_read_video_fits_any_size_and_length_and_says_how(tmp_path, codec, suffix):
+def test_fit_video_fits_any_size_and_length_and_says_how(tmp_path, codec, suffix):
     path = moving_disc_video(tmp_path / f"disc.{suffix}", codec=codec)
-    fitted = editing.read_video(path, 9, 48, 64, (2, 16), fps=8)
+    fitted = fit_video(path, 9, 48, 64, (2, 16), fps=8)
     assert fitted.frames.shape == (9, 48, 64, 3) and fitted.frames.dtype == np.float32
     assert 0 <= fitted.frames.min() and fitted.frames.max() <= 1
     m = fitted.mapping
@@ -175,22 +176,22 @@ def test_read_video_fits_any_size_and_length_and_says_how(tmp_path, codec, suffi
     xs = [np.nonzero(f)[1].mean() for f in yellow]
     assert all(b > a for a, b in zip(xs, xs[1:]))
     # a longer window than the clip spreads over the whole clip; a clip shorter than asked is refused
-    assert editing.read_video(path, 21, 32, 32, (2, 16), fps=8).mapping["end_frame"] == 30
+    assert fit_video(path, 21, 32, 32, (2, 16), fps=8).mapping["end_frame"] == 30
     with pytest.raises(ValueError, match="has 31 frame\\(s\\), fewer than the 33 asked for; pass --frames 31"):
-        editing.read_video(path, 33, 32, 32, (2, 16))
+        fit_video(path, 33, 32, 32, (2, 16))
     with pytest.raises(ValueError, match="--frames must be 2k\\+1"):
-        editing.read_video(path, 8, 32, 32, (2, 16))
+        fit_video(path, 8, 32, 32, (2, 16))
 
 
 def test_a_file_that_is_not_a_video_is_refused_in_one_line(tmp_path):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"this is not a video " * 50)
     with pytest.raises(ValueError, match="cannot decode junk.mp4 as a video .*give an mp4, mov or webm"):
-        editing.read_video(junk, 5, 32, 32, (2, 16))
+        fit_video(junk, 5, 32, 32, (2, 16))
     good = moving_disc_video(tmp_path / "cut.mp4").read_bytes()
     (tmp_path / "cut.mp4").write_bytes(good[: len(good) // 3])  # truncated mid-stream
     with pytest.raises(ValueError, match="cut.mp4"):
-        editing.read_video(tmp_path / "cut.mp4", 21, 32, 32, (2, 16))
+        fit_video(tmp_path / "cut.mp4", 21, 32, 32, (2, 16))
 
 
 # ---------------------------------------------------------------------------------------- save and load
@@ -261,7 +262,7 @@ def test_generate_keep_takes_layers_from_a_directory_and_a_video(saved_scene, di
     assert np.array_equal(made.foregrounds[1], source.foregrounds[1])
     assert np.array_equal(made.alphas[1], source.alphas[1])
     assert (out / "foreground_2.mov").read_bytes() == (saved_scene / "foreground_2.mov").read_bytes()
-    fitted = editing.read_video(disc_video, 5, 32, 32, (2, 16), fps=8).frames
+    fitted = fit_video(disc_video, 5, 32, 32, (2, 16), fps=8).frames
     assert np.abs(made.background - fitted).mean() < 0.02  # from a video: exact in memory, H.264 on disk
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["conditions"] == ["alpha_2", "background", "foreground_2"]
@@ -279,7 +280,7 @@ def test_decompose_runs_end_to_end_on_a_video_made_outside_the_world(disc_video,
     assert manifest["input"]["crop_box"] == {"left": 9, "top": 0, "width": 77, "height": 77}
     assert manifest["frames"] == 9 and manifest["size"] == [64, 64] and manifest["conditions"] == ["full"]
     video = LayeredVideo.load(out)
-    fitted = editing.read_video(disc_video, 9, 64, 64, (2, 16), fps=8).frames
+    fitted = fit_video(disc_video, 9, 64, 64, (2, 16), fps=8).frames
     assert np.abs(video.full - fitted).mean() < 0.02 and video.num_foregrounds == 1
 
 

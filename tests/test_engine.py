@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from layert2v.cli import main
+from layert2v.data.engine.build import Output, build
+from layert2v.data.engine.clip import sample_id
+from layert2v.data.engine.config import parse_config
+from layert2v.data.engine.footage import make_clip, write_footage
+from layert2v.data.engine.quality import key_frames, qualified_span
+from layert2v.data.engine.stages import Judge
+from layert2v.data.fit import fit_frames
 from layert2v.data.folder import FolderDataset, read_metadata
-from layert2v.engine.build import Output, build
-from layert2v.engine.clip import Reject, resample, sample_id
-from layert2v.engine.config import parse_config
-from layert2v.engine.footage import make_clip, write_footage
-from layert2v.engine.quality import key_frames, qualified_span
-from layert2v.engine.stages import Judge
 from layert2v.eval.layers import iou, psnr
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -85,7 +86,7 @@ def test_bad_inputs_are_rejected_with_reasons_and_the_rest_completes(footage, tm
     (root / "nocaption.json").unlink()
     write_footage(root, "still", make_clip(7))
     still = make_clip(7)
-    from layert2v.video_io import write_video
+    from layert2v.io.codec import write_video
     write_video(root / "still.mov", still.background, 8, "prores_ks")  # nothing moves: nothing to segment
     summary = build(root, tmp_path / "ds", parse_config({}), executor="local", progress=False)
     reasons = {r["source"]: r["reason"] for r in read_jsonl(tmp_path / "ds" / "rejects.jsonl")}
@@ -178,10 +179,10 @@ def test_bad_input_is_one_line_before_any_work(tmp_path, capsys, setup, message)
 
 def test_resampling_records_the_source_frames(footage, tmp_path):
     frames = np.random.default_rng(0).random((10, 8, 12, 3)).astype(np.float32)
-    out, indices, fps = resample(frames, 10.0, (6, 4), 3, 5.0)
+    out, indices, fps = fit_frames(frames, 10.0, (6, 4), 3, 5.0)
     assert indices == [0, 2, 4] and fps == 5.0 and out.shape == (3, 4, 6, 3)
-    with pytest.raises(Reject, match="fewer than the 20"):
-        resample(frames, 10.0, None, 20, None)
+    with pytest.raises(ValueError, match="fewer than the 20"):
+        fit_frames(frames, 10.0, None, 20, None)
 
     assert main(["data", "build", str(footage[0]), "--out", str(tmp_path / "ds"), "--local", "--frames", "5",
                  "--fps", "4"]) == 0
@@ -220,7 +221,7 @@ def test_a_plugged_in_judge_crops_the_clip_to_its_qualified_frames(footage, tmp_
 
 def test_ray_data_build_and_composite_match_the_local_ones(footage, composite_inputs, tmp_path):
     ray = pytest.importorskip("ray")
-    from layert2v.engine.composite import composite
+    from layert2v.data.engine.composite import composite
 
     config = parse_config({"max_foregrounds": 2, "composite": {"samples": 2}})
     ray.init(num_cpus=2, object_store_memory=100 * 1024 * 1024, include_dashboard=False)  # one Ray for both
@@ -252,9 +253,9 @@ def read_jsonl(path: Path) -> list[dict]:
 def test_example_configs_are_valid(monkeypatch):
     import inspect
 
-    from layert2v.engine.build import validate
-    from layert2v.engine.config import load_config
-    from layert2v.engine.stages import backend_class
+    from layert2v.data.engine.build import validate
+    from layert2v.data.engine.config import load_config
+    from layert2v.data.engine.stages import backend_class
 
     configs = Path(__file__).parents[1] / "configs" / "engine"
     written, default = load_config(configs / "weight_free.yaml"), parse_config({})  # "the defaults written out"
@@ -296,7 +297,7 @@ def composite_inputs(tmp_path_factory):
     """Two RGBA foregrounds (a ProRes 4444 clip, a PNG sequence) and two background videos, with captions."""
     from PIL import Image
 
-    from layert2v.video_io import write_video
+    from layert2v.io.codec import write_video
 
     root = tmp_path_factory.mktemp("composite")
     fg, bg = root / "fg", root / "bg"
@@ -320,7 +321,7 @@ def composite_inputs(tmp_path_factory):
 
 
 def test_composite_pastes_exact_layers_and_resumes(composite_inputs, tmp_path):
-    from layert2v.engine.composite import composite
+    from layert2v.data.engine.composite import composite
 
     fg, bg = composite_inputs
     config = parse_config({"max_foregrounds": 2, "composite": {"samples": 4, "scale": [0.3, 0.5], "seed": 1}})

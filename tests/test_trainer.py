@@ -9,7 +9,9 @@ from helpers import TINY_TRANSFORMER, TINY_VAE, toy_clip
 from layert2v.layout import LayerLayout
 from layert2v.pipeline import LayerT2VPipeline
 from layert2v.training.config import TrainConfig
-from layert2v.training.trainer import Trainer, clip_batch, encode_layers
+from layert2v.training.data import clip_batch
+from layert2v.training.recipes import RECIPES
+from layert2v.training.trainer import Trainer, encode_layers
 
 
 def toy_source(i, k):
@@ -37,7 +39,7 @@ def config(tmp_path, stage="layered", **over):
                                                         ("layered", 4, 2)])
 def test_clip_batch_stacks_what_the_stage_reads(stage, num_rgb, num_alphas):
     clips = [toy_clip(i, 2, frames=5, size=32) for i in range(3)]
-    batch = clip_batch(clips, stage)
+    batch = clip_batch(clips, RECIPES[stage].reads)
     assert batch.rgb.shape == (3, num_rgb, 3, 5, 32, 32)
     assert batch.alphas.shape == (3, num_alphas, 1, 5, 32, 32)
     layers = (clips[2].full, clips[2].background, clips[2].premultiplied(1), clips[2].premultiplied(2))
@@ -141,7 +143,8 @@ def test_stage_mismatch_and_bad_config(tmp_path, toy_data):
 def _sample(pipe, clip):
     final = {}
     pipe(clip.prompts["full"], clip.prompts["background"], clip.prompts["foregrounds"], guidance_scale=1.0,
-         num_inference_steps=20, scheduler="euler", progress=False, callback=lambda i, z: final.update(z=z))
+         num_inference_steps=20, scheduler="euler", progress=False,
+         callback_on_step_end=lambda pipe, i, t, tensors: final.update(z=tensors["latents"]) or tensors)
     return final["z"]
 
 
@@ -204,7 +207,7 @@ def test_fill_cache_encodes_every_foreground_count_and_prompt_up_front(tmp_path,
     trainer.fill_cache(batch=2)  # 3 clips per count: a batch of 2 and a batch of 1
     assert sorted(trainer.latents._encoded) == [(i, k) for i in range(3) for k in (1, 2)]
     for (i, k), clip in trainer.latents._encoded.items():
-        alone = trainer.latents.encode(trainer.clip_batch([i], k), k)[0]
+        alone = trainer.latents.encode(trainer.load_clips([i], k), k)[0]
         assert clip.prompts == alone.prompts and torch.equal(clip.alphas, alone.alphas)
         assert torch.allclose(clip.latents, alone.latents, atol=1e-5)  # batched = one at a time
         assert clip.latents.shape[2] % LayerLayout(k).num_segments == 0  # K + 2 RGB + K alpha segments

@@ -437,8 +437,8 @@ def test_a_bad_box_shows_its_message_and_is_not_generated(page, app):
 
 # ------------------------------------------------------------------ decompose and edit
 def test_decompose_an_uploaded_video_into_layers(page, app, tmp_path):
-    from layert2v.editing import read_video
-    from layert2v.video_io import write_video
+    from layert2v.data.fit import fit_video
+    from layert2v.io.codec import write_video
 
     clip = np.zeros((5, 40, 48, 3), np.float32)  # another size and aspect than the model's: fitted
     clip[..., 2] = 0.8
@@ -463,7 +463,7 @@ def test_decompose_an_uploaded_video_into_layers(page, app, tmp_path):
     assert run["manifest"]["input"]["source"] == "square.mp4" and run["manifest"]["conditions"] == ["full"]
     assert "layert2v-ui-decompose" not in json.dumps(run["manifest"])  # no path of the removed temporary copy
     pipe = app.app.state.jobs.pipeline()
-    fitted = read_video(upload, 5, pipe.config.height, pipe.config.width, pipe.video_multiples, fps=pipe.config.fps)
+    fitted = fit_video(upload, 5, pipe.config.height, pipe.config.width, pipe.video_multiples, fps=pipe.config.fps)
     made = app.app.state.library.video(run_id)
     assert np.array_equal(made.full, fitted.frames)  # the uploaded video is the full layer, as pipe.decompose gives it
     show_frame(page, 4)

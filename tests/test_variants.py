@@ -184,7 +184,7 @@ def test_layer_index_prompts_reach_the_text_encoder_in_training_and_sampling(tmp
     trainer = Trainer(config(tmp_path, max_foregrounds=2, layer_index_prompts=True,
                              data={"num_foregrounds": [2, 2]}, train={"steps": 1}), data=toy_source)
     trainer.train()
-    encoded = trainer.recipe.latents.encode(trainer.clip_batch([0], 2), 2)[0]
+    encoded = trainer.recipe.latents.encode(trainer.load_clips([0], 2), 2)[0]
     assert encoded.prompts == ["1, toy scene 0", "2, a gradient", "3, square 0", "4, square 1"]
     meta = json.loads((tmp_path / "layered" / "final" / "layert2v.json").read_text())
     assert meta["config"]["layer_index_prompts"] is True

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import toy_clip
 
-from layert2v.data.resample import ClipShape, resample
+from layert2v.data.fit import ClipShape, fit_clip
 from layert2v.data.vidlayer import VidLayerDataset, VidLayerSampleError, check, write_vidlayer
 from layert2v.video import LayeredVideo
 
@@ -71,7 +71,7 @@ def test_samples_are_found_with_their_prompts_and_foreground_counts(root, clips)
 def test_a_sample_reads_as_its_layers_fitted_to_the_shape(root, clips, index, source, foreground_clip):
     ds = VidLayerDataset(root, SHAPE)
     got = ds.load(index, draw=4)
-    want = resample(as_released(clips[source], foreground_clip), SHAPE, draw=4)
+    want = fit_clip(as_released(clips[source], foreground_clip), SHAPE, draw=4)
     assert (got.num_frames, got.size, got.num_foregrounds) == (5, (16, 16), clips[source].num_foregrounds)
     assert got.metadata["source_frames"] == [int(i) for i in got.metadata["source_frames"]]
     assert_close(got.full, want.full)
@@ -138,7 +138,7 @@ def test_corrupt_files_stop_the_read_of_that_sample(tmp_path, root):
 
 
 def test_layers_of_different_lengths_are_refused(tmp_path, root, clips):
-    from layert2v.video_io import write_video
+    from layert2v.io.codec import write_video
 
     short = lambda s: write_video(s / "background.mp4", clips[1].background[:7], 8)  # noqa: E731
     ds = VidLayerDataset(broken(tmp_path, root, short), SHAPE)
@@ -155,7 +155,7 @@ def test_missing_directory_or_no_samples_says_where_to_point(tmp_path):
 
 
 def test_read_frames_keeps_only_the_asked_frames(root):
-    from layert2v.video_io import read_frames, read_video, video_info
+    from layert2v.io.codec import read_frames, read_video, video_info
 
     path = root / "VIDGEN" / "000000" / "full_video.mp4"
     assert video_info(path) == (12, 8.0, 32, 32)
@@ -164,9 +164,16 @@ def test_read_frames_keeps_only_the_asked_frames(root):
         read_frames(path, [12])
 
 
-def test_open_source_by_kind(root):
-    from layert2v.data.source import open_source
+def test_training_opens_the_source_by_kind(root, tmp_path):
+    from layert2v.training.config import TrainConfig
+    from layert2v.training.data import build_data
 
-    assert isinstance(open_source("vidlayer", str(root), SHAPE), VidLayerDataset)
-    with pytest.raises(ValueError, match="unknown clip source 'webdataset'"):
-        open_source("webdataset", str(root), SHAPE)
+    def config(kind: str) -> TrainConfig:
+        return TrainConfig.from_dict({"stage": "vae", "output_dir": str(tmp_path / "out"),
+                                      "data": {"kind": kind, "path": str(root), "frames": 5, "height": 16,
+                                               "width": 16}})
+
+    source = build_data(config("vidlayer"))
+    assert isinstance(source, VidLayerDataset) and source.shape == SHAPE
+    with pytest.raises(ValueError, match="data.kind must be world, folder or vidlayer, got 'webdataset'"):
+        build_data(config("webdataset"))

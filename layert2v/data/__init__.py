@@ -1,23 +1,7 @@
-"""Data: the procedural layered world (streamed or written to disk), the on-disk dataset format, and fitting
-clips to a training shape. The VidLayer reader is layert2v.data.vidlayer (not imported here, so that
-``python -m layert2v.data.vidlayer DIR`` runs it cleanly)."""
+"""Data: the procedural layered world (:mod:`.world`, streamed or written to disk), the on-disk dataset format
+(:mod:`.folder`), the VidLayer reader (:mod:`.vidlayer`), what clip sources share (:mod:`.source`), fitting video to a
+shape (:mod:`.fit`) and the data engine behind ``layert2v data build`` (:mod:`.engine`).
 
-from .folder import FolderDataset, write_folder
-from .resample import ClipShape
-from .source import ClipSource
-from .world import (
-    BACKGROUNDS,
-    COLOURS,
-    MOTIONS,
-    SHAPES,
-    WorldDataset,
-    generate_clip,
-    generate_clip_with_spec,
-    heldout_prompts,
-    parse_prompt,
-    write_dataset,
-)
-
-__all__ = ["BACKGROUNDS", "COLOURS", "MOTIONS", "SHAPES", "ClipShape", "ClipSource", "FolderDataset", "WorldDataset",
-           "generate_clip", "generate_clip_with_spec", "heldout_prompts", "parse_prompt", "write_dataset",
-           "write_folder"]
+Nothing is imported here, so that ``layert2v.data.fit`` (probing a video before any model loads) stays light and
+``python -m layert2v.data.vidlayer DIR`` runs cleanly; import from the modules themselves.
+"""

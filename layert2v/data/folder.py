@@ -19,13 +19,13 @@ directory relative to the dataset directory, ``prompts`` is ``{"full", "backgrou
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..output_dirs import write_text_atomic
 from ..video import LayeredVideo
-from .resample import ClipShape
+from .fit import ClipShape
 from .source import ClipSource
 
 METADATA = "metadata.jsonl"
@@ -61,9 +61,7 @@ def write_folder(
         sample_id = f"{i:06d}"
         video.save(root / sample_id, overwrite=overwrite)
         records.append(make_record(video, sample_id, sample_id, **extra))
-    tmp = root / f".{METADATA}.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    os.replace(tmp, meta)
+    write_text_atomic(meta, "".join(json.dumps(r) + "\n" for r in records))
     return root
 
 
@@ -93,7 +91,7 @@ class FolderDataset(ClipSource):
 
     Videos are decoded on access. Prompts come from the sample's manifest, or from its metadata line where the
     manifest has none. With ``shape``, each clip is fitted to it (frame window, resize and centre-crop: see
-    :mod:`layert2v.data.resample`); without, clips come as stored. Use ``DataLoader(..., collate_fn=list)``:
+    :mod:`layert2v.data.fit`); without, clips come as stored. Use ``DataLoader(..., collate_fn=list)``:
     items are LayeredVideo objects, not tensors.
     """
 

@@ -8,14 +8,14 @@ from functools import cached_property
 from torch.utils.data import Dataset
 
 from ..video import LayeredVideo
-from .resample import ClipShape, resample
+from .fit import ClipShape, fit_clip
 
 
 class ClipSource(Dataset):
     """A map-style dataset of LayeredVideo samples that is also a clip function ``(index, k) -> LayeredVideo``.
 
     Subclasses give ``__len__``, ``num_foregrounds(i)`` (without decoding) and ``load(i, draw)``. With a
-    :class:`~layert2v.data.resample.ClipShape`, every clip is fitted to it; ``draw`` picks the frame window, so
+    :class:`~layert2v.data.fit.ClipShape`, every clip is fitted to it; ``draw`` picks the frame window, so
     ``source(index, k)`` is the same clip for the same pair in any process and successive passes over a sample
     read different windows of it.
     """
@@ -37,7 +37,7 @@ class ClipSource(Dataset):
 
     def fit(self, video: LayeredVideo, draw: int) -> LayeredVideo:
         """``video`` fitted to :attr:`shape` (window ``draw``), or unchanged without a shape."""
-        return video if self.shape is None else resample(video, self.shape, draw)
+        return video if self.shape is None else fit_clip(video, self.shape, draw)
 
     def __getitem__(self, index: int) -> LayeredVideo:
         if not -len(self) <= index < len(self):
@@ -60,20 +60,3 @@ class ClipSource(Dataset):
                              f"{sorted(self.by_k)}")
         items = self.by_k[k]
         return self.load(items[index % len(items)], draw=index)
-
-
-SOURCES = ("folder", "vidlayer")
-
-
-def open_source(kind: str, path: str, shape: ClipShape | None) -> ClipSource:
-    """The on-disk clip source ``kind`` (``folder``: layert2v's dataset format; ``vidlayer``: the VidLayer
-    release) at ``path``, fitting clips to ``shape``. Opening checks the samples' metadata, before any decoding."""
-    if kind == "folder":
-        from .folder import FolderDataset
-
-        return FolderDataset(path, shape)
-    if kind == "vidlayer":
-        from .vidlayer import VidLayerDataset
-
-        return VidLayerDataset(path, shape)
-    raise ValueError(f"unknown clip source {kind!r}; choose from {SOURCES}")

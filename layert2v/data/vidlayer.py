@@ -13,8 +13,8 @@ How a sample becomes a :class:`~layert2v.video.LayeredVideo`:
   clip, so its premultiplied form (what the RGB VAE encodes) is ``clip x mask``: the release's "FG = video x
   mask" where there is no foreground clip;
 * the multi-layer prompt -> ``prompts = {"full", "background", "foregrounds": [...]}``;
-* frames and size are fitted to a :class:`~layert2v.data.resample.ClipShape` (only the window's frames are
-  converted; see :mod:`layert2v.data.resample`).
+* frames and size are fitted to a :class:`~layert2v.data.fit.ClipShape` (only the window's frames are
+  converted; see :mod:`layert2v.data.fit`).
 
 Several foregrounds (the release's multi-subject samples) are numbered masks ``mask_1 .. mask_K``, bottom to
 top, with a list of foreground prompts in the same order.
@@ -29,7 +29,6 @@ frames.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -39,9 +38,11 @@ from typing import Any
 import av
 import numpy as np
 
+from ..formats import read_json_object
+from ..io.codec import read_frames, video_info, write_video
+from ..output_dirs import atomic_directory
 from ..video import LayeredVideo
-from ..video_io import read_frames, video_info, write_video
-from .resample import ClipShape, frame_indices, resize_frames, unpremultiply
+from .fit import ClipShape, resize_frames, unpremultiply
 from .source import ClipSource
 
 # ------------------------------------------------------------------------------------------------------------
@@ -123,11 +124,9 @@ def _prompts(directory: Path, name: str, k: int) -> dict[str, Any]:
     if not path.is_file():
         raise _fail(name, f"no {PROMPT_FILE} (the multi-layer prompt)")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise _fail(name, f"{PROMPT_FILE} is not valid JSON ({e})") from None
-    if not isinstance(raw, dict):
-        raise _fail(name, f"{PROMPT_FILE} holds {type(raw).__name__}, not an object")
+        raw = read_json_object(path)
+    except ValueError as e:
+        raise _fail(name, str(e).replace(str(path), PROMPT_FILE)) from None
     captions = raw.get("captions") if isinstance(raw.get("captions"), dict) else {}
     prompts: dict[str, Any] = {}
     for ours, (inside, top) in PROMPT_KEYS.items():
@@ -196,7 +195,7 @@ def sample_directories(root: Path) -> list[Path]:
     return found
 
 
-def probe(sample: VidLayerSample) -> tuple[int, float, int, int]:
+def probe_sample(sample: VidLayerSample) -> tuple[int, float, int, int]:
     """(frames, fps, width, height) of a sample, with its layer files checked to open and agree in frame count
     and size (no frame is decoded)."""
     infos = {}
@@ -252,7 +251,7 @@ class VidLayerDataset(ClipSource):
 
     def probe(self, index: int) -> tuple[int, float, int, int]:
         """(frames, fps, width, height) of sample ``index``, its layers checked to agree (no decoding)."""
-        return probe(self.samples[index])
+        return probe_sample(self.samples[index])
 
     def load(self, index: int, draw: int) -> LayeredVideo:
         """Sample ``index`` fitted to the shape, frame window ``draw``."""
@@ -261,7 +260,7 @@ class VidLayerDataset(ClipSource):
         if self.shape is None:
             indices, (out_h, out_w), out_fps = list(range(frames)), (height, width), fps
         else:
-            indices = frame_indices(frames, fps, self.shape, draw)
+            indices = self.shape.window(frames, fps, draw)
             out_h, out_w, out_fps = self.shape.height, self.shape.width, self.shape.fps or fps
 
         def fit(x: np.ndarray) -> np.ndarray:
@@ -273,7 +272,7 @@ class VidLayerDataset(ClipSource):
             alpha_src = np.clip(_decode(sample, mask, indices).mean(axis=-1), 0.0, 1.0)
             colour = full_src if clip is None else _decode(sample, clip, indices)
             alpha = np.clip(fit(alpha_src), 0.0, 1.0)
-            foregrounds.append(unpremultiply(fit(colour * alpha_src[..., None]), alpha))  # see resample's docstring
+            foregrounds.append(unpremultiply(fit(colour * alpha_src[..., None]), alpha))  # see layert2v.data.fit
             alphas.append(alpha)
         full = fit(full_src)
         del full_src
@@ -297,21 +296,19 @@ def write_vidlayer(directory: str | Path, videos: Iterable[LayeredVideo], *, for
         final = root / f"{i:06d}"
         if final.exists():
             raise FileExistsError(f"{final} exists; write into an empty directory")
-        tmp = root / f".{i:06d}.tmp"
-        tmp.mkdir()
-        k = video.num_foregrounds
-        write_video(tmp / f"{FULL}.mp4", video.full, video.fps)
-        write_video(tmp / f"{BACKGROUND}.mp4", video.background, video.fps)
-        for j in range(1, k + 1):
-            suffix = "" if k == 1 else f"_{j}"
-            write_video(tmp / f"{MASK}{suffix}.mp4", np.repeat(video.alphas[j - 1][..., None], 3, -1), video.fps)
-            if foreground_clips:
-                write_video(tmp / f"{FOREGROUND}{suffix}.mp4", video.foregrounds[j - 1], video.fps)
-        fgs = video.prompts.get("foregrounds", [])
-        captions = {"full": video.prompts.get("full", ""), "background": video.prompts.get("background", ""),
-                    "foreground": fgs[0] if k == 1 and fgs else fgs}
-        (tmp / PROMPT_FILE).write_text(json.dumps({"captions": captions}), encoding="utf-8")
-        os.replace(tmp, final)
+        with atomic_directory(final) as tmp:
+            k = video.num_foregrounds
+            write_video(tmp / f"{FULL}.mp4", video.full, video.fps)
+            write_video(tmp / f"{BACKGROUND}.mp4", video.background, video.fps)
+            for j in range(1, k + 1):
+                suffix = "" if k == 1 else f"_{j}"
+                write_video(tmp / f"{MASK}{suffix}.mp4", np.repeat(video.alphas[j - 1][..., None], 3, -1), video.fps)
+                if foreground_clips:
+                    write_video(tmp / f"{FOREGROUND}{suffix}.mp4", video.foregrounds[j - 1], video.fps)
+            fgs = video.prompts.get("foregrounds", [])
+            captions = {"full": video.prompts.get("full", ""), "background": video.prompts.get("background", ""),
+                        "foreground": fgs[0] if k == 1 and fgs else fgs}
+            (tmp / PROMPT_FILE).write_text(json.dumps({"captions": captions}), encoding="utf-8")
     return Path(directory).expanduser()
 
 
@@ -321,7 +318,7 @@ def check(directory: str | Path) -> list[str]:
     problems = []
     for d in sample_directories(root):
         try:
-            probe(find_sample(d, d.relative_to(root).as_posix()))
+            probe_sample(find_sample(d, d.relative_to(root).as_posix()))
         except VidLayerSampleError as e:
             problems.append(str(e))
     return problems

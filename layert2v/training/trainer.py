@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,41 +24,37 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..formats import CHECKPOINT_PROGRESS
 from ..latents import encode_layered
 from ..layout import LayerLayout
 from ..models.vae import AlphaPath
-from ..utils import atomic_directory
+from ..output_dirs import atomic_directory, remove_leftovers, write_text_atomic
 from ..video import LayeredVideo
 from .config import TrainConfig
 from .data import (  # noqa: F401  (re-exported: the trainer's public names before the split)
     Batch,
     ClipBatch,
-    ClipSource,
+    ClipFn,
     Reads,
     StepBatches,
     WorldClips,
     as_is,
     batch_indices,
     build_data,
+    clip_batch,
     to_tensor,
 )
-from .data import clip_batch as stack_clips
 from .recipes import RECIPES, LatentRecipe, Recipe, set_latent_stats  # noqa: F401
 
 CHECKPOINT = "checkpoint"
 PREVIOUS = "checkpoint_previous"  # the checkpoint before the last, kept so a damaged one is not the only one
 
 
-def clip_batch(samples: list[LayeredVideo], stage: str) -> ClipBatch:
-    """Clips with one foreground count -> a ClipBatch of what ``stage`` reads (its recipe's ``reads``)."""
-    return stack_clips(samples, RECIPES[stage].reads)
-
-
 class Trainer:
     """Builds the stage's recipe, its optimizer and data, and runs the loop. ``data``: a clip source
     ``(index, num_foregrounds) -> LayeredVideo`` (default: the configured one, see ``data.build_data``)."""
 
-    def __init__(self, config: TrainConfig, data: ClipSource | None = None, accelerator: Accelerator | None = None):
+    def __init__(self, config: TrainConfig, data: ClipFn | None = None, accelerator: Accelerator | None = None):
         self.cfg = config
         self.out = Path(config.output_dir)
         check_init(config)
@@ -120,11 +114,12 @@ class Trainer:
     def batch(self, micro_step: int) -> Batch:
         """A micro-step's batch, made in this process."""
         indices, k = self.batch_indices(micro_step)
-        clips = None if self.cached else self.clip_batch(indices, k)
+        clips = None if self.cached else self.load_clips(indices, k)
         return Batch(micro_step, k, indices, clips)
 
-    def clip_batch(self, indices: list[int], k: int) -> ClipBatch:
-        return stack_clips([self.data(i, k) for i in indices], self.recipe.reads)
+    def load_clips(self, indices: list[int], k: int) -> ClipBatch:
+        """Clips ``indices`` with ``k`` foregrounds from the data, stacked as the stage reads them."""
+        return clip_batch([self.data(i, k) for i in indices], self.recipe.reads)
 
     def step_batches(self, start: int, end: int) -> DataLoader | None:
         """Micro-steps ``start .. end - 1``'s batches of fresh clips, made ahead by ``data.workers`` processes;
@@ -213,11 +208,8 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
             return
-        ckpt = self.out / CHECKPOINT
-        tmp = self.out / f".{CHECKPOINT}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
+        remove_leftovers(self.out)  # of a run killed mid-save
+        with atomic_directory(self.out / CHECKPOINT, overwrite=True, previous=self.out / PREVIOUS) as tmp:
             save_file({n: p.detach().contiguous().cpu() for n, p in self._named_trainable()},
                       str(tmp / "trainable.safetensors"))
             if self.ema is not None:
@@ -225,21 +217,15 @@ class Trainer:
             torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                         "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state()},
                        tmp / "state.pt")
-            (tmp / "progress.json").write_text(json.dumps({"step": self.step, "stage": self.cfg.stage,
+            (tmp / CHECKPOINT_PROGRESS).write_text(json.dumps({"step": self.step, "stage": self.cfg.stage,
                                                            "config": self.cfg.to_dict()}, indent=2))
-            if ckpt.exists():
-                shutil.rmtree(self.out / PREVIOUS, ignore_errors=True)
-                os.replace(ckpt, self.out / PREVIOUS)
-            os.replace(tmp, ckpt)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     def resume(self) -> None:
         ckpt = self.out / CHECKPOINT
-        if not (ckpt / "progress.json").is_file():
+        if not (ckpt / CHECKPOINT_PROGRESS).is_file():
             return
         try:
-            progress = json.loads((ckpt / "progress.json").read_text())
+            progress = json.loads((ckpt / CHECKPOINT_PROGRESS).read_text())
             step = int(progress["step"])
         except (ValueError, KeyError, TypeError):
             raise ValueError(damaged(ckpt, self.out)) from None
@@ -306,7 +292,7 @@ def check_init(cfg: TrainConfig) -> None:
 
 def damaged(ckpt: Path, out: Path) -> str:
     previous = out / PREVIOUS
-    if (previous / "progress.json").is_file():
+    if (previous / CHECKPOINT_PROGRESS).is_file():
         fix = f"replace {ckpt} with {previous} to resume from the checkpoint before it, or delete {ckpt} to start over"
     else:
         fix = f"delete {ckpt} to start over"
@@ -321,15 +307,13 @@ def truncate_log(log: Path, step: int) -> None:
     lines = log.read_text().splitlines()
     keep = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
     if len(keep) != len(lines):
-        tmp = log.with_name(f".{log.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, log)
+        write_text_atomic(log, "".join(line + "\n" for line in keep))
 
 
 def encode_layers(vae, alpha_path: AlphaPath, samples: list[LayeredVideo], layout: LayerLayout,
                   device: torch.device) -> torch.Tensor:
     """GT layers -> layout-concatenated latents (B, C, S*T', H', W'); foregrounds premultiplied (eq. 3)."""
-    clips = clip_batch(samples, "layered")
+    clips = clip_batch(samples, RECIPES["layered"].reads)
     layers = {n: x.to(device) for n, x in clips.layers(layout).items()}
     return encode_layered(vae, alpha_path, layers, layout)
 

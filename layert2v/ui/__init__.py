@@ -7,15 +7,6 @@ import socket
 from pathlib import Path
 
 
-def check_model_directory(model: Path) -> None:
-    if not model.is_dir():
-        raise FileNotFoundError(f"model directory {model} does not exist; pass --model with a directory saved by "
-                                "`layert2v train` or a Wan2.1-T2V diffusers directory")
-    if not ((model / "layert2v.json").is_file() or (model / "model_index.json").is_file()):
-        raise ValueError(f"{model} is neither a layert2v pipeline (no layert2v.json) nor a Wan2.1 diffusers "
-                         "directory (no model_index.json); pass --model with one")
-
-
 def bind(host: str, port: int) -> socket.socket:
     """The listening socket, made here so that a taken port is a one-line error and not a traceback."""
     try:
@@ -46,9 +37,10 @@ def serve(model: Path, host: str = "127.0.0.1", port: int = 7860, open_dirs: lis
     """Check everything, bind, say where it listens, then serve until Ctrl-C."""
     import uvicorn
 
+    from ..preflight import check_model_path
     from .server import create_app
 
-    check_model_directory(model)
+    check_model_path(model)
     for directory in open_dirs:
         if not Path(directory).is_dir():
             raise FileNotFoundError(f"--open {directory}: no such directory; pass an output directory of "

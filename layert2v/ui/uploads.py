@@ -11,6 +11,9 @@ import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..data.fit import frame_window, resize_frames
+from ..io.codec import to_integer
+
 MAX_SIDE = 1024  # decoded uploads are shrunk to this longest side; a background never needs more here
 MAX_FRAMES = 1000
 _KEPT = 8
@@ -45,22 +48,17 @@ def _shrink(frame: np.ndarray) -> np.ndarray:
     if max(h, w) <= MAX_SIDE:
         return frame
     scale = MAX_SIDE / max(h, w)
-    return np.asarray(Image.fromarray(frame).resize((max(1, round(w * scale)), max(1, round(h * scale))),
-                                                    Image.BILINEAR))
+    shrunk = resize_frames(frame[None] / np.float32(255), max(1, round(h * scale)), max(1, round(w * scale)),
+                           crop=False)
+    return to_integer(shrunk[0])
 
 
 def fit_background(frames: np.ndarray, num_frames: int, height: int, width: int) -> np.ndarray:
-    """uint8 (N, h, w, 3) -> float (T, H, W, 3): scaled to cover H x W and centre-cropped (aspect kept); a still
-    image is held for every frame, a video plays from its start and holds its last frame when it is shorter."""
-    fitted = []
-    for i in range(num_frames):
-        img = Image.fromarray(frames[min(i, len(frames) - 1)])
-        scale = max(width / img.width, height / img.height)
-        w, h = max(width, round(img.width * scale)), max(height, round(img.height * scale))
-        img = img.resize((w, h), Image.BICUBIC)
-        left, top = (w - width) // 2, (h - height) // 2
-        fitted.append(np.asarray(img.crop((left, top, left + width, top + height)), np.float32) / 255.0)
-    return np.stack(fitted)
+    """uint8 (N, h, w, 3) -> float (T, H, W, 3): centre-cropped to the aspect ratio and resized (layert2v.data.fit); a
+    still image is held for every frame, a video plays from its start and holds its last frame when it is shorter."""
+    indices = frame_window(len(frames), 1.0, num_frames)
+    fitted = {i: resize_frames(frames[i:i + 1] / np.float32(255), height, width)[0] for i in set(indices)}
+    return np.stack([fitted[i] for i in indices])
 
 
 class Uploads:

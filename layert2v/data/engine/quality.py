@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..eval.layers import alpha_stability, fg_leakage, recomposite_psnr
-from ..video import LayeredVideo
+from ...eval.layers import alpha_stability, fg_leakage, recomposite_psnr
+from ...video import LayeredVideo
 from .config import Quality
 
 

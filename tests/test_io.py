@@ -1,4 +1,5 @@
-"""Save/load of layered videos: codecs, alpha fidelity, preview, manifest, atomicity and error messages."""
+"""layert2v.io: save/load of layered videos (codecs, alpha fidelity, preview, manifest, atomicity and error messages)
+and the codec functions on their own."""
 
 from __future__ import annotations
 
@@ -12,18 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from layert2v import video_io
+from layert2v.io import codec, layered_dir
+from layert2v.io.codec import read_video, read_video_rgba, write_video
+from layert2v.io.layered_dir import checkerboard, contact_sheet, save_layered_video
 from layert2v.layout import LayerLayout
 from layert2v.video import LayeredVideo
-from layert2v.video_io import (
-    checkerboard,
-    contact_sheet,
-    load_layered_video,
-    read_video,
-    read_video_rgba,
-    save_layered_video,
-    write_video,
-)
 
 T, H, W = 9, 32, 48
 
@@ -72,7 +66,7 @@ def saved(request, tmp_path_factory) -> tuple[LayeredVideo, Path]:
 # ---------------------------------------------------------------------------------------------- round trip
 def test_round_trip(saved):
     video, out = saved
-    loaded = load_layered_video(out)
+    loaded = LayeredVideo.load(out)
     assert loaded.num_foregrounds == video.num_foregrounds
     assert loaded.full.shape == video.full.shape and loaded.full.dtype == np.float32
     assert psnr(loaded.full, video.full) > 35
@@ -215,7 +209,7 @@ def test_overwrite_replaces(tmp_path):
     save_layered_video(make_video(1), target)
     (target / "stale.txt").write_text("old")
     save_layered_video(make_video(2), target, overwrite=True)
-    assert load_layered_video(target).num_foregrounds == 2
+    assert LayeredVideo.load(target).num_foregrounds == 2
     assert not (target / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]  # no temp or backup siblings left
 
@@ -225,7 +219,7 @@ def test_creates_missing_parents_and_follows_symlinks(tmp_path):
     assert (out / "manifest.json").is_file() and out.parent == tmp_path / "a" / "b"
     (tmp_path / "link").symlink_to(out, target_is_directory=True)
     save_layered_video(make_video(2), tmp_path / "link", overwrite=True)
-    assert (tmp_path / "link").is_symlink() and load_layered_video(out).num_foregrounds == 2
+    assert (tmp_path / "link").is_symlink() and LayeredVideo.load(out).num_foregrounds == 2
     assert sorted(p.name for p in out.parent.iterdir()) == ["s"]
 
 
@@ -240,7 +234,7 @@ def test_overwrite_refuses_foreign_directory(tmp_path):
 
 def _failing_after(n: int):
     calls = {"n": 0}
-    real = video_io.write_video
+    real = codec.write_video
 
     def write(*args, **kwargs):
         calls["n"] += 1
@@ -252,7 +246,7 @@ def _failing_after(n: int):
 
 
 def test_failure_mid_save_leaves_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(video_io, "write_video", _failing_after(3))
+    monkeypatch.setattr(codec, "write_video", _failing_after(3))
     with pytest.raises(RuntimeError, match="disk on fire"):
         save_layered_video(make_video(2), tmp_path / "s")
     assert list(tmp_path.iterdir()) == []
@@ -262,11 +256,11 @@ def test_failure_during_overwrite_keeps_old(tmp_path, monkeypatch):
     target = tmp_path / "s"
     save_layered_video(make_video(1), target)
     before = sorted(p.name for p in target.iterdir())
-    monkeypatch.setattr(video_io, "contact_sheet", lambda *a, **k: (_ for _ in ()).throw(OSError("no space")))
+    monkeypatch.setattr(layered_dir, "contact_sheet", lambda *a, **k: (_ for _ in ()).throw(OSError("no space")))
     with pytest.raises(OSError, match="no space"):
         save_layered_video(make_video(2), target, overwrite=True)
     assert sorted(p.name for p in target.iterdir()) == before
-    assert load_layered_video(target).num_foregrounds == 1
+    assert LayeredVideo.load(target).num_foregrounds == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
 
 
@@ -287,7 +281,7 @@ def test_invalid_input_fails_before_touching_disk(tmp_path):
 
 
 def test_unwritable_parent(tmp_path, monkeypatch):
-    monkeypatch.setattr(video_io.os, "access", lambda *a, **k: False)
+    monkeypatch.setattr(layered_dir.os, "access", lambda *a, **k: False)
     with pytest.raises(PermissionError, match="cannot write to"):
         save_layered_video(make_video(1), tmp_path / "s")
     assert list(tmp_path.iterdir()) == []
@@ -309,16 +303,16 @@ def test_unwritable_parent_for_real(tmp_path):
 def test_load_errors(saved, tmp_path):
     video, out = saved
     with pytest.raises(FileNotFoundError, match="no such directory"):
-        load_layered_video(tmp_path / "nope")
+        LayeredVideo.load(tmp_path / "nope")
     (tmp_path / "plain").mkdir()
     with pytest.raises(ValueError, match=r"not a saved layered video \(no manifest.json\)"):
-        load_layered_video(tmp_path / "plain")
+        LayeredVideo.load(tmp_path / "plain")
 
     broken = tmp_path / "broken"
     shutil.copytree(out, broken)
     (broken / "foreground_1.mov").unlink()
     with pytest.raises(FileNotFoundError, match="foreground_1.mov"):
-        load_layered_video(broken)
+        LayeredVideo.load(broken)
 
     mismatched = tmp_path / "mismatched"
     shutil.copytree(out, mismatched)
@@ -326,18 +320,18 @@ def test_load_errors(saved, tmp_path):
     m["frames"] = T + 1
     (mismatched / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ValueError, match=f"full.mp4 decodes to {T} frames"):
-        load_layered_video(mismatched)
+        LayeredVideo.load(mismatched)
     m["frames"], m["num_foregrounds"] = T, video.num_foregrounds + 1
     (mismatched / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ValueError, match="layer_order"):
-        load_layered_video(mismatched)
+        LayeredVideo.load(mismatched)
     m["format"] = "something-else"
     (mismatched / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ValueError, match="not a layered-video manifest"):
-        load_layered_video(mismatched)
+        LayeredVideo.load(mismatched)
     (mismatched / "manifest.json").write_text("{oops")
     with pytest.raises(ValueError, match="not valid JSON"):
-        load_layered_video(mismatched)
+        LayeredVideo.load(mismatched)
 
 
 # ------------------------------------------------------------------------------------------ small helpers

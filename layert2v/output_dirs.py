@@ -1,4 +1,4 @@
-"""Output directories: one check and one atomic writer, with one overwrite and permissions policy.
+"""Output directories and files: one check and one atomic writer, with one overwrite and permissions policy.
 
 Policy, for everything layert2v writes (layered videos, pipelines, training outputs, eval reports):
     * a missing or empty directory is written; a non-empty one only with ``overwrite``;
@@ -7,16 +7,23 @@ Policy, for everything layert2v writes (layered videos, pipelines, training outp
     * the result appears all at once: it is built in a hidden sibling and renamed into place; on error the sibling
       is removed and any earlier directory stays as it was;
     * permissions follow the umask, like any file the user creates (0755 / 0644 under the usual 022).
+
+Files inside a directory a writer owns (dataset metadata, done markers, logs, weights) are written the same way with
+:func:`atomic_file`. The hidden siblings are named ``.NAME.tmp-XXXXXXXX`` (and ``.NAME.old-XXXXXXXX`` while a
+directory is replaced); :func:`remove_leftovers` removes those a killed process left.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+
+_LEFTOVER = re.compile(r"^\..+\.(tmp|old)-[0-9a-f]{8}$")  # the names _sibling gives
 
 
 def _target(directory: str | Path) -> Path:
@@ -48,40 +55,51 @@ def check_output_directory(directory: str | Path, overwrite: bool = False, marke
     return path
 
 
-def _fresh_sibling(parent: Path, prefix: str) -> Path:
-    """A new hidden directory next to the target (same filesystem, so the final rename is atomic)."""
+def _sibling(path: Path, tag: str) -> Path:
+    """A hidden name next to ``path`` (same filesystem, so the final rename is atomic)."""
+    return path.with_name(f".{path.name}.{tag}-{secrets.token_hex(4)}")
+
+
+def _fresh_sibling(path: Path, tag: str) -> Path:
+    """A new hidden directory next to ``path``."""
     for _ in range(100):
-        path = parent / f"{prefix}{secrets.token_hex(4)}"
+        sibling = _sibling(path, tag)
         try:
-            path.mkdir()  # honours the umask, unlike tempfile.mkdtemp's 0700
-            return path
+            sibling.mkdir()  # honours the umask, unlike tempfile.mkdtemp's 0700
+            return sibling
         except FileExistsError:
             continue
-    raise FileExistsError(f"could not create a temporary directory in {parent}")
+    raise FileExistsError(f"could not create a temporary directory in {path.parent}")
 
 
 @contextlib.contextmanager
-def atomic_directory(directory: str | Path, overwrite: bool = False, marker: str | None = None) -> Iterator[Path]:
+def atomic_directory(directory: str | Path, overwrite: bool = False, marker: str | None = None,
+                     previous: str | Path | None = None) -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it replaces `directory`, on error it vanishes.
 
     See the module docstring for the policy; `overwrite` and `marker` are as in :func:`check_output_directory`.
+    With ``previous``, the directory replaced is kept there (in place of what ``previous`` held) instead of removed.
     """
     path = check_output_directory(directory, overwrite, marker)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except PermissionError as e:
         raise PermissionError(f"cannot create {path.parent}: permission denied") from e
-    tmp = _fresh_sibling(path.parent, f".{path.name}.tmp-")
+    tmp = _fresh_sibling(path, "tmp")
     try:
         yield tmp
         if path.exists():
-            old = _fresh_sibling(path.parent, f".{path.name}.old-")
+            old = _fresh_sibling(path, "old")
             os.replace(path, old / path.name)
             try:
                 os.replace(tmp, path)
             except BaseException:
                 os.replace(old / path.name, path)  # put the earlier directory back
                 raise
+            else:
+                if previous is not None:
+                    shutil.rmtree(previous, ignore_errors=True)
+                    os.replace(old / path.name, previous)
             finally:
                 shutil.rmtree(old, ignore_errors=True)
         else:
@@ -89,3 +107,32 @@ def atomic_directory(directory: str | Path, overwrite: bool = False, marker: str
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling path to write the file to; on success it replaces ``path``, on error it vanishes."""
+    path = Path(path)
+    tmp = _sibling(path, "tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_file`: readers see the old file or the new one."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def remove_leftovers(directory: str | Path) -> None:
+    """Remove the temporary siblings (files and directories) that a killed writer left directly in ``directory``."""
+    for path in Path(directory).iterdir():
+        if _LEFTOVER.match(path.name):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)

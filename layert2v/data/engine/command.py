@@ -1,5 +1,5 @@
 """`layert2v data build INPUT --out DATASET` and `layert2v data composite --fg DIR --bg DIR --out DATASET`: the
-CLI face of :mod:`layert2v.engine`.
+CLI face of :mod:`layert2v.data.engine`.
 
 The CLI calls :func:`add_data_arguments` on its ``data`` sub-parser and :func:`run_data` with the parsed args.
 """
@@ -67,7 +67,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_data(args: argparse.Namespace) -> int:
-    from .build import build, describe
+    from .build import build, summary_text
     from .config import load_config
 
     if args.local and args.address:
@@ -80,5 +80,5 @@ def run_data(args: argparse.Namespace) -> int:
         summary = composite(args.fg, args.bg, args.out, config, executor=executor, address=args.address)
     else:
         summary = build(args.input, args.out, config, executor=executor, address=args.address)
-    print(describe(summary, Path(args.out)))
+    print(summary_text(summary, Path(args.out)))
     return 0

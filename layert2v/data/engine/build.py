@@ -23,9 +23,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import os
 import pickle
-import re
 import shutil
 import time
 import traceback
@@ -37,10 +35,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ..data.folder import METADATA, make_record
-from ..video import LayeredVideo
+from ...formats import read_json_object
+from ...io.codec import read_video
+from ...output_dirs import remove_leftovers, write_text_atomic
+from ...video import LayeredVideo
+from ..fit import fit_frames
+from ..folder import METADATA, make_record
 from . import quality
-from .clip import Clip, Reject, discover, probe_fps, read_frames, resample
+from .clip import Clip, Reject, discover, probe_fps
 from .config import STAGES, EngineConfig
 from .stages import backend_class, build_backend, check_options
 
@@ -101,12 +103,15 @@ class Engine:
         if cfg.frames:
             limit = round((cfg.frames - 1) * fps / cfg.fps) + 1 if cfg.fps else cfg.frames
         try:
-            frames = read_frames(clip.path, limit)
+            frames = read_video(clip.path, limit)
         except (ValueError, OSError) as e:
             raise Reject(f"cannot decode {clip.source}: {e}") from e
         except Exception as e:  # av.FFmpegError and friends
             raise Reject(f"cannot decode {clip.source}: {type(e).__name__}: {e}") from e
-        frames, indices, fps = resample(frames, fps, cfg.size, cfg.frames, cfg.fps)
+        try:
+            frames, indices, fps = fit_frames(frames, fps, cfg.size, cfg.frames, cfg.fps)
+        except ValueError as e:  # too short
+            raise Reject(str(e)) from None
         t, h, w, _ = frames.shape
         if t < cfg.quality.min_frames:
             raise Reject(f"has {t} frame(s); a sample needs at least {cfg.quality.min_frames}")
@@ -202,12 +207,6 @@ def _json(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 class Output:
     """The dataset directory: refuses foreign content, resumes its own run, writes done markers atomically."""
 
@@ -226,35 +225,26 @@ class Output:
             if not marker.is_file():
                 raise FileExistsError(f"--out {self.root} exists with other content; choose a new or empty "
                                       "directory")
-            try:
-                previous = json.loads(marker.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{marker} is damaged ({e}); delete {self.root} or choose another --out") from e
+            previous = read_json_object(marker, f"it is damaged: delete {self.root} or choose another --out")
             if previous.get("input") != run["input"] or previous.get("config") != run["config"]:
                 raise FileExistsError(f"--out {self.root} holds a build of {previous.get('input')} with another "
                                       "config; rerun with the same inputs and config to resume, or choose another "
                                       "--out")
-            self._clean_leftovers()
+            remove_leftovers(self.root)  # temporary directories and files of a killed run
             return True
         for root in roots:
             if self.root.resolve().is_relative_to(root):
                 raise ValueError(f"--out {self.root} lies inside the input {root}; choose a directory outside it")
         self.records.mkdir(parents=True, exist_ok=True)
-        write_atomic(marker, json.dumps({**run, "settings": config.to_dict()}, indent=2, default=list) + "\n")
+        write_text_atomic(marker, json.dumps({**run, "settings": config.to_dict()}, indent=2, default=list) + "\n")
         return False
-
-    def _clean_leftovers(self) -> None:
-        """Remove temporary directories a killed run left (only the hidden names LayeredVideo.save uses)."""
-        for path in self.root.iterdir():
-            if path.is_dir() and re.match(r"^\..+\.(tmp|old)-[0-9a-f]{8}$", path.name):
-                shutil.rmtree(path, ignore_errors=True)
 
     def done(self, clip_id: str) -> dict[str, Any] | None:
         path = self.records / f"{clip_id}.json"
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
     def mark(self, clip_id: str, record: dict[str, Any]) -> None:
-        write_atomic(self.records / f"{clip_id}.json", json.dumps(record, default=_json) + "\n")
+        write_text_atomic(self.records / f"{clip_id}.json", json.dumps(record, default=_json) + "\n")
 
     def finish(self, clip_ids: list[str]) -> tuple[list[dict], list[dict]]:
         """Assemble metadata.jsonl and rejects.jsonl from the records of `clip_ids`, in input order."""
@@ -264,8 +254,8 @@ class Output:
             if rec is None:
                 continue
             (accepted if "accepted" in rec else rejected).append(rec.get("accepted") or rec["rejected"])
-        write_atomic(self.root / REJECTS, "".join(json.dumps(r, default=_json) + "\n" for r in rejected))
-        write_atomic(self.root / METADATA, "".join(json.dumps(r, default=_json) + "\n" for r in accepted))
+        write_text_atomic(self.root / REJECTS, "".join(json.dumps(r, default=_json) + "\n" for r in rejected))
+        write_text_atomic(self.root / METADATA, "".join(json.dumps(r, default=_json) + "\n" for r in accepted))
         return accepted, rejected
 
 
@@ -436,7 +426,7 @@ def build(input_root: str | Path, out: str | Path, config: EngineConfig, *, exec
     return summary
 
 
-def describe(summary: Summary, out: Path) -> str:
+def summary_text(summary: Summary, out: Path) -> str:
     """The closing lines the CLI prints: counts, backends used, per-stage throughput."""
     lines = [f"wrote {len(summary.accepted)} sample(s) to {out} ({len(summary.rejected)} rejected, see "
              f"{out / REJECTS}; {summary.skipped} already done by an earlier run)",

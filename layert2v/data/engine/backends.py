@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ...formats import MODEL_INDEX
 from .clip import CAPTION_KEYS, Reject
 from .judge import first_json_object, judge_prompt, parse_scores
 from .stages import Captioner, Judge, Remover, Segmenter, TrimapMatter, _disk
 
-_MARKERS = ("config.json", "model_index.json")
+_MARKERS = ("config.json", MODEL_INDEX)
 
 
 def require_model(model: str | Path | None, backend: str, example: str) -> Path:
@@ -38,7 +39,7 @@ def require_model(model: str | Path | None, backend: str, example: str) -> Path:
                          f"{example})")
     path = Path(model).expanduser()
     if not path.is_dir() or not any((path / m).is_file() for m in _MARKERS):
-        raise FileNotFoundError(f"{backend}: no model at {path} (no config.json or model_index.json); download "
+        raise FileNotFoundError(f"{backend}: no model at {path} (no {' or '.join(_MARKERS)}); download "
                                 f"{example} there, nothing is fetched at run time")
     return path
 

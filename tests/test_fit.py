@@ -1,4 +1,5 @@
-"""Frame sampling and resize/centre-crop in the data path (layert2v.data.resample), and FolderDataset's option."""
+"""Frame windows and resize/centre-crop (layert2v.data.fit) as the data path, the engine and UI uploads use them, and
+FolderDataset's option."""
 
 from __future__ import annotations
 
@@ -6,31 +7,49 @@ import numpy as np
 import pytest
 from helpers import toy_clip
 
+from layert2v.data.fit import ClipShape, crop_box, fit_clip, frame_window, resize_frames, resize_layers
 from layert2v.data.folder import FolderDataset, write_folder
-from layert2v.data.resample import ClipShape, crop_box, frame_indices, resample, resize_frames, resize_layers
 from layert2v.video import LayeredVideo
 
 
 def test_same_seed_and_draw_give_the_same_window_and_draws_move_it():
     shape = ClipShape(frames=9, height=16, width=16, seed=3)
-    first = [frame_indices(100, 24, shape, draw) for draw in range(20)]
-    assert first == [frame_indices(100, 24, shape, draw) for draw in range(20)]  # as a resumed run would read
+    first = [shape.window(100, 24, draw) for draw in range(20)]
+    assert first == [shape.window(100, 24, draw) for draw in range(20)]  # as a resumed run would read
     assert len({w[0] for w in first}) > 5
     for w in first:
         assert w == list(range(w[0], w[0] + 9)) and 0 <= w[0] and w[-1] < 100
-    other_seed = [frame_indices(100, 24, ClipShape(9, 16, 16, seed=4), draw) for draw in range(20)]
+    other_seed = [ClipShape(9, 16, 16, seed=4).window(100, 24, draw) for draw in range(20)]
     assert other_seed != first
 
 
 def test_frame_rate_sets_the_step_and_short_clips_shrink_it_then_hold_the_last_frame():
     shape = ClipShape(frames=5, height=8, width=8, fps=16)
-    window = frame_indices(100, 32, shape, draw=1)
+    window = shape.window(100, 32, 1)
     assert np.all(np.diff(window) == 2)  # 32 fps source at 16 fps: every other frame
-    window = frame_indices(100, 24, shape, draw=1)
+    window = shape.window(100, 24, 1)
     assert set(np.diff(window)) <= {1, 2} and window[-1] - window[0] == 6  # step 1.5
-    assert frame_indices(7, 32, shape, draw=5) == [0, 1, 3, 4, 6]  # step 2 does not fit in 7 frames: 1.5
-    assert frame_indices(3, 32, shape, draw=5) == [0, 1, 2, 2, 2]  # too short: the last frame is held
-    assert np.all(np.diff(frame_indices(100, 8, shape, draw=0)) == 1)  # a slower source is not stretched
+    assert shape.window(7, 32, 5) == [0, 1, 3, 4, 6]  # step 2 does not fit in 7 frames: 1.5
+    assert shape.window(3, 32, 5) == [0, 1, 2, 2, 2]  # too short: the last frame is held
+    assert np.all(np.diff(shape.window(100, 8, 0)) == 1)  # a slower source is not stretched
+
+
+def test_without_a_draw_the_window_starts_at_the_first_frame():
+    """decompose and the UI's uploads: the first frames at the model's rate, or consecutive ones (fps None)."""
+    assert frame_window(31, 24, 9, 8) == list(range(0, 25, 3))
+    assert frame_window(31, 24, 21, 8) == [int(i * 1.5) for i in range(21)]  # step 3 runs past the end: 1.5
+    assert frame_window(3, 1.0, 5) == [0, 1, 2, 2, 2] and frame_window(1, 1.0, 3) == [0, 0, 0]
+    assert frame_window(10, 1.0, 4) == [0, 1, 2, 3]
+
+
+def test_the_engine_takes_the_rate_exactly():
+    """exact_rate: the frame nearest each tick (frames repeat above the source's rate); a short clip is refused."""
+    assert frame_window(10, 30.0, None, 16.0, exact_rate=True) == [0, 2, 4, 6, 8]
+    assert frame_window(10, 30.0, 5, 16.0) == [0, 1, 3, 5, 7]  # the window rule rounds down instead
+    assert frame_window(3, 10.0, None, 20.0, exact_rate=True) == [0, 0, 1, 2, 2]
+    assert frame_window(5, 10.0, 3, None, exact_rate=True) == [0, 1, 2]
+    with pytest.raises(ValueError, match="has 5 frames at 10 fps, fewer than the 6 asked for"):
+        frame_window(5, 10.0, 6, None, exact_rate=True)
 
 
 def test_bad_shape_is_refused():
@@ -53,6 +72,9 @@ def test_centre_crop_keeps_the_middle_at_the_target_aspect():
     assert 0.2 <= out[..., 0].min() and out[..., 0].max() <= 0.8 and np.all(np.diff(out[0, 0, :, 0]) > 0)
     alpha = resize_frames(np.ones((3, 30, 50), np.float32), 8, 12)
     assert alpha.shape == (3, 8, 12) and np.allclose(alpha, 1.0)
+    stretched = resize_frames(frames, 16, 16, crop=False)  # the engine's --size: the whole frame, squeezed
+    assert stretched.shape == (2, 16, 16, 3)
+    assert stretched[:, :, :3, 1].min() > 0.99 and stretched[:, :, -3:, 1].min() > 0.99  # both quarters kept
 
 
 def _edge_clip() -> LayeredVideo:
@@ -83,12 +105,12 @@ def test_foregrounds_resize_premultiplied_with_their_alpha():
     assert naive[edge][:, 1].max() > 0.05
 
 
-def test_resample_fits_frames_size_and_rate():
+def test_fit_clip_fits_frames_size_and_rate():
     video = toy_clip(0, num_foregrounds=2, frames=9, size=32)
-    out = resample(video, ClipShape(frames=5, height=16, width=24, fps=4), draw=2)
+    out = fit_clip(video, ClipShape(frames=5, height=16, width=24, fps=4), draw=2)
     assert (out.num_frames, out.size, out.num_foregrounds, out.fps) == (5, (24, 16), 2, 4)
     assert out.prompts == video.prompts
-    same = resample(video, ClipShape(frames=9, height=32, width=32), draw=7)
+    same = fit_clip(video, ClipShape(frames=9, height=32, width=32), draw=7)
     np.testing.assert_array_equal(same.full, video.full)  # already the shape: untouched
 
 
@@ -106,7 +128,7 @@ def test_folder_dataset_default_is_unchanged_and_shape_fits_clips(folder):
     np.testing.assert_array_equal(plain[0].foregrounds[0], stored.foregrounds[0])
     shape = ClipShape(frames=5, height=16, width=16, seed=1)
     fitted = FolderDataset(folder, shape)
-    np.testing.assert_array_equal(fitted[1].alphas[1], resample(plain[1], shape, draw=1).alphas[1])
+    np.testing.assert_array_equal(fitted[1].alphas[1], fit_clip(plain[1], shape, draw=1).alphas[1])
     clip = fitted(7, 2)  # the trainer's call: sample with K=2, window drawn from index 7
     assert (clip.num_frames, clip.size, clip.num_foregrounds) == (5, (16, 16), 2)
     again = FolderDataset(folder, shape)(7, 2)  # a fresh process (a resumed run) reads the same clip

@@ -8,18 +8,16 @@ the foreground object's name (one per line for several), the text prompt of a te
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
-from PIL import Image
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".gif")
+from ...formats import VIDEO_SUFFIXES, read_json_object
+from ..fit import probe
+
 CAPTION_KEYS = ("full", "background", "foregrounds")
 
 
@@ -86,11 +84,9 @@ def read_sidecars(video: Path) -> tuple[dict[str, Any] | None, list[str]]:
     meta = video.with_suffix(".json")
     if meta.is_file():
         try:
-            data = json.loads(meta.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise Reject(f"sidecar {meta.name} is not valid JSON: {e}") from e
-        if not isinstance(data, dict):
-            raise Reject(f"sidecar {meta.name} must hold an object with keys {list(CAPTION_KEYS)}")
+            data = read_json_object(meta, f"it must hold an object with keys {list(CAPTION_KEYS)}")
+        except ValueError as e:
+            raise Reject(f"sidecar {str(e).replace(str(meta), meta.name)}") from None
         missing = [k for k in CAPTION_KEYS if k not in data]
         if missing:
             raise Reject(f"sidecar {meta.name} lacks key(s) {missing}; it needs {list(CAPTION_KEYS)}")
@@ -131,50 +127,8 @@ def discover(root: str | Path) -> list[Clip | tuple[Clip, Reject]]:
 
 
 def probe_fps(path: str | Path) -> float:
-    """The video stream's average frame rate (raises Reject when there is no readable video stream)."""
+    """The video's frame rate (:func:`layert2v.data.fit.probe`); a Reject when it is not a readable video."""
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise Reject(f"{Path(path).name} has no video stream")
-            rate = container.streams.video[0].average_rate or container.streams.video[0].guessed_rate
-    except av.FFmpegError as e:
-        raise Reject(f"cannot read {Path(path).name}: {e}") from e
-    if not rate:
-        raise Reject(f"{Path(path).name} has no frame rate")
-    return float(Fraction(rate))
-
-
-def read_frames(path: str | Path, limit: int | None = None) -> np.ndarray:
-    """Decode the first `limit` frames (all when None) to float32 RGB (T, H, W, 3), colours as
-    :func:`layert2v.video_io.read_video` converts them."""
-    from ..video_io import _decoded_frames, _frame_to_array
-
-    frames = []
-    for frame in _decoded_frames(Path(path)):
-        frames.append(_frame_to_array(frame, alpha=False))
-        if limit is not None and len(frames) >= limit:
-            break
-    if not frames:
-        raise Reject(f"{Path(path).name} contains no video frames")
-    return np.stack(frames)
-
-
-def resample(frames: np.ndarray, fps: float, size: tuple[int, int] | None, num_frames: int | None,
-             target_fps: float | None) -> tuple[np.ndarray, list[int], float]:
-    """Pick frames at `target_fps`, keep the first `num_frames`, resize to `size`: (frames, indices, fps)."""
-    t = len(frames)
-    if target_fps:
-        count = max(1, int(np.floor((t - 1) * target_fps / fps)) + 1)
-        indices = [min(t - 1, round(i * fps / target_fps)) for i in range(count)]
-        fps = target_fps
-    else:
-        indices = list(range(t))
-    if num_frames:
-        if len(indices) < num_frames:
-            raise Reject(f"has {len(indices)} frames at {fps:g} fps, fewer than the {num_frames} asked for")
-        indices = indices[:num_frames]
-    frames = frames[indices]
-    if size and (frames.shape[2], frames.shape[1]) != tuple(size):
-        frames = np.stack([np.asarray(Image.fromarray(np.rint(f * 255).astype(np.uint8)).resize(
-            tuple(size), Image.Resampling.BICUBIC), np.float32) / 255.0 for f in frames])
-    return frames, indices, fps
+        return probe(path)[1]
+    except (ValueError, OSError) as e:
+        raise Reject(str(e)) from None

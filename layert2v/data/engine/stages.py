@@ -4,7 +4,7 @@ Each stage is one small interface with one method. Arrays follow LayeredVideo: f
 RGB (T, H, W, 3), masks (T, H, W) bool, alphas (T, H, W) float32, foregrounds straight (not premultiplied).
 
 =============  ===============================  ====================================================
-stage          weight-free backend              real-model backend (engine.models / engine.judge)
+stage          weight-free backend              real-model backend (engine.backends / engine.judge)
 =============  ===============================  ====================================================
 captions       ``sidecar`` (<name>.json)        ``qwen3vl``: Qwen3-VL / Qwen3-VL-MoE / Qwen2.5-VL
 segmentation   ``clean_plate`` (static camera)  ``sam3``: Sam3VideoModel + Sam3VideoProcessor
@@ -253,12 +253,12 @@ class NoJudge(Judge):
 INTERFACES: dict[str, type] = {"captions": Captioner, "segmentation": Segmenter, "matting": Matter,
                                "removal": Remover, "judge": Judge}
 BACKENDS: dict[str, dict[str, str | type]] = {
-    "captions": {"sidecar": SidecarCaptioner, "qwen3vl": "layert2v.engine.models:Qwen3VLCaptioner"},
-    "segmentation": {"clean_plate": CleanPlateSegmenter, "sam3": "layert2v.engine.models:Sam3Segmenter"},
-    "matting": {"pymatting": PymattingMatter, "vitmatte": "layert2v.engine.models:VitMatteMatter"},
-    "removal": {"temporal_plate": TemporalPlateRemover, "wan_vace": "layert2v.engine.models:WanVACERemover"},
-    "judge": {"none": NoJudge, "openai": "layert2v.engine.judge:OpenAIJudge",
-              "qwen3vl": "layert2v.engine.models:Qwen3VLJudge"},
+    "captions": {"sidecar": SidecarCaptioner, "qwen3vl": "layert2v.data.engine.backends:Qwen3VLCaptioner"},
+    "segmentation": {"clean_plate": CleanPlateSegmenter, "sam3": "layert2v.data.engine.backends:Sam3Segmenter"},
+    "matting": {"pymatting": PymattingMatter, "vitmatte": "layert2v.data.engine.backends:VitMatteMatter"},
+    "removal": {"temporal_plate": TemporalPlateRemover, "wan_vace": "layert2v.data.engine.backends:WanVACERemover"},
+    "judge": {"none": NoJudge, "openai": "layert2v.data.engine.judge:OpenAIJudge",
+              "qwen3vl": "layert2v.data.engine.backends:Qwen3VLJudge"},
 }
 
 

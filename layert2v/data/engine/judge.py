@@ -2,7 +2,7 @@
 
 The judge sees one strip per key frame, [original | mask | background | foreground on black], and answers JSON
 ``{"<frame>": [bg_score, fg_score], ...}`` with integer scores 0..10. The local Qwen3-VL judge
-(:class:`layert2v.engine.models.Qwen3VLJudge`) asks the same question.
+(:class:`layert2v.data.engine.backends.Qwen3VLJudge`) asks the same question.
 """
 
 from __future__ import annotations

@@ -20,13 +20,13 @@ from helpers import TINY_VAE
 from PIL import Image
 
 from layert2v.cli import main
+from layert2v.data.engine.backends import parse_captions
+from layert2v.data.engine.build import build
+from layert2v.data.engine.clip import Reject
+from layert2v.data.engine.config import parse_config
+from layert2v.data.engine.footage import make_clip, write_footage
+from layert2v.data.engine.judge import OpenAIJudge, parse_scores
 from layert2v.data.folder import FolderDataset
-from layert2v.engine.build import build
-from layert2v.engine.clip import Reject
-from layert2v.engine.config import parse_config
-from layert2v.engine.footage import make_clip, write_footage
-from layert2v.engine.judge import OpenAIJudge, parse_scores
-from layert2v.engine.models import parse_captions
 from layert2v.models.text import minilm_path
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
@@ -124,7 +124,7 @@ def vace_dir(tmp_path_factory):
 
 # ------------------------------------------------------------------------------------------------ Qwen-VL
 def test_qwen3vl_captioner_runs_the_model_on_frames(qwen_dir, clip):
-    from layert2v.engine.models import Qwen3VLCaptioner
+    from layert2v.data.engine.backends import Qwen3VLCaptioner
 
     captioner = Qwen3VLCaptioner(str(qwen_dir), device="cpu", dtype="float32", max_new_tokens=6, num_frames=3)
     asked = []
@@ -136,7 +136,7 @@ def test_qwen3vl_captioner_runs_the_model_on_frames(qwen_dir, clip):
 
 
 def test_the_captioner_asks_for_up_to_max_foregrounds_subjects(qwen_dir, tmp_path):
-    from layert2v.engine.build import Engine
+    from layert2v.data.engine.build import Engine
 
     options = {"backend": "qwen3vl", "model": str(qwen_dir), "device": "cpu", "dtype": "float32"}
     assert Engine(parse_config({"max_foregrounds": 3, "captions": options}), tmp_path).backend(
@@ -189,7 +189,7 @@ def test_vitmatte_matter_in_a_build(vitmatte_dir, footage, tmp_path, clip):
 def test_wan_vace_remover_inpaints_only_the_dilated_masks(vace_dir, clip):
     from scipy import ndimage
 
-    from layert2v.engine.models import WanVACERemover
+    from layert2v.data.engine.backends import WanVACERemover
 
     remover = WanVACERemover(str(vace_dir), steps=2, dilate=1, device="cpu", dtype="float32")
     mask = clip.alphas[0] > 0.5

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from ..video import LayeredVideo
-from ..video_io import write_video
+from ...io.codec import write_video
+from ...video import LayeredVideo
 
 SUPERSAMPLE = 4
 BLUR = 0.7  # px: footage from a camera is not sharper than its pixels (and 4:2:0 codecs need that)

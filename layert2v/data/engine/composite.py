@@ -24,11 +24,14 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..data.folder import make_record
-from ..video import LayeredVideo
-from ..video_io import read_video_rgba
-from .build import Output, Summary, start_ray, write_atomic
-from .clip import VIDEO_SUFFIXES, Reject, find_videos, probe_fps, read_frames, resample
+from ...formats import VIDEO_SUFFIXES, read_json_object
+from ...io.codec import read_video, read_video_rgba
+from ...output_dirs import write_text_atomic
+from ...video import LayeredVideo
+from ..fit import fit_frames, resize_frames
+from ..folder import make_record
+from .build import Output, Summary, start_ray
+from .clip import Reject, find_videos, probe_fps
 from .config import EngineConfig
 
 
@@ -46,10 +49,7 @@ def _caption(path: Path, key: str) -> str:
     if txt.is_file() and txt.read_text(encoding="utf-8").strip():
         return txt.read_text(encoding="utf-8").strip()
     if meta.is_file():
-        try:
-            value = json.loads(meta.read_text(encoding="utf-8")).get(key)
-        except (json.JSONDecodeError, AttributeError) as e:
-            raise ValueError(f"{meta} is not a JSON object with a {key!r} caption: {e}") from e
+        value = read_json_object(meta, f"write an object with a {key!r} caption").get(key)
         if isinstance(value, str) and value.strip():
             return value
     raise ValueError(f"{path} has no caption: write it into {txt.name} (or {meta.name} as {{{key!r}: ...}})")
@@ -87,17 +87,6 @@ def read_rgba(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise Reject(str(e)) from e
 
 
-def _resize(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(T, H, W[, C]) float frames resized to (width, height), bilinear, in float."""
-    out = []
-    for f in frames:
-        channels = [f] if f.ndim == 2 else [f[..., c] for c in range(f.shape[-1])]
-        resized = [np.asarray(Image.fromarray(c.astype(np.float32), mode="F").resize(size, Image.Resampling.BILINEAR))
-                   for c in channels]
-        out.append(resized[0] if f.ndim == 2 else np.stack(resized, axis=-1))
-    return np.clip(np.stack(out), 0.0, 1.0)
-
-
 def plan(index: int, num_backgrounds: int, num_foregrounds: int, config: EngineConfig) -> dict[str, Any]:
     """Sample `index`'s choices, from (seed, index) alone."""
     c = config.composite
@@ -127,7 +116,10 @@ def make_sample(choice: dict[str, Any], backgrounds: list[Source], foregrounds: 
                 config: EngineConfig) -> tuple[LayeredVideo, dict[str, Any]]:
     bg_source = backgrounds[choice["background"]]
     fps = probe_fps(bg_source.path)
-    background, indices, fps = resample(read_frames(bg_source.path), fps, config.size, config.frames, config.fps)
+    try:
+        background, indices, fps = fit_frames(read_video(bg_source.path), fps, config.size, config.frames, config.fps)
+    except ValueError as e:  # no frames, or too few
+        raise Reject(str(e)) from None
     t, height, width, _ = background.shape
     if height % 2 or width % 2:
         raise Reject(f"background {bg_source.rel} is {width}x{height}; samples need even sides (pass --size)")
@@ -141,7 +133,7 @@ def make_sample(choice: dict[str, Any], backgrounds: list[Source], foregrounds: 
         rgb, alpha = rgb[:t], alpha[:t]
         sprite_h = max(2, round(choice["scales"][j] * height))
         sprite_w = max(2, round(sprite_h * alpha.shape[2] / alpha.shape[1]))
-        rgb, alpha = _resize(rgb, (sprite_w, sprite_h)), _resize(alpha, (sprite_w, sprite_h))
+        rgb, alpha = (resize_frames(x, sprite_h, sprite_w, crop=False) for x in (rgb, alpha))  # aspect kept above
         (sx, sy), (vx, vy) = choice["starts"][j], choice["velocities"][j]
         x, y = sx * (width - sprite_w), sy * (height - sprite_h)  # starts wholly inside the frame
         pasted = [paste(rgb[i], alpha[i], height, width, x + vx * width * i / max(1, t - 1),
@@ -218,7 +210,7 @@ def composite(fg_root: str | Path, bg_root: str | Path, out: str | Path, config:
         bar.update()
     bar.close()
     summary.accepted, summary.rejected = output.finish([sample_name(c, config) for c in choices])
-    write_atomic(output.root / ".engine" / "sources.json", json.dumps(
+    write_text_atomic(output.root / ".engine" / "sources.json", json.dumps(
         {"foregrounds": [s.rel for s in foregrounds], "backgrounds": [s.rel for s in backgrounds]}) + "\n")
     return summary
 
