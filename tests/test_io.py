@@ -374,14 +374,14 @@ def test_the_same_frames_give_the_same_bytes_whatever_was_encoded_before(tmp_pat
     and Matroska wrote a random segment id into every .webm."""
     rng = np.random.default_rng(0)
     clips = [smooth_rgb(p, 9, h, w) for p, (h, w) in zip(range(6), [(96, 96), (64, 128), (64, 64)] * 2)]
-    for codec, suffix in [("libx264", "mp4"), ("libvpx-vp9", "webm"), ("prores_ks", "mov")]:
+    for name, suffix in [("libx264", "mp4"), ("libvpx-vp9", "webm"), ("prores_ks", "mov")]:
         first: dict[int, bytes] = {}
-        for _ in range(4 if codec == "libx264" else 1):
+        for _ in range(4 if name == "libx264" else 1):
             for k in rng.permutation(len(clips)):
-                frames = clips[k] if codec == "libx264" else np.concatenate([clips[k], clips[k][..., :1]], -1)
-                data = write_video(tmp_path / f"clip.{suffix}", frames, 8, codec).read_bytes()
-                assert first.setdefault(k, data) == data, f"{codec}: clip {k} encoded to other bytes"
-        if codec != "libx264":  # once more in the same order: only the container could differ
+                frames = clips[k] if name == "libx264" else np.concatenate([clips[k], clips[k][..., :1]], -1)
+                data = write_video(tmp_path / f"clip.{suffix}", frames, 8, name).read_bytes()
+                assert first.setdefault(k, data) == data, f"{name}: clip {k} encoded to other bytes"
+        if name != "libx264":  # once more in the same order: only the container could differ
             for k in range(len(clips)):
                 frames = np.concatenate([clips[k], clips[k][..., :1]], -1)
-                assert write_video(tmp_path / f"clip.{suffix}", frames, 8, codec).read_bytes() == first[k], codec
+                assert write_video(tmp_path / f"clip.{suffix}", frames, 8, name).read_bytes() == first[k], name
