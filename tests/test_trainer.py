@@ -315,7 +315,7 @@ def test_counts_below_one_are_refused(tmp_path, key, value):
         config(tmp_path, train={key: value})
 
 
-@pytest.mark.parametrize("damage", ["trainable.safetensors", "state.pt"])
+@pytest.mark.parametrize("damage", ["state/__0_0.distcp", "state/.metadata", "rank0.pt"])
 def test_a_damaged_checkpoint_says_how_to_go_on(tmp_path, toy_data, damage):
     cfg = config(tmp_path, train={"steps": 4, "checkpoint_every": 1})
     Trainer(cfg, data=toy_data).train(max_steps=2)
