@@ -207,7 +207,7 @@ class Trainer:
             if self.ema is not None:
                 with torch.no_grad():
                     for n, p in self._named_trainable():
-                        self.ema[n].lerp_(p.detach(), 1 - cfg.ema)
+                        self.ema[n].lerp_(p.detach().float(), 1 - cfg.ema)
             record = {"step": self.step, **self.mean_over_processes(totals), "lr": self.scheduler.get_last_lr()[0],
                       "seconds": time.perf_counter() - start}
             history.append(record)
