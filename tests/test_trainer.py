@@ -405,3 +405,6 @@ def test_a_checkpoint_resumes_only_as_it_was_launched(tmp_path, toy_data):
     progress.write_text(json.dumps({**saved, "engine": "fsdp2", "processes": 2}))
     with pytest.raises(ValueError, match="written by 2 process\\(es\\) under fsdp2, and this run has 1 under single"):
         Trainer(cfg, data=toy_data)
+    progress.write_text(json.dumps({k: v for k, v in saved.items() if k not in ("engine", "processes")}))
+    with pytest.raises(ValueError, match="written by an earlier layert2v; finish that run with the version"):
+        Trainer(cfg, data=toy_data)  # the layout before every process took part

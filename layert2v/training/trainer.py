@@ -272,7 +272,10 @@ class Trainer:
         if progress.get("stage") != self.cfg.stage:
             raise ValueError(f"{ckpt} holds a {progress.get('stage')} checkpoint, not {self.cfg.stage}; use another "
                              "output_dir")
-        saved_by = (progress.get("engine", "single"), progress.get("processes", 1))
+        if "engine" not in progress:  # trainable.safetensors + state.pt, saved from the main process only
+            raise ValueError(f"{ckpt} was written by an earlier layert2v; finish that run with the version that wrote "
+                             f"it, or delete {ckpt} to start over")
+        saved_by = (progress["engine"], progress.get("processes"))
         if saved_by != (self.engine, self.accelerator.num_processes):
             raise ValueError(f"{ckpt} was written by {saved_by[1]} process(es) under {saved_by[0]}, and this run has "
                              f"{self.accelerator.num_processes} under {self.engine}; resume it as it was launched (the "
