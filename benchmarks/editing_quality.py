@@ -48,8 +48,8 @@ if str(BENCHMARKS) not in sys.path:  # world_quality's readers, when imported ra
 
 from world_quality import read_background, read_foreground_colour, read_motion  # noqa: E402
 
-from layert2v.data.captions import describe  # noqa: E402
 from layert2v.data.world import ClipSpec, heldout_prompts, render  # noqa: E402
+from layert2v.data.world.captions import describe  # noqa: E402
 from layert2v.eval.variants import (  # noqa: E402
     Row,
     Target,

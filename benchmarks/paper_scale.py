@@ -47,6 +47,7 @@ from layert2v.models.flops import latent_grid, layered_forward_flops, plain_forw
 from layert2v.models.transformer import LayeredWanTransformer
 from layert2v.models.vae import AlphaPath
 from layert2v.pipeline import LayerT2VPipeline, PipelineConfig, check_video_shape
+from layert2v.preflight import compression
 
 PAPER = {"seconds": 151.0, "peak_gb": 24.0, "device": "one NVIDIA H200"}
 
@@ -178,9 +179,9 @@ def warm_up(pipe: LayerT2VPipeline, k: int, frames: int, width: int, height: int
     """One guided transformer call at the job's shapes: kernel selection, allocator growth and compilation happen
     here instead of in the first timed step."""
     layout = LayerLayout(k)
-    z = pipe.vae.config.z_dim
-    latents = torch.randn(1, z, layout.num_segments * ((frames - 1) // 4 + 1), height // 8, width // 8,
-                          device=pipe.device)
+    z, (temporal, spatial) = pipe.vae.config.z_dim, compression(pipe.vae.config)
+    latents = torch.randn(1, z, layout.num_segments * ((frames - 1) // temporal + 1), height // spatial,
+                          width // spatial, device=pipe.device)
     ctx = pipe.encode_prompts(["warm-up"] * layout.num_prompts)[None].expand(2, -1, -1, -1)
     with torch.no_grad(), attention_context(opts):
         pipe.guided_velocity(latents, torch.tensor(500.0, device=pipe.device), ctx.to(pipe.device, pipe.dtype),
@@ -202,26 +203,28 @@ def run_job(pipe: LayerT2VPipeline, k: int, frames: int, width: int, height: int
     step_ends: list[float] = []
     first_latents: list[torch.Tensor] = []
 
-    def on_step(i: int, latents: torch.Tensor) -> None:
+    def on_step(pipe, i: int, t: torch.Tensor, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         synchronize(device)  # so each step's time is its own
         step_ends.append(time.perf_counter())
         if keep_outputs and i == 0:
-            first_latents.append(latents.float().cpu())
+            first_latents.append(tensors["latents"].float().cpu())
+        return tensors
 
     start = time.perf_counter()
     with attention_context(opts):
         video = pipe(**prompts_for(k), num_frames=frames, width=width, height=height, num_inference_steps=steps,
-                     seed=0, progress=False, callback=on_step)
+                     seed=0, progress=False, callback_on_step_end=on_step)
     total = time.perf_counter() - start
     timings = video.metadata["timings"]
     denoise_start = start + timings["encode_prompts_s"] + timings["encode_conditions_s"]
     step_s = np.diff([denoise_start, *step_ends]).tolist()
     layout = LayerLayout(k)
+    factors = compression(pipe.vae.config)
     flops = sampling_flops(layered_forward_flops(pipe.transformer.config, layout, frames, height, width,
-                                                 pipe.config.max_sequence_length), steps)
+                                                 pipe.config.max_sequence_length, factors), steps)
     result = {
         "foregrounds": k, "frames": frames, "width": width, "height": height, "steps": steps,
-        "tokens": layout.num_segments * math.prod(latent_grid(pipe.transformer.config, frames, height, width)),
+        "tokens": layout.num_segments * math.prod(latent_grid(pipe.transformer.config, frames, height, width, factors)),
         "total_s": total, "denoise_s": sum(step_s), "decode_s": timings["decode_s"],
         "step_s_median": statistics.median(step_s), "step_s_mean": statistics.fmean(step_s),
         "tflops": flops / 1e12, "achieved_tflop_s": flops / 1e12 / sum(step_s),
@@ -242,8 +245,9 @@ def layer_overhead(pipe: LayerT2VPipeline, k: int, frames: int, width: int, heig
     batch = 2 if opts.cfg_batch else 1
     text_len, text_dim = pipe.config.max_sequence_length, model.config.text_dim
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, pipe.vae.config.z_dim, layout.num_segments * ((frames - 1) // 4 + 1), height // 8,
-                    width // 8, generator=g).to(device, dtype)
+    temporal, spatial = compression(pipe.vae.config)
+    x = torch.randn(batch, pipe.vae.config.z_dim, layout.num_segments * ((frames - 1) // temporal + 1),
+                    height // spatial, width // spatial, generator=g).to(device, dtype)
     ctx = torch.randn(batch, layout.num_prompts, text_len, text_dim, generator=g).to(device, dtype)
     t = torch.full((batch,), 500.0, device=device)
 

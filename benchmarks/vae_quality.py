@@ -21,7 +21,8 @@ from diffusers import AutoencoderKLWan
 
 from layert2v.data.world import heldout_prompts, render
 from layert2v.eval.layers import iou, psnr
-from layert2v.models.vae import AlphaPath, compression, decode_rgb, encode_rgb
+from layert2v.models.vae import AlphaPath, decode_rgb, encode_rgb
+from layert2v.preflight import compression
 from layert2v.training.trainer import to_tensor
 
 

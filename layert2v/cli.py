@@ -13,11 +13,16 @@ import math
 import re
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-BUILTIN_MODEL = Path(__file__).parent / "weights" / "world"
+from .preflight import BUILTIN_MODEL, ModelCheck
+from .prompts import derive_prompts
+
+if TYPE_CHECKING:
+    from .trajectory import Trajectories
+
 BAD_INPUT = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
 INTERRUPTED = {"generate": "interrupted; nothing was written", "eval": "interrupted; nothing was written",
                "decompose": "interrupted; nothing was written", "edit": "interrupted; nothing was written",
@@ -35,11 +40,15 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def positive_int(text: str) -> int:
+def _converted(text: str, convert: Callable[[str], Any], expected: str) -> Any:
     try:
-        value = int(text)
+        return convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    value = _converted(text, int, "a whole number >= 1")
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
     return value
@@ -48,20 +57,14 @@ def positive_int(text: str) -> int:
 def seed_int(text: str) -> int:
     from .preflight import SEED_RANGE
 
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    value = _converted(text, int, "a whole number")
     if not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
         raise argparse.ArgumentTypeError(f"must be from {SEED_RANGE[0]} to 2**63-1, got {text}")
     return value
 
 
 def guidance_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = _converted(text, float, "a number")
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (1 turns guidance off), got {text!r}")
     return value
@@ -192,86 +195,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------------------------- generate
-def derive_prompts(prompt: str, bg: str | None, fgs: list[str] | None) -> tuple[str, list[str]]:
-    """Fill in missing layer prompts from the full prompt (the procedural world's rule)."""
-    if bg and fgs:
-        return bg, fgs
-    from .data.captions import parse_prompt
-
-    parsed = parse_prompt(prompt)
-    return bg or parsed["background"], fgs or parsed["foregrounds"]
-
-
-def native_config(model: Path) -> dict:
-    """The sampling defaults a saved layert2v pipeline records (empty for a Wan2.1 directory)."""
-    from .formats import PIPELINE_FILE, read_json_object
-
-    file = model / PIPELINE_FILE
-    if not file.is_file():
-        return {}
-    config = read_json_object(file, "re-save the pipeline").get("config")
-    return config if isinstance(config, dict) else {}
-
-
-@dataclass
-class ModelCheck:
-    """What the checks made of the model before loading it: its path and the clip's frames and size (None where only
-    loading can tell: a Wan2.1 directory has no layert2v.json), the model's frame and size rule and frame rate."""
-
-    model: Path
-    frames: int | None
-    size: tuple[int, int] | None  # (width, height)
-    multiples: tuple[int, int] | None
-    fps: float | None
-    configs: tuple[dict, dict] | None = None  # the VAE's and the transformer's config.json
-    layert2v: bool = False  # a layert2v pipeline directory (it records max_foregrounds)
-
-    def check_foregrounds(self, num_foregrounds: int) -> None:
-        """The model takes this many foregrounds, and the layered sequence fits its RoPE table."""
-        from .preflight import check_sequence_length
-
-        if self.configs is None:
-            return
-        vae, transformer = self.configs
-        supported = transformer.get("max_foregrounds", 1) if self.layert2v else None
-        if supported is not None and num_foregrounds > supported:
-            raise ValueError(f"this model supports at most {supported} foreground layer(s), got {num_foregrounds}; "
-                             "pass fewer --fg")
-        if self.frames is not None and self.size is not None:
-            check_sequence_length(num_foregrounds, self.frames, self.size[1], self.size[0], vae, transformer)
-
-
-def check_model(args: argparse.Namespace, frames: int | None, size: tuple[int, int] | None) -> ModelCheck:
-    """Every check of the model and the clip's shape that its config files allow: nothing heavy loads (call
-    :meth:`ModelCheck.check_foregrounds` once the foreground count is known)."""
-    from .formats import PIPELINE_FILE, model_kind
-    from .preflight import check_model_directory, check_video_shape, video_multiples
+def model_check(args: argparse.Namespace, frames: int | None, size: tuple[int, int] | None) -> ModelCheck:
+    """:func:`layert2v.preflight.check_model` of --model, after the --offload/--device pairing."""
+    from .preflight import check_model
 
     if args.offload and args.device == "cpu":
         raise ValueError("--offload keeps the transformer in CPU memory and runs it on an accelerator; pass "
                          "--device cuda, or drop --offload on the CPU")
-    model = Path(args.model) if args.model else BUILTIN_MODEL
-    if args.model is None and not (model / PIPELINE_FILE).is_file():
-        raise FileNotFoundError(f"no built-in model at {model}; pass --model DIR (a directory saved by "
-                                "`layert2v train`)")
-    if not model.exists():
-        raise FileNotFoundError(f"model path {model} does not exist; pass --model with a directory saved by "
-                                "`layert2v train` or a Wan2.1-T2V diffusers directory")
-    if model_kind(model) is None:
-        return ModelCheck(model, frames, size, None, None)  # loading says what it is not
-    vae, transformer = check_model_directory(model)
-    native = native_config(model)
-    temporal, spatial = video_multiples(vae, transformer)
-    frames = frames or native.get("num_frames")
-    width, height = size or (native.get("width"), native.get("height"))
-    if frames is not None or size is not None:
-        check_video_shape(frames or 1, height or spatial, width or spatial, temporal, spatial)
-    both = (width, height) if width is not None and height is not None else None
-    return ModelCheck(model, frames, both, (temporal, spatial), native.get("fps"), (vae, transformer),
-                      (model / PIPELINE_FILE).is_file())
+    return check_model(args.model, frames, size)
 
 
-def check_generate(args: argparse.Namespace) -> tuple[ModelCheck, str, list[str]]:
+def check_generate(args: argparse.Namespace) -> tuple[ModelCheck, str, list[str], Trajectories | None]:
     """Every check `generate` can make from its arguments and the model's config files: nothing heavy loads."""
     from .formats import VIDEO_MANIFEST
     from .output_dirs import check_output_directory
@@ -280,14 +214,16 @@ def check_generate(args: argparse.Namespace) -> tuple[ModelCheck, str, list[str]
         raise ValueError("the prompt is empty; describe the video to generate")
     check_layer_prompts(args.bg, args.fg)
     check_output_directory(args.out, args.overwrite, marker=VIDEO_MANIFEST)
-    check = check_model(args, args.frames, args.size)
+    check = model_check(args, args.frames, args.size)
     bg, fgs = derive_prompts(args.prompt, args.bg, args.fg)
     check.check_foregrounds(len(fgs))
+    trajectories = None
     if args.trajectory:  # checked against the clip before the model loads
         from .trajectory import Trajectories
 
-        Trajectories.load(args.trajectory).check(check.frames, len(fgs))
-    return check, bg, fgs
+        trajectories = Trajectories.load(args.trajectory)
+        trajectories.check(check.frames, len(fgs))
+    return check, bg, fgs, trajectories
 
 
 def check_layer_prompts(bg: str | None, fgs: list[str] | None) -> None:
@@ -339,100 +275,11 @@ def save_and_report(video, args: argparse.Namespace, model: Path, dtype: str, lo
     return out
 
 
-# ------------------------------------------------------------------------------------------------- --keep
-@dataclass
-class Kept:
-    """The layers --keep gives: conditions for the pipeline, where each came from (the manifest's "given"), the
-    layered directories read (so their files are copied on save) and their frame rate."""
-
-    conditions: dict
-    given: dict
-    sources: list  # (LayeredVideo, [layer names]) read from layered directories
-    fps: float | None
-
-
-def parse_keep(text: str) -> tuple[str, Path]:
-    from .editing import parse_keep_name
-
-    return parse_keep_name(text), Path(text.partition("=")[2].strip())
-
-
-def check_keeps(keeps: list[str], num_foregrounds: int, check: ModelCheck) -> Kept | None:
-    """Read every --keep before the model loads: names, sources, frame counts and sizes checked, in one line each."""
-    if not keeps:
-        return None
-    from .data.fit import fit_video
-    from .editing import given_layers, is_video_file, keepable
-    from .formats import VIDEO_MANIFEST
-    from .io.layered_dir import read_manifest
-    from .layout import BACKGROUND, FULL, Segment
-    from .video import LayeredVideo
-
-    if check.frames is None or check.size is None or check.multiples is None:
-        raise ValueError("--keep needs the clip's frames and size before the model loads; pass --frames and --size")
-    width, height = check.size
-    parsed = [parse_keep(k) for k in keeps]
-    names = [keepable(name, num_foregrounds).name for name, _ in parsed]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise ValueError(f"--keep {twice[0]} is given twice; keep each layer once")
-    if len(names) == len({FULL, BACKGROUND}) + num_foregrounds:
-        raise ValueError("--keep gives every layer; leave one out to generate it")
-    directories: dict[Path, Any] = {}
-    for name, source in parsed:
-        if source.is_dir():
-            manifest = read_manifest(source)  # not a layered directory: one line
-            have_k, have_frames, have_size = manifest["num_foregrounds"], manifest["frames"], manifest["size"]
-            if name not in [FULL, BACKGROUND] and Segment.from_name(name).index > have_k:
-                raise ValueError(f"--keep {name}={source}: {source} has {have_k} foreground(s); keep one of "
-                                 f"foreground_1..{have_k} or give a directory that has {name}")
-            if (have_frames, tuple(have_size)) != (check.frames, (width, height)):
-                raise ValueError(f"--keep {name}={source}: {source} holds {have_frames} frames of "
-                                 f"{have_size[0]}x{have_size[1]}, this generation makes {check.frames} frames of "
-                                 f"{width}x{height}; pass --frames {have_frames} --size {have_size[0]}x{have_size[1]}"
-                                 " or keep a layer of this shape")
-            directories.setdefault(source.resolve(), []).append(name)
-        elif source.is_file():
-            if name not in (FULL, BACKGROUND):
-                raise ValueError(f"--keep {name}={source}: a foreground needs its alpha, so it comes from a layered "
-                                 "directory (OUT of generate/decompose/edit); a video file can give background or full")
-            if not is_video_file(source):
-                raise ValueError(f"--keep {name}={source}: {source.name} is not a video file (mp4, mov, webm ...) "
-                                 f"nor a layered directory (with {VIDEO_MANIFEST})")
-        else:
-            raise FileNotFoundError(f"--keep {name}={source}: no such directory or video file")
-    conditions, given, sources, rates = {}, {}, [], set()
-    for directory, layer_names in directories.items():
-        video = LayeredVideo.load(directory)
-        taken = given_layers(video, layer_names)
-        conditions.update(taken)
-        given.update({n: {"from": str(directory), "layer": n} for n in taken})
-        sources.append((video, list(taken)))
-        rates.add(video.fps)
-    if len(rates) > 1:
-        raise ValueError(f"the kept directories have different frame rates {sorted(rates)}; keep layers of one rate")
-    for name, source in parsed:
-        if source.is_file():
-            fitted = fit_video(source, check.frames, height, width, check.multiples, fps=check.fps)
-            conditions[name] = fitted.frames
-            given[name] = {"from": str(source.absolute()), "layer": name, "input": fitted.mapping}
-    return Kept(conditions, given, sources, rates.pop() if rates else None)
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
-    check, bg, fgs = check_generate(args)
-    from .trajectory import Trajectories
+    check, bg, fgs, trajectories = check_generate(args)
+    from .editing import check_keeps
 
-    trajectories = Trajectories.load(args.trajectory) if args.trajectory else None
-    if trajectories is not None and args.keep:
-        from .editing import keepable, parse_keep_name
-
-        kept_fgs = {keepable(parse_keep_name(k), len(fgs)).index for k in args.keep}
-        steered = sorted(kept_fgs & set(trajectories.foregrounds))
-        if steered:
-            raise ValueError(f"{args.trajectory} steers foreground(s) {steered}, which --keep gives; give boxes only "
-                             "for generated foregrounds")
-    kept = check_keeps(args.keep, len(fgs), check)
+    kept = check_keeps(args.keep, len(fgs), check, (args.trajectory, trajectories) if trajectories else None)
     width, height = args.size if args.size else (None, None)
     if kept is not None:
         width, height = check.size
@@ -443,12 +290,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                  width=width, trajectories=trajectories, conditions=kept.conditions if kept else None,
                  **sampling_kwargs(args))
     if kept is not None:
-        from .editing import carry_sources
-
-        video.metadata["given"] = kept.given
-        video.fps = kept.fps or video.fps
-        for source, names in kept.sources:
-            carry_sources(video, source, names)
+        kept.record(video)
     out = save_and_report(video, args, check.model, dtype, load_s, start)
     if trajectories is not None:
         how = video.metadata.get("trajectory_mechanism")
@@ -470,9 +312,9 @@ def cmd_decompose(args: argparse.Namespace) -> int:
         raise ValueError("the --prompt is empty; describe the video or leave --prompt out")
     check_output_directory(args.out, args.overwrite, marker=VIDEO_MANIFEST)
     length = probe(args.video)[0]  # a file that is not a video: one line, before anything else
-    check = check_model(args, args.frames, args.size)
+    check = model_check(args, args.frames, args.size)
     check.check_foregrounds(len(args.fg))
-    if check.frames is None or check.size is None or check.multiples is None:
+    if check.frames is None or check.size is None:
         raise ValueError("decompose fits the video before the model loads; pass --frames and --size for this model")
     frames = check.frames if args.frames else frames_the_model_takes(length, check.multiples[0], check.frames)
     fitted = fit_video(args.video, frames, check.size[1], check.size[0], check.multiples, fps=check.fps)
@@ -497,7 +339,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     from .video import LayeredVideo
 
     manifest = read_manifest(Path(args.dir))  # not a layered directory: one line
-    k, _ = regeneration_plan(manifest["num_foregrounds"], args.regenerate)
+    regeneration_plan(manifest["num_foregrounds"], args.regenerate)
     if not args.fg.strip():
         raise ValueError(f"the --fg prompt is empty; describe the new {args.regenerate}")
     if args.prompt is not None and not args.prompt.strip():
@@ -506,7 +348,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if Path(args.out).absolute() == Path(args.dir).absolute():
         raise ValueError("--out is the directory being edited; write the edit to a new directory")
     size = tuple(manifest["size"])
-    check = check_model(args, manifest["frames"], size)
+    check = model_check(args, manifest["frames"], size)
     check.check_foregrounds(manifest["num_foregrounds"])
     trajectories = None
     if args.trajectory:
@@ -514,10 +356,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
         trajectories = Trajectories.load(args.trajectory)
         trajectories.check(manifest["frames"], manifest["num_foregrounds"])
-        others = [f for f in trajectories.foregrounds if f != k]
-        if others:
-            raise ValueError(f"{args.trajectory} steers foreground(s) {others}, which are kept; give boxes only for "
-                             f"foreground {k}, the layer regenerated")
+        regeneration_plan(manifest["num_foregrounds"], args.regenerate, trajectories, args.trajectory)
     source = LayeredVideo.load(args.dir)
     start = time.perf_counter()
     pipe, dtype = load_pipeline(args, check.model)
@@ -545,54 +384,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_json(path: Path) -> dict:
-    from .formats import read_json_object
-
-    return read_json_object(path)
-
-
 def cmd_info(args: argparse.Namespace) -> int:
-    from .formats import CHECKPOINT_PROGRESS, MODEL_INDEX, PIPELINE_FILE, VIDEO_MANIFEST
+    from .formats import directory_info
 
-    path = Path(args.path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
-    info: dict = {"path": str(path)}
-    if (path / VIDEO_MANIFEST).is_file():
-        info["kind"] = "layered video"
-        info.update(_read_json(path / VIDEO_MANIFEST))
-    elif (path / PIPELINE_FILE).is_file():
-        info["kind"] = "layert2v pipeline"
-        info.update(_read_json(path / PIPELINE_FILE))
-        info["transformer"] = _config_summary(path / "transformer" / "config.json")
-        info["vae"] = _config_summary(path / "vae" / "config.json")
-    elif (path / MODEL_INDEX).is_file():
-        info["kind"] = "diffusers pipeline (Wan2.1 layout)"
-        info["transformer"] = _config_summary(path / "transformer" / "config.json")
-    elif (path / "checkpoint" / CHECKPOINT_PROGRESS).is_file() or (path / CHECKPOINT_PROGRESS).is_file():
-        ckpt = path / "checkpoint" if (path / "checkpoint").is_dir() else path
-        progress = _read_json(ckpt / CHECKPOINT_PROGRESS)
-        info["kind"] = "training checkpoint"
-        info.update({"stage": progress.get("stage"), "step": progress.get("step"),
-                     "steps": (progress.get("config") or {}).get("train", {}).get("steps")})
-    elif any((path / part / "config.json").is_file() for part in ("vae", "alpha_path", "transformer")):
-        info["kind"] = "training stage output (no pipeline yet: use it as the next stage's init)"
-        for part in ("transformer", "vae", "alpha_path"):
-            if (path / part / "config.json").is_file():
-                info[part] = _config_summary(path / part / "config.json")
-    else:
-        raise ValueError(f"{path} is not a layered video, a pipeline, a stage output or a training checkpoint")
-    print(json.dumps(info, indent=2, default=str))
+    print(json.dumps(directory_info(args.path), indent=2, default=str))
     return 0
-
-
-def _config_summary(path: Path) -> dict:
-    if not path.is_file():
-        return {"missing": str(path)}
-    cfg = _read_json(path)
-    keys = ("_class_name", "num_layers", "num_attention_heads", "attention_head_dim", "text_dim", "max_foregrounds",
-            "layer_text_embedding", "z_dim", "base_dim", "rank")
-    return {k: cfg[k] for k in keys if k in cfg}
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""LayerT2V on top of real Wan2.1 weights: the LoRA + layer-module + alpha-path file, and loading it.
+"""LayerT2V on top of real Wan2.1 weights: the LoRA + layer-module + alpha-path file, and applying it to Wan.
 
 Training from Wan2.1-T2V-1.3B keeps the 1.3B backbone frozen, so what is learned fits in one small safetensors
 file: the transformer LoRA (peft), LayerAdaLN (and the optional layer text embedding) and the alpha path. Its
@@ -12,22 +12,17 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from diffusers import AutoencoderKLWan
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
 from .formats import LAYER_WEIGHTS_FORMAT
-from .models.text import TextEncoder
 from .models.transformer import LayeredWanTransformer
 from .models.vae import AlphaPath
 from .output_dirs import atomic_file
-
-if TYPE_CHECKING:
-    from .pipeline import LayerT2VPipeline
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"]
 
@@ -193,55 +188,42 @@ def apply_loras(transformer: LayeredWanTransformer, chain: LoraChain) -> None:
         merge_transformer_lora(transformer)
 
 
-def load_wan_pipeline(cls: type[LayerT2VPipeline], root: Path, layer_weights: str | Path | None,
-                      text_encoder: str | Path | None) -> LayerT2VPipeline:
-    """A Wan2.1-T2V diffusers directory (transformer/, vae/, text_encoder/, tokenizer/) + optional layer file."""
-    from .pipeline import PipelineConfig, load_weights
-    from .preflight import check_model_directory
-
-    for sub in ("transformer", "vae"):
-        if not (root / sub).is_dir():
-            raise FileNotFoundError(f"{root} has no {sub}/ folder; expected a Wan2.1-T2V diffusers directory")
-    check_model_directory(root)  # size fields present, the model fits: before anything is built
+def layered_wan(directory: Path, layer_weights: str | Path | None) -> tuple[LayeredWanTransformer, AlphaPath | None]:
+    """The LayeredWanTransformer of a Wan2.1 diffusers ``transformer/`` folder, with a layer-weights file applied
+    (its LoRAs merged in order, its layer modules loaded) when one is given, and that file's alpha path (None
+    without a file: the caller makes a fresh one for its VAE)."""
     meta, tensors = read_layer_weights(layer_weights) if layer_weights is not None else (None, {})
-
-    wan_config = LayeredWanTransformer.load_config(root / "transformer")
+    wan_config = LayeredWanTransformer.load_config(directory)
     extra = {}
     if meta:
         extra = {"max_foregrounds": meta["max_foregrounds"], "layer_text_embedding": meta["layer_text_embedding"],
                  "box_conditioning": meta.get("box_conditioning", False)}
     transformer = LayeredWanTransformer.from_config({**wan_config, **extra})
-    state = _load_folder_state(root / "transformer")
-    result = transformer.load_state_dict(state, strict=False)
+    result = transformer.load_state_dict(_load_folder_state(directory), strict=False)
     unexpected = [k for k in result.unexpected_keys if not k.startswith("norm_added_q")]
     missing = [k for k in result.missing_keys if k.split(".")[0] not in LAYER_MODULES]
     if unexpected or missing:
-        raise ValueError(f"{root / 'transformer'} does not match the Wan2.1 architecture "
+        raise ValueError(f"{directory} does not match the Wan2.1 architecture "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    if not meta:
+        return transformer, None
+    if base_fingerprint(transformer.state_dict()) != meta["base"]:
+        raise ValueError(f"{layer_weights} was trained on another base transformer than {directory} "
+                         "(its recorded fingerprint differs); pass the --model directory it was trained from")
+    apply_loras(transformer, LoraChain.read(Path(layer_weights))[0])
+    with torch.no_grad():
+        transformer.layer_adaln.copy_(tensors["transformer.layer_adaln"])
+        if transformer.layer_prompt_embedding is not None:
+            transformer.layer_prompt_embedding.copy_(tensors["transformer.layer_prompt_embedding"])
+        if transformer.box_embedding is not None:
+            transformer.box_embedding.load_state_dict(_with_prefix(tensors, "transformer.box_embedding."))
+    alpha_path = AlphaPath(**meta["alpha_path"])
+    alpha_path.load_state_dict(_with_prefix(tensors, "alpha_path."))
+    return transformer, alpha_path
 
-    vae = load_weights(AutoencoderKLWan, root / "vae")
-    alpha_path = AlphaPath(**meta["alpha_path"]) if meta else AlphaPath.for_vae(vae)
-    if meta:
-        if base_fingerprint(transformer.state_dict()) != meta["base"]:
-            raise ValueError(f"{layer_weights} was trained on another base transformer than {root / 'transformer'} "
-                             "(its recorded fingerprint differs); pass the --model directory it was trained from")
-        apply_loras(transformer, LoraChain.read(Path(layer_weights))[0])
-        with torch.no_grad():
-            transformer.layer_adaln.copy_(tensors["transformer.layer_adaln"])
-            if transformer.layer_prompt_embedding is not None:
-                transformer.layer_prompt_embedding.copy_(tensors["transformer.layer_prompt_embedding"])
-            if transformer.box_embedding is not None:
-                transformer.box_embedding.load_state_dict({k[len("transformer.box_embedding."):]: v
-                                                           for k, v in tensors.items()
-                                                           if k.startswith("transformer.box_embedding.")})
-        alpha_path.load_state_dict({k[len("alpha_path."):]: v for k, v in tensors.items()
-                                    if k.startswith("alpha_path.")})
 
-    encoder = TextEncoder.from_pretrained(text_encoder or root)
-    config = PipelineConfig(text_encoder=str(text_encoder or root), max_sequence_length=encoder.max_length,
-                            num_frames=41, height=384, width=672, fps=16, num_inference_steps=50,
-                            guidance_scale=5.0, flow_shift=3.0, model_id=f"wan2.1:{root.name}")
-    return cls(transformer, vae, alpha_path, encoder, config)
+def _with_prefix(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _load_folder_state(directory: Path) -> dict[str, torch.Tensor]:

@@ -194,6 +194,10 @@ class LayerLayout:
         """LayerAdaLN rows for up to K foregrounds: full, background, then (foreground_k, alpha_k) pairs."""
         return 2 + 2 * num_foregrounds
 
+    def adaln_row(self, name: str) -> int:
+        """The LayerAdaLN row of segment ``name``."""
+        return self.adaln_rows[self.index(name)]
+
     def _adaln_rows(self) -> tuple[int, ...]:
         """Per segment, its row in the LayerAdaLN table. Rows grow in (fg, alpha) pairs, so adding a
         foreground (stage 3) appends rows without moving the trained ones."""
@@ -265,6 +269,11 @@ class LayerLayout:
 
     def __hash__(self) -> int:
         return hash((self.num_foregrounds, self.conditions))
+
+    def __reduce__(self) -> tuple[type[LayerLayout], tuple[int, tuple[str, ...]]]:
+        """Pickled as its arguments, so ``torch.load(weights_only=True)`` rebuilds it (an exported program keeps its
+        example inputs) once the class is allowed (:mod:`layert2v.models.transformer` allows it)."""
+        return LayerLayout, (self.num_foregrounds, tuple(sorted(self.conditions)))
 
     def __repr__(self) -> str:
         cond = f", conditions={sorted(self.conditions)}" if self.conditions else ""

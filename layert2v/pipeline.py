@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -17,19 +17,23 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from tqdm.auto import tqdm
 
+from .devices import DevicePlacement
 from .flow import NUM_TRAIN_TIMESTEPS
-from .formats import MODEL_INDEX, PIPELINE, PIPELINE_FILE, PIPELINE_FORMAT, WAN, model_kind, read_json_object
-from .latents import encode_segments
+from .formats import PIPELINE_FILE, PIPELINE_FORMAT, WAN, read_json_object
+from .latents import decode_layered, encode_given
+from .layer_weights import layered_wan
 from .layout import BACKGROUND, FOREGROUND, FULL, LayerLayout
 from .models.guidance import BoxGuidance, content_tokens, guided_cross_attention_processors
 from .models.text import TextEncoder
 from .models.transformer import LayeredWanTransformer
-from .models.vae import AlphaPath, decode_rgb
+from .models.vae import AlphaPath
 from .preflight import (
     check_guidance,
     check_model_directory,
+    check_model_path,
     check_seed,
     check_sequence_length,
     check_video_shape,
@@ -37,12 +41,14 @@ from .preflight import (
     model_configs,
     video_multiples,
 )
+from .prompts import full_prompt
 from .trajectory import Trajectories
 from .video import LayeredVideo
 
 SCHEDULERS = ("unipc", "euler")
-VAE_ENCODE_CHUNK = 4  # AutoencoderKLWan._encode: frame 0, then chunks of 4 frames
-OFFLOAD_MODES = ("block", "leaf", "model")
+CALLBACK_TENSOR_INPUTS = ("latents",)  # what callback_on_step_end may read and replace
+# diffusers' callback_on_step_end: (pipeline, step index, timestep, {name: tensor}) -> {name: tensor}
+StepEndCallback = Callable[[Any, int, torch.Tensor, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
 @dataclass
@@ -83,14 +89,16 @@ def saved_video_multiples(model: Path) -> tuple[int, int] | None:
     return video_multiples(*model_configs(model))
 
 
-class LayerT2VPipeline:
+class LayerT2VPipeline(DevicePlacement):
     """Prompts in, a LayeredVideo out.
 
     Components, as in diffusers pipelines: ``transformer``, ``vae``, ``alpha_path``, ``text_encoder`` and
     ``scheduler`` (UniPC by default; swap it by assignment, ``pipe.scheduler = pipe.make_scheduler("euler")`` or
     any diffusers flow-matching scheduler). Every call samples with a fresh copy of it, so calls do not interfere.
 
-    Attributes that trade speed for memory without changing the result (see :meth:`enable_memory_savers`):
+    Where the components live (``to``, ``enable_model_cpu_offload``, ``enable_memory_savers``) is
+    :class:`~layert2v.devices.DevicePlacement`'s. Attributes that trade speed for memory without changing the
+    result (see :meth:`enable_memory_savers`):
         cfg_batch: run both CFG branches as one batch-2 forward (default) or as two batch-1 forwards.
         offload_text_encoder: keep the text encoder on the CPU, on the device only while it encodes.
     """
@@ -113,77 +121,24 @@ class LayerT2VPipeline:
         self._prompt_cache: dict[str, torch.Tensor] = {}
         self.cfg_batch = True
         self.offload_text_encoder = False
-        self._execution_device: torch.device | None = None  # set when the transformer is offloaded
-        self._transformer_offload_hook: Any = None
+        self._execution_device: torch.device | None = None  # set when weights are offloaded
+        self._offload_hooks: list[Any] = []  # enable_model_cpu_offload's accelerate hooks, in call order
+        self._progress_bar_config: dict[str, Any] = {}
 
-    # ---------------------------------------------------------------- devices
-    @property
-    def device(self) -> torch.device:
-        return self._execution_device or next(self.transformer.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The transformer's compute dtype; Wan's fp32-kept modulation tables and norms do not count."""
-        return self.transformer.dtype
-
+    # ---------------------------------------------------------------- properties
     @property
     def video_multiples(self) -> tuple[int, int]:
         """(temporal, spatial) of :func:`video_multiples` for this pipeline's VAE and transformer."""
         return video_multiples(self.vae.config, self.transformer.config)
 
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> LayerT2VPipeline:
-        self.transformer.to(device=device)  # a dtype here would cast Wan's fp32-kept modules too
-        if dtype is not None:
-            self.transformer.cast_keeping_fp32(dtype)
-        self.vae.to(device=device)
-        self.alpha_path.to(device=device)
-        self.text_encoder.model.to(device="cpu" if self.offload_text_encoder else device)
-        self._prompt_cache.clear()
-        return self
+    def set_progress_bar_config(self, **kwargs: Any) -> None:
+        """tqdm options of the denoising bar for every call, as in diffusers (``disable=True`` hides it)."""
+        self._progress_bar_config = kwargs
 
-    def enable_memory_savers(self, vae_tiling: bool = True, vae_slicing: bool = True,
-                             offload_text_encoder: bool = True, cfg_batch: bool = True, offload: str | None = None,
-                             device: str | torch.device | None = None) -> LayerT2VPipeline:
-        """Lower peak memory at large sizes: decode in spatial tiles (tiles blend at their seams, so pixels move
-        slightly) and one layer at a time (exact), keep the text encoder off the device between encodes (UMT5-XXL's
-        ~11 GB of bf16 weights) and, with ``cfg_batch=False``, run the CFG branches one after the other.
-
-        ``offload`` keeps the transformer's weights in CPU memory and runs them on ``device`` (an accelerator; call
-        this instead of ``.to(device)``): ``"block"`` moves one block at a time (diffusers' block-level group
-        offloading, streamed), ``"leaf"`` one layer at a time (least memory, slowest), ``"model"`` the whole
-        transformer, on the device while it denoises and off it for encoding and decoding. All three are exact.
-        """
-        if offload is not None:
-            self._offload_transformer(offload, device)
-        if vae_tiling:
-            self.vae.enable_tiling()
-        if vae_slicing:
-            self.vae.enable_slicing()
-        self.cfg_batch = cfg_batch
-        self.offload_text_encoder = offload_text_encoder
-        if offload_text_encoder:
-            self.text_encoder.model.to("cpu")
-        return self
-
-    def _offload_transformer(self, offload: str, device: str | torch.device | None) -> None:
-        if offload not in OFFLOAD_MODES:
-            raise ValueError(f"unknown offload {offload!r}; choose from {', '.join(OFFLOAD_MODES)}")
-        device = torch.device(device) if device is not None else None
-        if device is None or device.type == "cpu":
-            raise ValueError("offloading keeps the transformer in CPU memory and runs it on an accelerator, so on the "
-                             "CPU it saves nothing; pass device='cuda' (--device cuda) or drop offload (--offload)")
-        self.transformer.to("cpu")
-        self.vae.to(device)
-        self.alpha_path.to(device)
-        if offload == "model":
-            from accelerate import cpu_offload_with_hook
-
-            _, self._transformer_offload_hook = cpu_offload_with_hook(self.transformer, device)
-        else:
-            self.transformer.enable_group_offload(device, offload_type=f"{offload}_level", num_blocks_per_group=1,
-                                                  use_stream=True)
-        self._execution_device = device
-        self._prompt_cache.clear()
+    def progress_bar(self, iterable: Iterable[Any], enabled: bool = True) -> Iterable[Any]:
+        config = {"desc": "denoising", **self._progress_bar_config}
+        config["disable"] = config.get("disable", False) or not enabled
+        return tqdm(iterable, **config)
 
     @property
     def max_foregrounds(self) -> int:
@@ -196,23 +151,14 @@ class LayerT2VPipeline:
     ) -> LayerT2VPipeline:
         """Load (a) a directory saved by :meth:`save_pretrained`, or (b) a Wan2.1-T2V diffusers directory plus
         an optional LayerT2V layer-weights file (LoRA, layer modules, alpha path; see ``layer_weights.py``)."""
-        from .layer_weights import load_wan_pipeline
-
         root = Path(path)
-        if not root.exists():
-            raise FileNotFoundError(f"model path {root} does not exist; pass --model with a directory saved by "
-                                    "`layert2v train` or a Wan2.1-T2V diffusers directory")
-        kind = model_kind(root)
-        if kind is not None:
-            check_model_directory(root)  # configs valid and complete, and the model fits: before building anything
-        if kind == PIPELINE:
-            if layer_weights is not None:
-                raise ValueError("layer weights apply to a Wan2.1 directory; this one is a complete layert2v pipeline")
-            return cls._load_own(root, text_encoder)
+        kind = check_model_path(root)  # a one-line error for anything but a saved pipeline or a Wan2.1 directory
+        check_model_directory(root)  # configs valid and complete, and the model fits: before building anything
         if kind == WAN:
-            return load_wan_pipeline(cls, root, layer_weights, text_encoder)
-        raise ValueError(f"{root} is neither a layert2v pipeline (no {PIPELINE_FILE}) nor a Wan2.1 diffusers "
-                         f"directory (no {MODEL_INDEX})")
+            return cls._load_wan(root, layer_weights, text_encoder)
+        if layer_weights is not None:
+            raise ValueError("layer weights apply to a Wan2.1 directory; this one is a complete layert2v pipeline")
+        return cls._load_own(root, text_encoder)
 
     @classmethod
     def _load_own(cls, root: Path, text_encoder: str | Path | None) -> LayerT2VPipeline:
@@ -228,6 +174,20 @@ class LayerT2VPipeline:
         if not Path(str(source)).is_absolute() and (root / str(source)).is_dir():
             source = root / str(source)
         encoder = TextEncoder.from_pretrained(source, max_length=config.max_sequence_length)
+        return cls(transformer, vae, alpha_path, encoder, config)
+
+    @classmethod
+    def _load_wan(cls, root: Path, layer_weights: str | Path | None,
+                  text_encoder: str | Path | None) -> LayerT2VPipeline:
+        """A Wan2.1-T2V diffusers directory (transformer/, vae/, text_encoder/, tokenizer/) + optional layer file,
+        with Wan2.1's sampling defaults (:meth:`from_pretrained` has checked its configs and weight files)."""
+        transformer, alpha_path = layered_wan(root / "transformer", layer_weights)
+        vae = load_weights(AutoencoderKLWan, root / "vae")
+        alpha_path = alpha_path or AlphaPath.for_vae(vae)
+        encoder = TextEncoder.from_pretrained(text_encoder or root)
+        config = PipelineConfig(text_encoder=str(text_encoder or root), max_sequence_length=encoder.max_length,
+                                num_frames=41, height=384, width=672, fps=16, num_inference_steps=50,
+                                guidance_scale=5.0, flow_shift=3.0, model_id=f"wan2.1:{root.name}")
         return cls(transformer, vae, alpha_path, encoder, config)
 
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -311,7 +271,8 @@ class LayerT2VPipeline:
         scheduler: str | None = None,
         conditions: dict[str, np.ndarray] | None = None,
         progress: bool = True,
-        callback: Callable[[int, torch.Tensor], None] | None = None,
+        callback_on_step_end: StepEndCallback | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         trajectories: Trajectories | str | Path | None = None,
@@ -325,7 +286,10 @@ class LayerT2VPipeline:
             scheduler: "unipc" or "euler" for this call only; None samples with ``self.scheduler``.
             conditions: segments given instead of generated (LayerFlow's variants), name -> frames in [0, 1]:
                 RGB layers (T, H, W, 3), alphas (T, H, W). A foreground is given straight and needs its alpha.
-            callback: called with (step, latents) after every step.
+            progress: False hides the denoising bar for this call (:meth:`set_progress_bar_config` for every call).
+            callback_on_step_end: diffusers' step callback, ``callback(pipe, step, timestep, tensors) -> dict``
+                after every step, ``tensors`` holding ``callback_on_step_end_tensor_inputs`` ("latents"); a
+                "latents" it returns replaces the latents.
             generator: a torch.Generator for the starting noise, as in diffusers pipelines (instead of ``seed``).
             latents: the starting noise itself, (1, z, S * T', H', W') for S layout segments.
             trajectories: boxes for some foregrounds (a :class:`~layert2v.trajectory.Trajectories` or its JSON
@@ -343,6 +307,13 @@ class LayerT2VPipeline:
         negatives = [negatives] if isinstance(negatives, str) else list(negatives)
         self.check_inputs(prompt, background_prompt, foreground_prompts, num_frames, height, width, steps, guidance,
                           seed, negatives)
+        tensor_inputs = (callback_on_step_end.tensor_inputs
+                         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks))
+                         else callback_on_step_end_tensor_inputs)
+        unknown = sorted(set(tensor_inputs) - set(CALLBACK_TENSOR_INPUTS))
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs {unknown}: a callback can read "
+                             f"{list(CALLBACK_TENSOR_INPUTS)}")
         if trajectories is not None and not isinstance(trajectories, Trajectories):
             trajectories = Trajectories.load(trajectories)
         if trajectories is not None:
@@ -398,18 +369,22 @@ class LayerT2VPipeline:
         sched.set_timesteps(steps, device=self.device)
         steered = guided_cross_attention_processors(self.transformer) if box is not None else contextlib.nullcontext()
         with steered:
-            for i, t in enumerate(tqdm(sched.timesteps, desc="denoising", disable=not progress)):
+            for i, t in enumerate(self.progress_bar(sched.timesteps, enabled=progress)):
                 step_box = box if box is not None and i < trajectories.steps else None
                 v = self.guided_velocity(latents, t, context, layout, guidance, box=step_box, boxes=boxes)
                 latents = sched.step(v, t, latents, return_dict=False)[0]
                 if given is not None:
                     latents = latents * keep + given * (1 - keep)  # conditions stay bit-identical
-                if callback is not None:
-                    callback(i, latents)
+                if callback_on_step_end is not None:
+                    tensors = {"latents": latents}
+                    returned = callback_on_step_end(self, i, t, {k: tensors[k] for k in tensor_inputs})
+                    latents = (returned or {}).get("latents", latents)
         timings["denoise_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
         video = self.decode(latents, layout)
+        for hook in self._offload_hooks:  # enable_model_cpu_offload: nothing stays on the device between calls
+            hook.offload()
         video.update(conditions)  # given layers come out exactly as given, not through the VAE
         timings["decode_s"] = time.perf_counter() - start
         extra = {}
@@ -428,49 +403,33 @@ class LayerT2VPipeline:
                       "negative_prompts": negatives, "conditions": sorted(conditions), "timings": timings, **extra},
         )
 
-    def decompose(self, video: np.ndarray | str | Path, background_prompt: str, foreground_prompts: list[str],
+    def decompose(self, video: np.ndarray, background_prompt: str, foreground_prompts: list[str],
                   prompt: str | None = None, **call_kwargs: Any) -> LayeredVideo:
         """Layers of an existing video: the video is given as the full layer and the rest is generated.
 
         Args:
             video: (T, H, W, 3) float frames in [0, 1] at a frame count and size the model takes (they set the
-                call's), or a video file fitted by :func:`layert2v.data.fit.fit_video` to ``num_frames`` /
-                ``height`` / ``width`` (default: the model's, fewer frames for a shorter clip), the mapping
-                recorded in ``metadata["input"]``.
+                call's). A video file is fitted to the model by :func:`layert2v.editing.decompose`.
             prompt: the full prompt; None builds it from the layer prompts ("fg_1 and fg_2 over bg").
             call_kwargs: anything else :meth:`__call__` takes (seed, steps, guidance, trajectories ...).
         """
-        from .data.fit import fit_video, frames_the_model_takes, probe
-        from .editing import full_prompt
-
         if "conditions" in call_kwargs:
             raise ValueError("decompose gives the video as the full layer; call the pipeline itself to give others")
+        if isinstance(video, (str, Path)):
+            raise ValueError("pipe.decompose takes frames; for a video file call layert2v.editing.decompose(pipe, "
+                             "path, ...), which fits it to the model")
+        frames = np.asarray(video)
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"video must be (T, H, W, 3) frames in [0, 1], got {frames.shape}")
         foreground_prompts = list(foreground_prompts)
         text = prompt if prompt is not None else full_prompt(background_prompt, foreground_prompts)
-        mapping = None
-        if isinstance(video, (str, Path)):
-            cfg = self.config
-            num_frames = call_kwargs.get("num_frames")
-            if num_frames is None:  # the model's default, or the longest a shorter clip gives
-                num_frames = frames_the_model_takes(probe(video)[0], self.video_multiples[0], cfg.num_frames)
-            height = call_kwargs.get("height") or cfg.height
-            width = call_kwargs.get("width") or cfg.width
-            fitted = fit_video(video, num_frames, height, width, self.video_multiples, fps=cfg.fps)
-            frames, mapping = fitted.frames, fitted.mapping
-        else:
-            frames = np.asarray(video)
-            if frames.ndim != 4 or frames.shape[-1] != 3:
-                raise ValueError(f"video must be (T, H, W, 3) frames in [0, 1] or a video file, got {frames.shape}")
         shape = {"num_frames": frames.shape[0], "height": frames.shape[1], "width": frames.shape[2]}
         for key, have in shape.items():
             if call_kwargs.get(key) is not None and call_kwargs[key] != have:
                 raise ValueError(f"{key}={call_kwargs[key]} but the video has {have}; leave {key} out or fit the "
                                  "video to it (layert2v.data.fit.fit_video)")
         out = self(text, background_prompt, foreground_prompts, conditions={FULL: frames}, **{**call_kwargs, **shape})
-        where = str(Path(video).absolute()) if mapping is not None else "in memory"
-        out.metadata["given"] = {FULL: {"from": where, "layer": FULL}}
-        if mapping is not None:
-            out.metadata["input"] = mapping
+        out.metadata["given"] = {FULL: {"from": "in memory", "layer": FULL}}
         return out
 
     @staticmethod
@@ -555,13 +514,8 @@ class LayerT2VPipeline:
     # ------------------------------------------------------------- VAE sides
     def encode_conditions(self, conditions: dict[str, np.ndarray], layout: LayerLayout, num_frames: int,
                           height: int, width: int) -> torch.Tensor | None:
-        """Given layers -> clean latents placed in their segments (zeros elsewhere).
-
-        diffusers' Wan VAE encodes frame 0 and then 4 frames at a time, dropping a shorter remainder: with the
-        built-in VAE (2x in time) a clip of 4k+3 frames would lose its last two. Such clips are encoded with their
-        last frame repeated up to 4k+1 and the extra latent frame cut off; the encoder is causal, so the latents
-        kept are those of the clip's own frames.
-        """
+        """Given layers -> clean latents placed in their segments, zeros elsewhere (:func:`latents.encode_given`);
+        None when nothing is given."""
         if not conditions:
             return None
         for name, frames in conditions.items():
@@ -571,42 +525,11 @@ class LayerT2VPipeline:
                 raise ValueError(f"condition {name} has shape {tuple(frames.shape)}, expected {want}")
             if segment.kind == FOREGROUND and segment.partner not in conditions:
                 raise ValueError(f"condition {name} needs its alpha too: give {segment.partner}")
-        layers = {}
-        for name, frames in conditions.items():
-            x = torch.from_numpy(np.asarray(frames, dtype=np.float32)).to(self.device)
-            segment = layout.segment(name)
-            if not segment.is_rgb:
-                layers[name] = x[None, None]
-                continue
-            if segment.kind == FOREGROUND:  # RGB VAE sees premultiplied foregrounds
-                alpha = torch.from_numpy(np.asarray(conditions[segment.partner], np.float32))
-                x = x * alpha.to(self.device)[..., None]
-            layers[name] = x.permute(3, 0, 1, 2)[None]
-        pad = -(num_frames - 1) % VAE_ENCODE_CHUNK
-        if pad:
-            layers = {n: torch.cat([x, x[:, :, -1:].expand(-1, -1, pad, -1, -1)], dim=2) for n, x in layers.items()}
-        parts = encode_segments(self.vae, self.alpha_path, layers)
-        latent_frames = (num_frames - 1) // compression(self.vae.config)[0] + 1
-        parts = {n: z[:, :, :latent_frames].float() for n, z in parts.items()}
-        like = next(iter(parts.values()))
-        return layout.concat({n: parts[n] if n in parts else torch.zeros_like(like) for n in layout.names})
+        return encode_given(self.vae, self.alpha_path, conditions, layout, self.device)
 
     def decode(self, latents: torch.Tensor, layout: LayerLayout) -> dict[str, np.ndarray]:
-        """Split by the layout; one batched RGB decode, one batched alpha decode; unpremultiply foregrounds."""
-        if self._transformer_offload_hook is not None:  # offload="model": the transformer leaves for decoding
-            self._transformer_offload_hook.offload()
-        parts = layout.split(latents)
-        rgb_names, alpha_names = layout.rgb_names, layout.alpha_names
-        rgb = decode_rgb(self.vae, torch.cat([parts[n] for n in rgb_names]))
-        alpha = self.alpha_path.decode(self.vae, torch.cat([parts[n] for n in alpha_names]))
-        out = {n: rgb[i].permute(1, 2, 3, 0).clamp(0, 1).cpu().numpy() for i, n in enumerate(rgb_names)}
-        out.update({n: alpha[i, 0].cpu().numpy() for i, n in enumerate(alpha_names)})
-        for k in range(1, layout.num_foregrounds + 1):
-            fg = layout.foreground_name(k)
-            a = out[layout.alpha_name(k)][..., None]
-            premult = out[fg]
-            out[fg] = np.where(a > 1 / 255, np.clip(premult / np.maximum(a, 1e-6), 0, 1), 0.0)
-        return out
+        """Split by the layout and decode every segment (:func:`latents.decode_layered`)."""
+        return decode_layered(self.vae, self.alpha_path, latents, layout)
 
 
 def scheduler_name(scheduler: Any) -> str:

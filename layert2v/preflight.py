@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .formats import read_json_object
+from .formats import MODEL_INDEX, PIPELINE, PIPELINE_FILE, model_kind, read_json_object
+from .layout import LayerLayout
 
 WAN_TRANSFORMERS = ("LayeredWanTransformer", "WanTransformer3DModel")
 # Fields that set a Wan transformer's size: a config lacking any of them is refused, never filled with diffusers'
@@ -22,6 +24,7 @@ TRANSFORMER_SIZE_FIELDS = ("patch_size", "num_attention_heads", "attention_head_
                            "text_dim", "freq_dim", "ffn_dim", "num_layers", "rope_max_seq_len")
 VAE_SIZE_FIELDS = ("base_dim", "z_dim", "dim_mult", "num_res_blocks", "temperal_downsample")
 LOAD_FACTOR = 2  # fp32 weights in the model plus the state dict read from disk while loading
+BUILTIN_MODEL = Path(__file__).parent / "weights" / "world"  # the model a call without --model uses
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -99,21 +102,14 @@ def check_video_shape(num_frames: int, height: int, width: int, temporal: int = 
         raise ValueError(f"--size must be a multiple of {spatial} in both sides for this model, got {width}x{height}")
 
 
-def num_segments(num_foregrounds: int) -> int:
-    """Segments of a K-foreground layout, from :class:`~layert2v.layout.LayerLayout` (full, bg, K fgs, K alphas)."""
-    from .layout import LayerLayout
-
-    return LayerLayout(num_foregrounds).num_segments
-
-
 def check_sequence_length(num_foregrounds: int, num_frames: int, height: int, width: int,
                           vae_config: Mapping[str, Any], transformer_config: Mapping[str, Any]) -> None:
     """Refuse a layered sequence longer than the transformer's RoPE table (``rope_max_seq_len`` positions per
-    axis): the layers are serialised along time, so K foregrounds multiply the latent frames by 2K + 2."""
+    axis): the layers are serialised along time, so the latent frames are multiplied by the layout's segments."""
     temporal, spatial = compression(vae_config)
     p_t, p_h, p_w = transformer_config["patch_size"]
     limit = transformer_config["rope_max_seq_len"]
-    segments = num_segments(num_foregrounds)
+    segments = LayerLayout(num_foregrounds).num_segments
     latent_frames = (num_frames - 1) // temporal + 1
     if segments * latent_frames // p_t > limit:
         most = (limit * p_t // segments - 1) * temporal + 1
@@ -138,7 +134,8 @@ def transformer_parameters(config: Mapping[str, Any]) -> int:
     embedders = (freq * d + d + d * d + d) + (6 * d * d + 6 * d) + (text * d + d + d * d + d)
     io = config["in_channels"] * d * patch + d + d * config["out_channels"] * patch + config["out_channels"] * patch
     k = config.get("max_foregrounds", 1)
-    layered = (2 + 2 * k) * 6 * d + (text * (2 + k) if config.get("layer_text_embedding") else 0)
+    layered = LayerLayout.adaln_rows_needed(k) * 6 * d
+    layered += text * LayerLayout(k).num_prompts if config.get("layer_text_embedding") else 0
     layered += d * patch + d if config.get("box_conditioning") else 0  # a one-channel patch embedding
     return config["num_layers"] * block + embedders + io + 2 * d + layered
 
@@ -249,3 +246,71 @@ def check_device(device: str) -> str:
     elif parsed.type != "cpu":
         raise ValueError(f"--device {device}: layert2v runs on cpu, cuda or mps")
     return device
+
+
+# ------------------------------------------------------------------------------------------- the model
+def check_model_path(model: Path) -> str:
+    """:data:`~layert2v.formats.PIPELINE` (a saved layert2v pipeline) or :data:`~layert2v.formats.WAN` (a Wan2.1-T2V
+    diffusers directory); a one-line error naming the fix for anything else."""
+    if not Path(model).exists():
+        raise FileNotFoundError(f"model path {model} does not exist; pass --model with a directory saved by "
+                                "`layert2v train` or a Wan2.1-T2V diffusers directory")
+    kind = model_kind(model)
+    if kind is None:
+        raise ValueError(f"{model} is neither a layert2v pipeline (no {PIPELINE_FILE}) nor a Wan2.1 diffusers "
+                         f"directory (no {MODEL_INDEX}); pass --model with one")
+    return kind
+
+
+def native_config(model: Path) -> dict:
+    """The sampling defaults a saved layert2v pipeline records (empty for a Wan2.1 directory)."""
+    file = model / PIPELINE_FILE
+    if not file.is_file():
+        return {}
+    config = read_json_object(file, "re-save the pipeline").get("config")
+    return config if isinstance(config, dict) else {}
+
+
+@dataclass
+class ModelCheck:
+    """What the checks made of the model before loading it: its path and the clip's frames and size (None where only
+    loading can tell: a Wan2.1 directory has no layert2v.json), the model's frame and size rule and frame rate."""
+
+    model: Path
+    frames: int | None
+    size: tuple[int, int] | None  # (width, height)
+    multiples: tuple[int, int]
+    fps: float | None
+    configs: tuple[dict, dict]  # the VAE's and the transformer's config.json
+    layert2v: bool = False  # a layert2v pipeline directory (it records max_foregrounds)
+
+    def check_foregrounds(self, num_foregrounds: int) -> None:
+        """The model takes this many foregrounds, and the layered sequence fits its RoPE table."""
+        vae, transformer = self.configs
+        supported = transformer.get("max_foregrounds", 1) if self.layert2v else None
+        if supported is not None and num_foregrounds > supported:
+            raise ValueError(f"this model supports at most {supported} foreground layer(s), got {num_foregrounds}; "
+                             "pass fewer --fg")
+        if self.frames is not None and self.size is not None:
+            check_sequence_length(num_foregrounds, self.frames, self.size[1], self.size[0], vae, transformer)
+
+
+def check_model(model: str | Path | None, frames: int | None, size: tuple[int, int] | None) -> ModelCheck:
+    """Every check of the model (None: the built-in one) and the clip's shape that its config files allow: nothing
+    heavy loads (call :meth:`ModelCheck.check_foregrounds` once the foreground count is known). Frames and size
+    left out are the model's own."""
+    path = Path(model) if model else BUILTIN_MODEL
+    if model is None and not (path / PIPELINE_FILE).is_file():
+        raise FileNotFoundError(f"no built-in model at {path}; pass --model DIR (a directory saved by "
+                                "`layert2v train`)")
+    kind = check_model_path(path)
+    vae, transformer = check_model_directory(path)
+    native = native_config(path)
+    temporal, spatial = video_multiples(vae, transformer)
+    frames = frames or native.get("num_frames")
+    width, height = size or (native.get("width"), native.get("height"))
+    if frames is not None or size is not None:
+        check_video_shape(frames or 1, height or spatial, width or spatial, temporal, spatial)
+    both = (width, height) if width is not None and height is not None else None
+    return ModelCheck(path, frames, both, (temporal, spatial), native.get("fps"), (vae, transformer),
+                      kind == PIPELINE)

@@ -147,7 +147,7 @@ class Trajectories:
         """{foreground: (T', H / spatial, W / spatial) float32} on a grid ``temporal`` x ``spatial`` coarser than the
         pixels, with Wan's causal time axis (T' = (T - 1) / temporal + 1: the first latent frame is frame 0 alone).
 
-        For the VAE latent pass ``models.vae.compression(vae.config)``; for the transformer's tokens
+        For the VAE latent pass ``preflight.compression(vae.config)``; for the transformer's tokens
         ``pipeline.video_multiples`` (the VAE's factors times the patch)."""
         return {k: grid_mask(b, height, width, temporal, spatial) for k, b in self.boxes(num_frames).items()}
 
@@ -255,6 +255,15 @@ def grid_mask(boxes: np.ndarray, height: int, width: int, temporal: int, spatial
     return np.stack([per_frame[list(span)].mean(0) for span in latent_frame_spans(len(per_frame), temporal)])
 
 
+def box_from_alpha(alpha: np.ndarray, threshold: float = 0.5) -> tuple[float, float, float, float] | None:
+    """Tight box in pixels, [x0, y0, x1, y1] with x1/y1 exclusive, around alpha > threshold in one (H, W) frame; None
+    if nothing is covered."""
+    ys, xs = np.nonzero(alpha > threshold)
+    if len(xs) == 0:
+        return None
+    return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
+
+
 def trajectory_files(video: Any) -> dict[str, bytes]:
     """What a saved layered video with ``metadata["trajectory"]`` holds besides its layers: ``trajectory.json``, the
     requested boxes per frame in pixels (``layert2v eval`` scores the video against it), and ``trajectory.png``,
@@ -275,8 +284,6 @@ def draw_boxes_overlay(frames: np.ndarray, boxes: Mapping[int, np.ndarray], alph
     """A PIL image: a few evenly spaced frames of ``frames`` (T, H, W, 3) side by side, each foreground's requested
     box drawn solid and the box of its generated matte (alpha > 0.5) dashed, in the foreground's colour."""
     from PIL import Image, ImageDraw, ImageFont
-
-    from .eval.trajectory import box_from_alpha
 
     t, h, w, _ = frames.shape
     ids = np.unique(np.linspace(0, t - 1, min(rows, t)).round().astype(int))

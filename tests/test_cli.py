@@ -105,7 +105,7 @@ def test_without_model_the_built_in_model_generates(tmp_path):
     from diffusers import AutoencoderKLWan
 
     from layert2v.cli import BUILTIN_MODEL
-    from layert2v.models.vae import compression
+    from layert2v.preflight import compression
 
     weights = sorted(BUILTIN_MODEL.rglob("*.safetensors"))
     assert {p.parent.name for p in weights} == {"transformer", "vae", "alpha_path"}

@@ -1,5 +1,5 @@
 """diffusers' machinery on the layered path: group offloading, first-block cache, LoRA scale, attention processors,
-regional compilation and torch.export act on a layered forward as they do on plain Wan."""
+regional and whole-model compilation and torch.export act on a layered forward as they do on plain Wan."""
 
 import pytest
 import torch
@@ -142,22 +142,40 @@ def test_regional_compile_fullgraph_with_a_fresh_layout_and_no_recompile(method)
     torch._dynamo.reset()
 
 
-def test_torch_export_of_a_fixed_layout_forward():
-    class FixedLayout(torch.nn.Module):
-        def __init__(self, model, layout):
-            super().__init__()
-            self.model, self.layout = model, layout
+def test_whole_model_compile_of_the_layered_forward_does_not_recompile():
+    """torch.compile of the whole transformer (as diffusers' tests compile plain Wan): a second call with an equal,
+    freshly made layout reuses the graph."""
+    from torch._dynamo.testing import CompileCounter
 
-        def forward(self, x, t, ctx):
-            return self.model(x, t, ctx, layout=self.layout, return_dict=False)[0]
+    torch._dynamo.reset()
+    model = make(num_layers=1)  # compiled before any eager call: nothing cached on the model yet
+    x, t, ctx = inputs(LayerLayout(2))
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter, fullgraph=True, dynamic=False)
+    first = run(compiled, x, t, ctx, LayerLayout(2))
+    assert counter.frame_count == 1
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        again = run(compiled, x, t, ctx, LayerLayout(2))
+    assert counter.frame_count == 1
+    eager = run(model, x, t, ctx, LayerLayout(2))
+    assert torch.allclose(first, eager, atol=1e-6, rtol=0) and torch.equal(again, first)
+    torch._dynamo.reset()
 
+
+def test_torch_export_takes_the_layout_and_the_program_saves_and_loads(tmp_path):
+    """torch.export of ``forward(..., layout=)``: the layout is a pytree node whose context (K, the given segments)
+    serialises with the program; the loaded program runs that layout and refuses another."""
     model, layout = make(num_layers=1), LayerLayout(2, conditions=("background",))
     x, t, ctx = inputs(layout)
     t = layout.segment_timesteps(t)
-    program = torch.export.export(FixedLayout(model, layout), (x, t, ctx))
+    program = torch.export.export(model, (x, t, ctx), {"layout": layout, "return_dict": False})
+    torch.export.save(program, tmp_path / "layered.pt2")
+    loaded = torch.export.load(tmp_path / "layered.pt2").module()
     with torch.no_grad():
-        exported = program.module()(x, t, ctx)
-    assert torch.allclose(exported, run(model, x, t, ctx, layout), atol=1e-5, rtol=0)
+        out = loaded(x, t, ctx, layout=LayerLayout(2, conditions=("background",)), return_dict=False)[0]
+    assert torch.allclose(out, run(model, x, t, ctx, layout), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="tree spec"):
+        loaded(x, t, ctx, layout=LayerLayout(2), return_dict=False)
 
 
 def test_offload_asks_for_an_accelerator(tiny_pipeline, tmp_path, capsys):

@@ -136,8 +136,8 @@ def test_decompose_from_frames_keeps_the_video_and_builds_the_prompt(builtin, sc
 
 def test_decompose_from_a_file_fits_it_and_records_the_mapping(builtin, tmp_path):
     path = moving_disc_video(tmp_path / "clip.webm", frames=8, codec="libvpx-vp9")  # 8 frames: 7 taken
-    video = builtin.decompose(path, BG, [FG1], height=32, width=32, num_inference_steps=1, guidance_scale=1.0,
-                              progress=False)
+    video = editing.decompose(builtin, path, BG, [FG1], height=32, width=32, num_inference_steps=1,
+                              guidance_scale=1.0, progress=False)
     fitted = fit_video(path, 7, 32, 32, builtin.video_multiples, fps=builtin.config.fps)
     assert np.array_equal(video.full, fitted.frames) and video.metadata["input"] == fitted.mapping
     assert video.metadata["input"]["frames"] == 7 and video.metadata["given"]["full"]["from"] == str(path)

@@ -1,16 +1,8 @@
 """Trajectory metrics (volumetric IoU, mIoU, hit-rate@0.5) on boxes whose overlaps are counted by hand."""
 
-import numpy as np
 import pytest
 
 from layert2v.eval import trajectory as tr
-
-
-def test_box_from_alpha_is_tight_and_exclusive():
-    alpha = np.zeros((6, 8))
-    alpha[1:3, 2:5] = 1.0  # rows 1..2, columns 2..4
-    assert tr.box_from_alpha(alpha) == (2.0, 1.0, 5.0, 3.0)
-    assert tr.box_from_alpha(np.full((4, 4), 0.5)) is None  # strictly above 0.5
 
 
 def test_box_iou_by_hand():

@@ -54,8 +54,13 @@ def test_condition_segments_stay_bit_identical(tiny_pipeline):
     layout = LayerLayout(1, conditions=["background"])
     given = encode_rgb(tiny_pipeline.vae, torch.from_numpy(clip.background).permute(3, 0, 1, 2)[None])
     seen = []
+
+    def on_step_end(pipe, i, t, tensors):
+        seen.append(layout.split(tensors["latents"])["background"].clone())
+        return tensors
+
     tiny_pipeline("a", "b", ["c"], conditions={"background": clip.background}, progress=False, num_inference_steps=3,
-                  callback=lambda i, z: seen.append(layout.split(z)["background"].clone()))
+                  callback_on_step_end=on_step_end)
     assert len(seen) == 3
     for z in seen:
         assert torch.equal(z, given)
@@ -103,3 +108,71 @@ def test_scheduler_is_a_component_and_generator_and_latents_are_accepted(tiny_pi
     assert not np.array_equal(first.full, euler.full)
     pipe.scheduler = pipe.make_scheduler("unipc")
     assert np.array_equal(pipe("a", "b", ["c"], scheduler="euler", seed=7, **run).full, euler.full)
+
+
+# ------------------------------------------------------------------------------ diffusers' pipeline conventions
+def test_callback_on_step_end_has_diffusers_signature_and_can_replace_the_latents(tiny_pipeline):
+    from diffusers.callbacks import PipelineCallback
+
+    run = dict(num_inference_steps=2, progress=False, guidance_scale=1.0)
+    ref = tiny_pipeline("a", "b", ["c"], **run)
+    seen = []
+
+    def watch(pipe, i, t, tensors):
+        seen.append((pipe, i, float(t), sorted(tensors)))
+        return tensors
+
+    same = tiny_pipeline("a", "b", ["c"], callback_on_step_end=watch, **run)
+    assert np.array_equal(same.full, ref.full)
+    timesteps = tiny_pipeline.make_scheduler("unipc")
+    timesteps.set_timesteps(2)
+    assert seen == [(tiny_pipeline, i, float(t), ["latents"]) for i, t in enumerate(timesteps.timesteps)]
+
+    class Zero(PipelineCallback):  # diffusers' callback class: its tensor_inputs are what it is given
+        tensor_inputs = ["latents"]
+
+        def callback_fn(self, pipe, i, t, tensors):
+            return {"latents": torch.zeros_like(tensors["latents"])}
+
+    zeroed = tiny_pipeline("a", "b", ["c"], callback_on_step_end=Zero(), **run)
+    assert not np.array_equal(zeroed.full, ref.full)
+    with pytest.raises(ValueError, match=r"callback_on_step_end_tensor_inputs \['prompt_embeds'\]"):
+        tiny_pipeline("a", "b", ["c"], callback_on_step_end=watch,
+                      callback_on_step_end_tensor_inputs=["prompt_embeds"], **run)
+
+
+def test_progress_bar_config_and_per_call_switch(tiny_pipeline, capsys):
+    run = dict(num_inference_steps=2, guidance_scale=1.0)
+    tiny_pipeline("a", "b", ["c"], **run)
+    assert "denoising" in capsys.readouterr().err
+    tiny_pipeline("a", "b", ["c"], progress=False, **run)
+    assert "denoising" not in capsys.readouterr().err
+    tiny_pipeline.set_progress_bar_config(disable=True)
+    tiny_pipeline("a", "b", ["c"], **run)
+    assert "denoising" not in capsys.readouterr().err
+    tiny_pipeline.set_progress_bar_config(desc="layers")
+    tiny_pipeline("a", "b", ["c"], **run)
+    assert "layers" in capsys.readouterr().err
+
+
+def test_to_takes_a_device_and_a_dtype_in_either_order(tiny_pipeline):
+    tiny_pipeline.to("cpu", torch.bfloat16)
+    assert tiny_pipeline.dtype == torch.bfloat16 and tiny_pipeline.transformer.layer_adaln.dtype == torch.float32
+    tiny_pipeline.to(torch.float32)
+    assert tiny_pipeline.dtype == torch.float32 and tiny_pipeline.device.type == "cpu"
+
+
+def test_model_cpu_offload_chains_the_models_and_changes_nothing(tiny_pipeline):
+    """enable_model_cpu_offload asks for an accelerator; its hook chain (text encoder -> transformer -> VAE), run
+    here with the CPU as the execution device, gives the same video."""
+    with pytest.raises(ValueError, match="on the CPU it saves nothing"):
+        tiny_pipeline.enable_model_cpu_offload(device="cpu")
+    run = dict(num_inference_steps=2, progress=False, seed=3)
+    ref = tiny_pipeline("a", "b", ["c"], **run)
+    tiny_pipeline._chain_offload(torch.device("cpu"))
+    hooked = [tiny_pipeline.text_encoder.model, tiny_pipeline.transformer, tiny_pipeline.vae]
+    assert all(hasattr(m, "_hf_hook") for m in hooked) and len(tiny_pipeline._offload_hooks) == 3
+    out = tiny_pipeline("a", "b", ["c"], **run)
+    assert np.array_equal(out.full, ref.full) and np.array_equal(out.alphas[0], ref.alphas[0])
+    with pytest.raises(ValueError, match="offloaded"):
+        tiny_pipeline.to("cuda")

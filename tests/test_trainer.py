@@ -143,7 +143,8 @@ def test_stage_mismatch_and_bad_config(tmp_path, toy_data):
 def _sample(pipe, clip):
     final = {}
     pipe(clip.prompts["full"], clip.prompts["background"], clip.prompts["foregrounds"], guidance_scale=1.0,
-         num_inference_steps=20, scheduler="euler", progress=False, callback=lambda i, z: final.update(z=z))
+         num_inference_steps=20, scheduler="euler", progress=False,
+         callback_on_step_end=lambda pipe, i, t, tensors: final.update(z=tensors["latents"]) or tensors)
     return final["z"]
 
 

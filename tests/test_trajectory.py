@@ -12,6 +12,7 @@ from layert2v.trajectory import (
     Trajectories,
     Trajectory,
     box_coverage,
+    box_from_alpha,
     grid_mask,
     latent_frame_spans,
 )
@@ -151,7 +152,7 @@ def test_latent_masks_pool_the_causal_frame_groups_and_the_spatial_factor():
 
 
 def test_grid_masks_follow_the_models_factors(tiny_pipeline):
-    from layert2v.models.vae import compression
+    from layert2v.preflight import compression
 
     traj = Trajectories.load(EXAMPLE)
     temporal, spatial = compression(tiny_pipeline.vae.config)
@@ -170,3 +171,10 @@ def test_requested_document_is_what_eval_reads():
     doc = traj.requested_document(9, 64, 48)
     tracks = parse_trajectory(doc, num_frames=9, num_foregrounds=2, source="t")
     assert tracks[1][0] == pytest.approx((0.05 * 48, 0.40 * 64, 0.30 * 48, 0.65 * 64))
+
+
+def test_box_from_alpha_is_tight_and_exclusive():
+    alpha = np.zeros((6, 8))
+    alpha[1:3, 2:5] = 1.0  # rows 1..2, columns 2..4
+    assert box_from_alpha(alpha) == (2.0, 1.0, 5.0, 3.0)
+    assert box_from_alpha(np.full((4, 4), 0.5)) is None  # strictly above 0.5

@@ -35,10 +35,16 @@ def test_without_trajectories_the_default_path_is_untouched(tiny_pipeline):
 
 def test_guidance_acts_only_during_its_steps(tiny_pipeline):
     seen = {}
-    tiny_pipeline(*ARGS, seed=1, progress=False, num_inference_steps=3,
-                  callback=lambda i, z: seen.setdefault(("plain", i), z.clone()))
+
+    def keep(name):
+        def on_step_end(pipe, i, t, tensors):
+            seen.setdefault((name, i), tensors["latents"].clone())
+            return tensors
+        return on_step_end
+
+    tiny_pipeline(*ARGS, seed=1, progress=False, num_inference_steps=3, callback_on_step_end=keep("plain"))
     tiny_pipeline(*ARGS, seed=1, progress=False, num_inference_steps=3, trajectories=boxes(steps=1),
-                  callback=lambda i, z: seen.setdefault(("one", i), z.clone()))
+                  callback_on_step_end=keep("one"))
     assert (seen[("one", 0)] - seen[("plain", 0)]).abs().max() > 1e-5  # step 0 steered
 
 

@@ -138,6 +138,9 @@ def test_generation_requests_are_checked_before_they_queue(server):
         return status, json.loads(data).get("error", "")
 
     assert generate({"prompt": ""}) == (400, "the full prompt is empty; describe the video to generate")
+    assert generate(["a list"]) == (400, "the request body must be a JSON object")
+    status, data = request(server, "POST", "/api/generate", b"{not json", {"Content-Type": "application/json"})
+    assert (status, json.loads(data)["error"]) == (400, "the request body must be JSON")
     status, error = generate({"prompt": "p", "background": "b", "foregrounds": ["a", ""]})
     assert status == 400 and "foreground 2 is empty" in error
     status, error = generate({"prompt": "p", "background": "b", "foregrounds": ["a", "b", "c", "d"]})
@@ -147,7 +150,7 @@ def test_generation_requests_are_checked_before_they_queue(server):
     status, error = generate({"prompt": "a red circle over a blue sky", "width": 40})
     assert status == 400 and "multiple of 16" in error
     status, error = generate({"prompt": "a red circle over a blue sky", "steps": "many"})
-    assert status == 400 and "steps must be a number" in error
+    assert status == 400 and "steps: Input should be a valid integer" in error and "'many'" in error  # pydantic's
     assert not (server["root"] / "runs").exists() or not any((server["root"] / "runs").iterdir())
 
 
@@ -282,7 +285,7 @@ def test_drawn_trajectories_are_interpolated_and_checked_by_the_library(server):
     assert "past the clip's last frame 8" in refused(with_box([0.1, 0.1, 0.2, 0.2], frame=9))
     assert "there are 1 foreground prompt(s); add a foreground row" in refused(doc, foregrounds=1)
     assert "expected a JSON object" in refused({"keyframes": []})
-    assert "frames must be a whole number" in refused(doc, frames="nine")
+    assert "frames: Input should be a valid integer" in refused(doc, frames="nine")  # pydantic's words
 
 
 def test_generation_with_a_bad_trajectory_is_refused_before_it_queues(server):
@@ -337,7 +340,7 @@ def test_decompose_requests_are_checked_before_they_queue(server):
     status, error = decompose({**layers, "foregrounds": four}, ("still.png", png.getvalue()))
     assert status == 400 and "at most 3" in error
     status, error = decompose({**layers, "steps": "0"}, ("still.png", png.getvalue()))
-    assert status == 400 and "steps must be between 1" in error
+    assert status == 400 and "steps: Input should be greater than or equal to 1" in error  # pydantic's words
     assert set(Path(tempfile.gettempdir()).glob("layert2v-ui-decompose-*")) == leftovers  # nothing written
     assert not (server["root"] / "runs").exists() or not any((server["root"] / "runs").iterdir())
 

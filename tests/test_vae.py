@@ -6,7 +6,8 @@ import torch
 from diffusers import AutoencoderKLWan
 from helpers import TINY_VAE
 
-from layert2v.models.vae import AlphaPath, compression, decode_rgb, decode_unclamped, init_from_scratch
+from layert2v.models.vae import AlphaPath, decode_rgb, decode_unclamped, init_from_scratch
+from layert2v.preflight import compression
 
 
 def _saturating_vae() -> AutoencoderKLWan:

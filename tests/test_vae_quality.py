@@ -10,7 +10,8 @@ import torch
 from diffusers import AutoencoderKLWan
 from helpers import TINY_VAE
 
-from layert2v.models.vae import compression, decode_rgb
+from layert2v.models.vae import decode_rgb
+from layert2v.preflight import compression
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("vae_quality", ROOT / "benchmarks" / "vae_quality.py")

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from layert2v.data.captions import parse_background, parse_object, parse_prompt
 from layert2v.data.world import (
     BACKGROUNDS,
     COLOURS,
@@ -31,6 +30,8 @@ from layert2v.data.world import (
     track,
     write_dataset,
 )
+from layert2v.data.world.captions import parse_background, parse_object
+from layert2v.prompts import parse_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 

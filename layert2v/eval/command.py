@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import glob
-import json
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from ..formats import REPORT_FILE, VIDEO_FORMAT, VIDEO_MANIFEST
+from ..formats import REPORT_FILE, VIDEO_FORMAT, VIDEO_MANIFEST, read_json_object
 from ..output_dirs import atomic_directory, check_output_directory
 from ..video import LayeredVideo
 from . import layers, report, suite, trajectory
@@ -50,8 +49,8 @@ def is_saved_video(path: Path) -> bool:
     if not manifest.is_file():
         return False
     try:
-        return json.loads(manifest.read_text()).get("format") == VIDEO_FORMAT
-    except (json.JSONDecodeError, AttributeError, OSError):
+        return read_json_object(manifest).get("format") == VIDEO_FORMAT
+    except (ValueError, OSError):
         return False
 
 
@@ -137,7 +136,7 @@ def preflight(videos: list[Path], gt_paths: dict[Path, Path], traj_docs: dict[Pa
     Fields a manifest lacks are not checked here; the full check runs again on the decoded videos.
     """
     def shape(path: Path) -> tuple[Any, Any, Any]:
-        manifest = json.loads((path / VIDEO_MANIFEST).read_text())
+        manifest = read_json_object(path / VIDEO_MANIFEST)
         return manifest.get("frames"), manifest.get("size"), manifest.get("num_foregrounds")
 
     for video in videos:

@@ -17,17 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-Box = tuple[float, float, float, float]
+from ..trajectory import box_from_alpha
+
+Box = tuple[float, float, float, float]  # in pixels
 HIT_IOU = 0.5  # a frame is a hit when its box IoU reaches this
 HIT_RATE = "hit_rate@0.5"  # the summary key: share of requested frames that are hits
-
-
-def box_from_alpha(alpha: np.ndarray, threshold: float = 0.5) -> Box | None:
-    """Tight pixel box around alpha > threshold in one (H, W) frame; None if nothing is covered."""
-    ys, xs = np.nonzero(alpha > threshold)
-    if len(xs) == 0:
-        return None
-    return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
 
 
 def area(box: Box | None) -> float:

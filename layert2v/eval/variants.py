@@ -12,14 +12,13 @@ from typing import Any
 import numpy as np
 
 from ..layout import ALPHA, BACKGROUND, FOREGROUND, FULL, Segment
-from ..trajectory import DEFAULT_STEPS, DEFAULT_STRENGTH, Trajectories, Trajectory
+from ..trajectory import DEFAULT_STEPS, DEFAULT_STRENGTH, Trajectories, Trajectory, box_from_alpha
 from ..video import LayeredVideo
 from . import layers
 from .trajectory import (
     HIT_RATE,
     ObjectScore,
     alpha_tracks,
-    box_from_alpha,
     intersection,
     parse_trajectory,
     score_object,

@@ -24,15 +24,13 @@ native SDPA on CPU included.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 import torch.distributed as dist
+from diffusers import WanTransformer3DModel
 from diffusers.hooks.context_parallel import EquipartitionSharder
 from diffusers.models._modeling_parallel import ContextParallelConfig, ParallelConfig
-
-if TYPE_CHECKING:
-    from .transformer import LayeredWanTransformer
 
 MODES = ("ulysses", "ring")
 # Backends whose forward returns the log-sum-exp that ring attention merges with.
@@ -61,12 +59,13 @@ def gather_segments(x: torch.Tensor, segments: int, config: ParallelConfig) -> t
 
 
 def enable_context_parallel(
-    model: LayeredWanTransformer,
+    model: WanTransformer3DModel,
     mode: Literal["ulysses", "ring"] = "ulysses",
     degree: int | None = None,
     mesh: dist.device_mesh.DeviceMesh | None = None,
 ) -> ParallelConfig:
-    """Shard the layered forward's tokens over ``degree`` ranks (default: the whole process group).
+    """Shard a :class:`~layert2v.models.transformer.LayeredWanTransformer`'s layered forward over ``degree`` ranks
+    (default: the whole process group).
 
     Call on every rank after ``torch.distributed.init_process_group``, with identical weights and inputs on every
     rank; each rank then returns the full output. Replaces ``model.enable_parallelism``, whose ``_cp_plan`` hooks
@@ -100,7 +99,7 @@ def enable_context_parallel(
     return config
 
 
-def disable_context_parallel(model: LayeredWanTransformer) -> None:
+def disable_context_parallel(model: WanTransformer3DModel) -> None:
     """Back to single-process forwards (the process group stays up)."""
     model._parallel_config = None
     for block in model.blocks:

@@ -24,6 +24,10 @@ from math import prod
 from typing import Any
 
 from ..layout import LayerLayout
+from ..preflight import compression
+from .configs import WAN21_VAE
+
+WAN21_COMPRESSION = compression(WAN21_VAE)  # (4, 8)
 
 
 @dataclass(frozen=True)
@@ -43,10 +47,12 @@ class ForwardFlops:
                 + self.cross_attention_scores + self.ffn + self.embeddings_and_head)
 
 
-def latent_grid(config: Mapping[str, Any], frames: int, height: int, width: int) -> tuple[int, int, int]:
-    """Tokens per segment along (time, height, width): Wan's VAE compresses 4x/8x/8x, the DiT patches (1, 2, 2)."""
-    p_t, p_h, p_w = config["patch_size"]
-    return ((frames - 1) // 4 + 1) // p_t, height // 8 // p_h, width // 8 // p_w
+def latent_grid(config: Mapping[str, Any], frames: int, height: int, width: int,
+                vae_factors: tuple[int, int] = WAN21_COMPRESSION) -> tuple[int, int, int]:
+    """Tokens per segment along (time, height, width): the VAE's (temporal, spatial) factors (Wan2.1's 4x/8x unless
+    given: ``preflight.compression(vae.config)``), then the DiT's patch (``config["patch_size"]``)."""
+    (temporal, spatial), (p_t, p_h, p_w) = vae_factors, config["patch_size"]
+    return ((frames - 1) // temporal + 1) // p_t, height // spatial // p_h, width // spatial // p_w
 
 
 def _forward_flops(config: Mapping[str, Any], tokens: int, prompts: int, text_len: int, routed_pairs: int,
@@ -67,9 +73,10 @@ def _forward_flops(config: Mapping[str, Any], tokens: int, prompts: int, text_le
 
 
 def layered_forward_flops(config: Mapping[str, Any], layout: LayerLayout, frames: int, height: int, width: int,
-                          text_len: int = 512) -> ForwardFlops:
-    """One layered forward of one sample: every segment ``frames`` x ``height`` x ``width`` pixels."""
-    per_segment = prod(latent_grid(config, frames, height, width))
+                          text_len: int = 512, vae_factors: tuple[int, int] = WAN21_COMPRESSION) -> ForwardFlops:
+    """One layered forward of one sample: every segment ``frames`` x ``height`` x ``width`` pixels (see
+    :func:`latent_grid` for ``vae_factors``)."""
+    per_segment = prod(latent_grid(config, frames, height, width, vae_factors))
     routed = sum(per_segment * len(layout.visible_prompts(seg)) for seg in layout.segments)
     return _forward_flops(config, layout.num_segments * per_segment, layout.num_prompts, text_len, routed,
                           layout.num_segments)

@@ -28,16 +28,14 @@ additive mask (flash kernels take no mask); unguided groups keep the configured 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import torch
-from diffusers.models.attention_dispatch import AttentionBackendName, dispatch_attention_fn
-from diffusers.models.transformers.transformer_wan import WanAttention, _get_qkv_projections
 
-from ..layout import FOREGROUND, LayerLayout
-from .transformer import LayerRoutedAttnProcessor, gather, per_segment, scatter
+from ..layout import LayerLayout
+from .transformer import LayerRoutedAttnProcessor, LogitBias
 
 
 @dataclass(frozen=True)
@@ -81,7 +79,7 @@ class BoxGuidance:
         batch, _, lt = self.tokens.shape
         bias = None
         for k, mask in self.masks.items():
-            prompt = layout.prompt_names.index(f"{FOREGROUND}_{k}")
+            prompt = layout.prompt_names.index(layout.foreground_name(k))
             if prompt not in prompt_ids:
                 continue
             if mask.numel() != queries_per_segment:
@@ -106,43 +104,8 @@ class GuidedCrossAttnProcessor(LayerRoutedAttnProcessor):
     """``attn2``'s processor with trajectory guidance: layer-routed cross-attention plus the box bias of
     :class:`BoxGuidance` when one is passed; exactly :class:`LayerRoutedAttnProcessor` when none is."""
 
-    def __call__(
-        self,
-        attn: WanAttention,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
-        layout: LayerLayout | None = None,
-        box_guidance: BoxGuidance | None = None,
-    ) -> torch.Tensor:
-        if box_guidance is None or layout is None:
-            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb, layout)
-        return guided_cross_attention(attn, hidden_states, encoder_hidden_states, layout, box_guidance,
-                                      self._attention_backend)
-
-
-def guided_cross_attention(attn: WanAttention, x: torch.Tensor, context: torch.Tensor, layout: LayerLayout,
-                           guidance: BoxGuidance, backend: Any = None) -> torch.Tensor:
-    """``routed_cross_attention`` with :meth:`BoxGuidance.logit_bias` added to the guided groups' logits."""
-    segs, heads = layout.num_segments, attn.heads
-    query, key, value = _get_qkv_projections(attn, x, context)
-    query, key = attn.norm_q(query), attn.norm_k(key)
-
-    q_seg = per_segment(query, segs)  # (B, S, Ls, D)
-    out = torch.empty_like(q_seg)
-    for seg_ids, prompt_ids in layout.routing_groups:
-        q = gather(q_seg, seg_ids).flatten(1, 2).unflatten(2, (heads, -1))
-        k = gather(key, prompt_ids).flatten(1, 2).unflatten(2, (heads, -1))
-        v = gather(value, prompt_ids).flatten(1, 2).unflatten(2, (heads, -1))
-        bias = guidance.logit_bias(layout, seg_ids, prompt_ids, q_seg.shape[2], q.dtype)
-        o = dispatch_attention_fn(q, k, v, attn_mask=bias, dropout_p=0.0, is_causal=False,
-                                  backend=backend if bias is None else AttentionBackendName.NATIVE)
-        o = o.flatten(2, 3).type_as(q).unflatten(1, (len(seg_ids), -1))
-        scatter(out, seg_ids, o)
-    out = out.flatten(1, 2)
-    out = attn.to_out[0](out)
-    return attn.to_out[1](out)
+    def logit_bias(self, layout: LayerLayout, box_guidance: BoxGuidance | None = None) -> LogitBias | None:
+        return None if box_guidance is None else functools.partial(box_guidance.logit_bias, layout)
 
 
 @contextlib.contextmanager

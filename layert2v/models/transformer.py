@@ -28,13 +28,16 @@ ablation and is deliberately absent. All Wan parameter names are kept, so Wan2.1
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.utils._pytree as pytree
 from diffusers.configuration_utils import register_to_config
 from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
-from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.attention_dispatch import AttentionBackendName, dispatch_attention_fn
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.transformers.transformer_wan import (
     WanAttention,
@@ -45,8 +48,29 @@ from diffusers.models.transformers.transformer_wan import (
 )
 from diffusers.utils import apply_lora_scale
 
-from ..layout import LayerLayout
+from ..layout import ALPHA, FOREGROUND, LayerLayout
 from .context_parallel import gather_segments, shard_segments
+
+# (segment ids, prompt ids, queries per segment, dtype) of a routing group -> an additive logit bias, or None
+LogitBias = Callable[[tuple[int, ...], tuple[int, ...], int, torch.dtype], "torch.Tensor | None"]
+
+
+def _layout_context(layout: LayerLayout) -> tuple[int, tuple[str, ...]]:
+    return layout.num_foregrounds, tuple(sorted(layout.conditions))
+
+
+# A layout is a pytree node without tensors: torch.export takes ``forward(..., layout=)`` and records the layout in
+# its input spec, whose context (K and the given segments) serialises to JSON with the exported program.
+pytree.register_pytree_node(
+    LayerLayout,
+    lambda layout: ([], _layout_context(layout)),
+    lambda _leaves, context: LayerLayout(context[0], conditions=context[1]),
+    serialized_type_name="layert2v.layout.LayerLayout",
+    to_dumpable_context=lambda context: json.dumps([context[0], list(context[1])]),
+    from_dumpable_context=lambda dumped: (lambda k, given: (k, tuple(given)))(*json.loads(dumped)),
+    flatten_with_keys_fn=lambda layout: ([], _layout_context(layout)),
+)
+torch.serialization.add_safe_globals([LayerLayout])  # torch.export.load reads the example layout back
 
 
 class LayeredWanTransformer(WanTransformer3DModel):
@@ -110,7 +134,6 @@ class LayeredWanTransformer(WanTransformer3DModel):
         if self.box_embedding is not None:
             nn.init.normal_(self.box_embedding.weight, std=0.02)
             nn.init.zeros_(self.box_embedding.bias)
-        self._layout_index_cache: dict[tuple[LayerLayout, str], tuple[torch.Tensor, torch.Tensor]] = {}
         for block in self.blocks:
             # LayeredWanBlock adds a forward and no parameters: re-class Wan's blocks in place rather than build a
             # second set (names, weights and initialisation stay Wan's).
@@ -142,15 +165,6 @@ class LayeredWanTransformer(WanTransformer3DModel):
         """
         self.compile_repeated_blocks(**compile_kwargs)
 
-    def layout_indices(self, layout: LayerLayout, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(LayerAdaLN row per segment, layer-embedding row per prompt) as index tensors, built once per layout
-        and device: rebuilding them every step is a host-to-device copy and a sync per forward."""
-        key = (layout, str(device))
-        if key not in self._layout_index_cache:
-            self._layout_index_cache[key] = (torch.tensor(layout.adaln_rows, device=device),
-                                             torch.tensor(layout.prompt_rows, device=device))
-        return self._layout_index_cache[key]
-
     @property
     def max_foregrounds(self) -> int:
         return self.config.max_foregrounds
@@ -165,20 +179,17 @@ class LayeredWanTransformer(WanTransformer3DModel):
     @torch.no_grad()
     def extend_foregrounds(self, max_foregrounds: int) -> None:
         """Stage 3: grow to more foregrounds; new (fg, alpha) rows start from the trained fg_1 / alpha_1 rows."""
-        old = self.max_foregrounds
-        if max_foregrounds <= old:
+        if max_foregrounds <= self.max_foregrounds:
             return
-        table = self.layer_adaln.data
-        fg1, a1 = table[LayerLayout(1).adaln_rows[2]], table[LayerLayout(1).adaln_rows[3]]
-        extra = []
-        for _ in range(old + 1, max_foregrounds + 1):
-            extra += [fg1.clone(), a1.clone()]
-        self.layer_adaln.data = torch.cat([table, torch.stack(extra)], dim=0)
+        grown, first = LayerLayout(max_foregrounds), LayerLayout(1)
+        fg1, alpha1 = first.foreground_name(1), first.alpha_name(1)
+        start = {FOREGROUND: first.adaln_row(fg1), ALPHA: first.adaln_row(alpha1)}
+        self.layer_adaln.data = _grow(self.layer_adaln.data, zip(grown.adaln_rows, grown.segments),
+                                      lambda seg: start[seg.kind])
         if self.layer_prompt_embedding is not None:
-            emb = self.layer_prompt_embedding.data
-            fg_row = emb[LayerLayout(1).prompt_names.index(LayerLayout.foreground_name(1))]
-            new = fg_row.expand(max_foregrounds - old, -1).clone()
-            self.layer_prompt_embedding.data = torch.cat([emb, new], dim=0)
+            fg_row = first.prompt_rows[first.prompt_names.index(fg1)]
+            self.layer_prompt_embedding.data = _grow(self.layer_prompt_embedding.data,
+                                                     zip(grown.prompt_rows, grown.prompt_names), lambda _: fg_row)
         self.register_to_config(max_foregrounds=max_foregrounds)
 
     # ----------------------------------------------------------------- forward
@@ -235,14 +246,15 @@ class LayeredWanTransformer(WanTransformer3DModel):
             t_freq = t_freq.to(t_dtype)
         temb = emb.time_embedder(t_freq).type_as(encoder_hidden_states)
         timestep_proj = emb.time_proj(emb.act_fn(temb)).unflatten(1, (6, -1))  # (B*S, 6, D)
-        rows, prompt_rows = self.layout_indices(layout, x.device)
-        modulation = timestep_proj.unflatten(0, (batch, segs)).float() + self.layer_adaln[rows].float()
+        layer_rows = rows_of(self.layer_adaln, layout.adaln_rows).float()
+        modulation = timestep_proj.unflatten(0, (batch, segs)).float() + layer_rows
         temb = temb.unflatten(0, (batch, segs))  # (B, S, D)
 
         # Text: each prompt embedded on its own (plus LayerFlow's layer embedding when enabled).
         context = encoder_hidden_states
         if self.layer_prompt_embedding is not None:
-            context = context + self.layer_prompt_embedding[prompt_rows][None, :, None].to(context.dtype)
+            rows = rows_of(self.layer_prompt_embedding, layout.prompt_rows)
+            context = context + rows[None, :, None].to(context.dtype)
         context = emb.text_embedder(context)  # (B, P, L, D)
 
         for block in self.blocks:
@@ -285,6 +297,19 @@ class LayeredWanTransformer(WanTransformer3DModel):
             rows[layout.foreground(fg)] = rows[layout.alpha(fg)] = fg
         table = torch.cat([torch.zeros_like(emb[:, :1]), emb], dim=1)[:, rows]  # (B, S, tokens, D)
         return x + table.flatten(1, 2).to(x.dtype)
+
+
+def _grow(table: torch.Tensor, rows: Iterable[tuple[int, Any]], start: Callable[[Any], int]) -> torch.Tensor:
+    """``table`` extended to every row of ``rows`` ((row, what it is for) pairs); a new row is a copy of
+    ``table[start(what)]``. The rows already there stay as they are."""
+    extra = {row: table[start(what)] for row, what in rows if row >= len(table)}
+    return torch.cat([table, torch.stack([extra[row].clone() for row in sorted(extra)])], dim=0)
+
+
+def rows_of(table: torch.Tensor, rows: tuple[int, ...]) -> torch.Tensor:
+    """``table[rows]`` for the layout's row numbers (plain ints): no index tensor is built, so a forward makes no
+    host-to-device copy and a compiled forward reads the rows as constants of the layout."""
+    return torch.stack([table[r] for r in rows])
 
 
 def per_segment(x: torch.Tensor, segments: int) -> torch.Tensor:
@@ -344,7 +369,8 @@ class LayerRoutedAttnProcessor(WanAttnProcessor):
     Swap it per model with ``set_attn_processor`` or per block with ``attn2.set_processor``; a replacement (e.g.
     a guidance processor) is called as ``processor(attn, x, prompts, None, None, layout=layout,
     **attention_kwargs)``, so per-call inputs reach it through the transformer's ``attention_kwargs``. Honours
-    ``set_attention_backend``.
+    ``set_attention_backend``. A subclass that only adds a bias to the routed logits (trajectory guidance)
+    overrides :meth:`logit_bias`, which receives the per-call inputs.
     """
 
     def __call__(
@@ -355,20 +381,31 @@ class LayerRoutedAttnProcessor(WanAttnProcessor):
         attention_mask: torch.Tensor | None = None,
         rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
         layout: LayerLayout | None = None,
+        **inputs: Any,
     ) -> torch.Tensor:
         if layout is None:
-            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
-        return routed_cross_attention(attn, hidden_states, encoder_hidden_states, layout, self._attention_backend)
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb, **inputs)
+        return routed_cross_attention(attn, hidden_states, encoder_hidden_states, layout, self._attention_backend,
+                                      logit_bias=self.logit_bias(layout, **inputs))
+
+    def logit_bias(self, layout: LayerLayout) -> LogitBias | None:
+        """What is added to the routed attention logits for this call: nothing here."""
+        return None
 
 
 def routed_cross_attention(
-    attn: WanAttention, x: torch.Tensor, context: torch.Tensor, layout: LayerLayout, backend: Any = None
+    attn: WanAttention, x: torch.Tensor, context: torch.Tensor, layout: LayerLayout, backend: Any = None,
+    logit_bias: LogitBias | None = None,
 ) -> torch.Tensor:
     """Cross-attention where each segment's tokens read only the prompts ``layout`` makes visible to it.
 
     x: (B, L, D) visual tokens; context: (B, P, Lt, D) projected prompts. Keys/values are projected once for all
     prompts; attention then runs once per routing group over that group's tokens and prompts with the fused
     kernel — equal to eq. 7's masked attention, without an L_visual x L_text mask.
+
+    ``logit_bias(segment ids, prompt ids, queries per segment, dtype)`` (trajectory guidance) may add an additive
+    bias to a group's logits, or return None to leave it alone; a biased group runs PyTorch's SDPA, since flash
+    kernels take no mask.
     """
     segs, heads = layout.num_segments, attn.heads
     query, key, value = _get_qkv_projections(attn, x, context)  # keys/values (B, P, Lt, D)
@@ -380,7 +417,9 @@ def routed_cross_attention(
         q = gather(q_seg, seg_ids).flatten(1, 2).unflatten(2, (heads, -1))
         k = gather(key, prompt_ids).flatten(1, 2).unflatten(2, (heads, -1))
         v = gather(value, prompt_ids).flatten(1, 2).unflatten(2, (heads, -1))
-        o = dispatch_attention_fn(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, backend=backend)
+        bias = logit_bias(seg_ids, prompt_ids, q_seg.shape[2], q.dtype) if logit_bias is not None else None
+        o = dispatch_attention_fn(q, k, v, attn_mask=bias, dropout_p=0.0, is_causal=False,
+                                  backend=backend if bias is None else AttentionBackendName.NATIVE)
         o = o.flatten(2, 3).type_as(q).unflatten(1, (len(seg_ids), -1))
         scatter(out, seg_ids, o)
     out = out.flatten(1, 2)

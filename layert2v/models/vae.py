@@ -24,8 +24,6 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch.nn.utils import parametrize
 
-from ..preflight import compression  # noqa: F401  (re-exported: the VAE's factors, read from its config)
-
 
 def _latent_stats(vae: AutoencoderKLWan, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     shape = (1, vae.config.z_dim, 1, 1, 1)

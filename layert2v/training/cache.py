@@ -12,14 +12,14 @@ from tqdm.auto import tqdm
 from ..layout import LayerLayout
 from ..models.text import TextEncoder
 from .config import TrainConfig
-from .data import Batch, ClipBatch, Clips, ClipSource, Reads, clip_batch
+from .data import Batch, ClipBatch, ClipFn, Clips, Reads, clip_batch
 
 
 class Encoder(Protocol):
     """What the cache asks of its stage (:class:`~layert2v.training.recipes.LatentRecipe` is one)."""
 
     cfg: TrainConfig
-    data: ClipSource
+    data: ClipFn
     reads: Reads
     device: torch.device
     text_encoder: TextEncoder

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ..formats import read_json_object
 
 STAGES = ("vae", "alpha", "t2v", "layered")
 
@@ -205,7 +206,7 @@ class TrainConfig:
         can be read yet (an init not trained yet)."""
         where = self.init_dir(component)
         if where is not None and (where / component / "config.json").is_file():
-            return json.loads((where / component / "config.json").read_text())
+            return read_json_object(where / component / "config.json")
         if component in self.model:
             return self.model[component]
         return None
@@ -214,7 +215,7 @@ class TrainConfig:
         """(temporal, spatial) frame and size rules of the model this stage trains, from its VAE config and (the
         transformer stages) its patch: frames temporal*k+1, sides multiples of spatial. None for a rule whose
         config is not there yet (an init not trained yet); the trainer checks again once it is."""
-        from ..models.vae import compression
+        from ..preflight import compression
 
         vae = self.component_config("vae")
         if vae is None and self.init is not None:

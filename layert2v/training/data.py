@@ -21,7 +21,7 @@ from ..layout import LayerLayout
 from ..video import LayeredVideo
 from .config import DataConfig, TrainConfig
 
-ClipSource = Callable[[int, int], LayeredVideo]
+ClipFn = Callable[[int, int], LayeredVideo]  # a source: data(index, num_foregrounds) -> the same clip in any process
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def batch_indices(cfg: TrainConfig, step: int, num_processes: int = 1, process_i
 class Clips(Dataset):
     """The clips ``data(i, k)`` for the given indices, so DataLoader workers can make (and stack) them."""
 
-    def __init__(self, data: ClipSource, indices: list[int], k: int):
+    def __init__(self, data: ClipFn, indices: list[int], k: int):
         self.data, self.indices, self.k = data, indices, k
 
     def __len__(self) -> int:
@@ -108,7 +108,7 @@ class StepBatches(Dataset):
     """Micro-step -> its Batch with fresh clips: DataLoader workers make the coming steps' clips while the current
     one trains (every stage without a latent cache)."""
 
-    def __init__(self, data: ClipSource, cfg: TrainConfig, reads: Reads, num_processes: int, process_index: int):
+    def __init__(self, data: ClipFn, cfg: TrainConfig, reads: Reads, num_processes: int, process_index: int):
         self.data, self.cfg, self.reads = data, cfg, reads
         self.num_processes, self.process_index = num_processes, process_index
 
@@ -144,7 +144,7 @@ class WorldClips:
                              num_foregrounds=k, split="train")
 
 
-def build_data(cfg: TrainConfig) -> ClipSource:
+def build_data(cfg: TrainConfig) -> ClipFn:
     """The configured clip source: a picklable function (index, num_foregrounds) -> LayeredVideo. The on-disk
     datasets (``folder``: layert2v's format; ``vidlayer``: the VidLayer release) fit their clips to the stage's
     frames and size; opening one checks its samples' metadata, before any decoding."""

@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 
+from ..formats import read_json_object
 from ..layout import LayerLayout
 from ..models.configs import WAN21_T2V_1_3B_TRANSFORMER, WAN21_VAE
-from ..models.vae import compression
+from ..preflight import compression
 from .config import COMPONENTS, TrainConfig, vae_defaults
 
 WAN_ASSUMED = {"transformer": WAN21_T2V_1_3B_TRANSFORMER, "vae": WAN21_VAE}
@@ -61,9 +62,7 @@ def _plan(path: Path, configs: dict[Path, Path], done: dict[Path, StagePlan], or
             stage.components[name] = ("model config" if name in cfg.model else "built new", cfg.model.get(name))
             continue
         if (where / name / "config.json").is_file():
-            import json
-
-            stage.components[name] = (str(where), json.loads((where / name / "config.json").read_text()))
+            stage.components[name] = (str(where), read_json_object(where / name / "config.json"))
         elif _norm(where) in outputs:
             earlier = _plan(outputs[_norm(where)], configs, done, order, [*stack, path])
             if name not in earlier.components or not _exports(earlier.cfg, name):

@@ -42,17 +42,17 @@ from ..models.transformer import LayeredWanTransformer
 from ..models.vae import (
     AlphaPath,
     alpha_reconstruction_loss,
-    compression,
     decode_unclamped,
     empty_latent,
     encode_rgb,
     init_from_scratch,
 )
 from ..pipeline import PipelineConfig
+from ..preflight import compression
 from ..trajectory import grid_mask
 from .cache import LatentCache
 from .config import TrainConfig
-from .data import Batch, ClipBatch, ClipSource, Reads, to_tensor
+from .data import Batch, ClipBatch, ClipFn, Reads, to_tensor
 from .variants import VariantSampler, boxes_from_alphas
 
 LAYER_WEIGHTS = "layer_weights.safetensors"
@@ -67,7 +67,7 @@ class Recipe:
     reads: ClassVar[Reads]
     reads_prompts: ClassVar[bool] = False
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, generator: torch.Generator, data: ClipSource):
+    def __init__(self, cfg: TrainConfig, device: torch.device, generator: torch.Generator, data: ClipFn):
         self.cfg, self.device, self.generator, self.data = cfg, device, generator, data
         self.model: torch.nn.Module | None = None  # set by the trainer after accelerator.prepare
         self.trained: torch.nn.Module | None = None  # the unwrapped module build returned
@@ -196,7 +196,7 @@ class LatentRecipe(Recipe):
     reads_prompts = True
     needs_alpha_path: ClassVar[bool] = True
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, generator: torch.Generator, data: ClipSource):
+    def __init__(self, cfg: TrainConfig, device: torch.device, generator: torch.Generator, data: ClipFn):
         super().__init__(cfg, device, generator, data)
         self.text_encoder = TextEncoder.from_pretrained(self.cfg.text_encoder,
                                                         max_length=self.cfg.max_sequence_length)
@@ -405,7 +405,7 @@ def earlier_chain(init: Path, start: str) -> LoraChain | None:
 
 
 @torch.no_grad()
-def set_latent_stats(vae: AutoencoderKLWan, data: ClipSource, cfg: TrainConfig, n: int = 32) -> None:
+def set_latent_stats(vae: AutoencoderKLWan, data: ClipFn, cfg: TrainConfig, n: int = 32) -> None:
     """Per-channel latent mean/std over data, registered in the VAE config (Wan's latents_mean/std)."""
     vae.eval()
     mus = []

@@ -50,7 +50,7 @@ from .config import TrainConfig
 from .data import (  # noqa: F401  (re-exported: the trainer's public names before the split)
     Batch,
     ClipBatch,
-    ClipSource,
+    ClipFn,
     Reads,
     StepBatches,
     WorldClips,
@@ -73,7 +73,7 @@ class Trainer:
     """Builds the stage's recipe, its optimizer and data, and runs the loop. ``data``: a clip source
     ``(index, num_foregrounds) -> LayeredVideo`` (default: the configured one, see ``data.build_data``)."""
 
-    def __init__(self, config: TrainConfig, data: ClipSource | None = None, accelerator: Accelerator | None = None):
+    def __init__(self, config: TrainConfig, data: ClipFn | None = None, accelerator: Accelerator | None = None):
         self.cfg = config
         self.out = Path(config.output_dir)
         check_init(config)

@@ -6,17 +6,6 @@ import ipaddress
 import socket
 from pathlib import Path
 
-from ..formats import MODEL_INDEX, PIPELINE_FILE, model_kind
-
-
-def check_model_path(model: Path) -> None:
-    if not model.is_dir():
-        raise FileNotFoundError(f"model directory {model} does not exist; pass --model with a directory saved by "
-                                "`layert2v train` or a Wan2.1-T2V diffusers directory")
-    if model_kind(model) is None:
-        raise ValueError(f"{model} is neither a layert2v pipeline (no {PIPELINE_FILE}) nor a Wan2.1 diffusers "
-                         f"directory (no {MODEL_INDEX}); pass --model with one")
-
 
 def bind(host: str, port: int) -> socket.socket:
     """The listening socket, made here so that a taken port is a one-line error and not a traceback."""
@@ -48,6 +37,7 @@ def serve(model: Path, host: str = "127.0.0.1", port: int = 7860, open_dirs: lis
     """Check everything, bind, say where it listens, then serve until Ctrl-C."""
     import uvicorn
 
+    from ..preflight import check_model_path
     from .server import create_app
 
     check_model_path(model)

@@ -3,7 +3,7 @@
 A request is a text-to-video generation (optionally with trajectories), a decomposition of an uploaded video or
 the regeneration of one foreground of a saved result; each knows how to run itself on the pipeline. The worker
 owns the pipeline (loaded once, at start-up, in the background) and reports each denoising step through the
-pipeline's ``callback``.
+pipeline's ``callback_on_step_end``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ..trajectory import Trajectories
     from ..video import LayeredVideo
 
-StepCallback = Callable[[int, Any], None]
+StepCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]  # diffusers' callback_on_step_end
 
 
 @dataclass
@@ -49,7 +49,7 @@ class GenerationRequest:
     def run(self, pipe: LayerT2VPipeline, callback: StepCallback) -> LayeredVideo:
         return pipe(self.prompt, self.background, self.foregrounds, num_frames=self.frames, height=self.height,
                     width=self.width, num_inference_steps=self.steps, guidance_scale=self.guidance, seed=self.seed,
-                    trajectories=self.trajectories, progress=False, callback=callback)
+                    trajectories=self.trajectories, callback_on_step_end=callback)
 
     def discard(self) -> None:
         """Release what the request holds outside memory (nothing here)."""
@@ -57,7 +57,7 @@ class GenerationRequest:
 
 @dataclass
 class DecomposeRequest:
-    """Split an uploaded video into layers (``pipe.decompose``). ``video`` is a file in a temporary directory of
+    """Split an uploaded video into layers (``editing.decompose``). ``video`` is a file in a temporary directory of
     its own, removed once the request has run or is dropped."""
 
     video: Path
@@ -67,7 +67,7 @@ class DecomposeRequest:
     seed: int
     steps: int
     guidance: float
-    frames: int | None  # None: as pipe.decompose chooses (the model's, fewer frames for a shorter clip)
+    frames: int | None  # None: as editing.decompose chooses (the model's, fewer frames for a shorter clip)
     width: int | None
     height: int | None
 
@@ -76,10 +76,12 @@ class DecomposeRequest:
         return f"decomposed {self.video.stem}"
 
     def run(self, pipe: LayerT2VPipeline, callback: StepCallback) -> LayeredVideo:
-        video = pipe.decompose(self.video, self.background, self.foregrounds, prompt=self.prompt,
-                               num_frames=self.frames, height=self.height, width=self.width,
-                               num_inference_steps=self.steps, guidance_scale=self.guidance, seed=self.seed,
-                               progress=False, callback=callback)
+        from ..editing import decompose
+
+        video = decompose(pipe, self.video, self.background, self.foregrounds, prompt=self.prompt,
+                          num_frames=self.frames, height=self.height, width=self.width,
+                          num_inference_steps=self.steps, guidance_scale=self.guidance, seed=self.seed,
+                          callback_on_step_end=callback)
         for given in video.metadata.get("given", {}).values():  # not the temporary copy, gone after this run
             if given.get("from") == str(self.video):
                 given["from"] = f"uploaded to layert2v ui: {self.video.name}"
@@ -113,7 +115,7 @@ class RegenerateRequest:
 
         return regenerate(pipe, self.source, self.layer, self.prompt, trajectories=self.trajectories,
                           seed=self.seed, num_inference_steps=self.steps, guidance_scale=self.guidance,
-                          progress=False, callback=callback)
+                          callback_on_step_end=callback)
 
     def discard(self) -> None:
         """Release what the request holds outside memory (nothing here)."""
@@ -195,9 +197,17 @@ class GenerationQueue:
             if job.state in ("done", "error") and job.id in self._waiting:
                 self._waiting.remove(job.id)
 
+    def _step_counter(self, job: Job) -> StepCallback:
+        def on_step_end(_pipe: Any, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            self._set(job, step=i + 1)
+            return tensors
+
+        return on_step_end
+
     def _work(self) -> None:
         try:
             self._pipe = self._load()
+            self._pipe.set_progress_bar_config(disable=True)  # progress is the job's step, shown by the page
         except Exception as e:  # reported to every job, the server keeps serving opened directories
             self.load_error = f"the model did not load: {e}"
         finally:
@@ -211,7 +221,7 @@ class GenerationQueue:
             try:
                 pipe = self.pipeline()
                 self._set(job, state="denoising")
-                video = job.request.run(pipe, lambda i, _latents, job=job: self._set(job, step=i + 1))
+                video = job.request.run(pipe, self._step_counter(job))
                 self._set(job, state="saving")
                 self._set(job, state="done", run=self._finish(job.request, video))
             except Exception as e:  # one bad request must not stop the worker

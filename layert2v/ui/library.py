@@ -7,7 +7,6 @@ of a known directory lists them, so no request can reach anything else.
 from __future__ import annotations
 
 import io
-import json
 import math
 import re
 import secrets
@@ -23,6 +22,8 @@ import numpy as np
 from PIL import Image
 
 from ..formats import VIDEO_MANIFEST as MANIFEST
+from ..io.layered_dir import read_manifest
+from ..layout import LayerLayout
 from ..video import LayeredVideo
 
 _CACHED_VIDEOS = 4  # decoded LayeredVideos kept in memory (the rest are reloaded from disk when asked)
@@ -160,10 +161,14 @@ class Entry:
         return path
 
     def summary(self) -> dict[str, Any]:
+        """What the page shows of the directory; the layer names and compositing order are the layout's (the
+        manifest's ``layer_order``), never rebuilt by the page."""
         m = self.manifest
+        layout = LayerLayout(m["num_foregrounds"])
         return {"id": self.id, "path": str(self.path), "name": self.path.name, "origin": self.origin,
                 "manifest": m, "files": self.files(), "frames": m["frames"], "size": m["size"], "fps": m["fps"],
                 "num_foregrounds": m["num_foregrounds"], "sprite_columns": sprite_columns(m["frames"]),
+                "layer_order": m.get("layer_order") or layout.names, "composite_order": layout.composite_order,
                 **requested_boxes(m)}
 
 
@@ -200,7 +205,7 @@ class Library:
                     return entry
         if video is None:
             video = LayeredVideo.load(path)  # raises with the reason for anything that is not a layered video
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        manifest = read_manifest(path)
         entry = Entry(secrets.token_hex(6), path, manifest, origin)
         with self._lock:
             self._entries[entry.id] = entry

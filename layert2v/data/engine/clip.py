@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ...formats import read_json_object
+from ...formats import VIDEO_SUFFIXES, read_json_object
 from ..fit import probe
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".gif")
 CAPTION_KEYS = ("full", "background", "foregrounds")
 
 

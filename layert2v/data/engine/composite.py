@@ -24,14 +24,14 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ...formats import read_json_object
+from ...formats import VIDEO_SUFFIXES, read_json_object
 from ...io.codec import read_video, read_video_rgba
 from ...output_dirs import write_text_atomic
 from ...video import LayeredVideo
 from ..fit import fit_frames, resize_frames
 from ..folder import make_record
 from .build import Output, Summary, start_ray
-from .clip import VIDEO_SUFFIXES, Reject, find_videos, probe_fps
+from .clip import Reject, find_videos, probe_fps
 from .config import EngineConfig
 
 

@@ -7,7 +7,7 @@ occlusion), and the full video as their composite in layer order (foreground 1 l
 A clip is drawn in two steps so that evaluation can know the truth without pixels:
 
 * :func:`sample_spec` turns ``(seed, split)`` into a :class:`ClipSpec` -- background kind/colour/pan, and per object
-  its shape, colour, motion and path -- plus its captions (:mod:`layert2v.data.captions`);
+  its shape, colour, motion and path -- plus its captions (:mod:`.captions`);
 * :func:`render` turns a spec into a :class:`~layert2v.video.LayeredVideo`, vectorised numpy, a few ms a clip.
 
 Held-out split: the (colour, shape) pairs in :data:`HELDOUT_OBJECTS` and the (kind, colour) backgrounds in
@@ -17,7 +17,8 @@ tested on attribute combinations it never saw. :func:`heldout_prompts` lists suc
 
 The package: :mod:`.vocabulary` (attributes and the held-out split; ``PANS``, ``SPLITS`` and the ``TRAIN_``
 lists are imported from there), :mod:`.shapes` (signed distances), :mod:`.specs` (what determines a clip),
-:mod:`.sampling` (drawing one from a seed), :mod:`.render` (pixels) and :mod:`.datasets`.
+:mod:`.captions` (the world's language), :mod:`.sampling` (drawing one from a seed), :mod:`.render` (pixels)
+and :mod:`.datasets`.
 
 Coordinates: positions are fractions of the frame width (x) and height (y), sizes fractions of min(H, W); y
 points down, so "up" means decreasing y.

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .captions import describe
 from .shapes import SHAPE_BOUNDS
 from .specs import BackgroundSpec, ClipSpec, ObjectSpec
 from .vocabulary import (
@@ -141,8 +142,6 @@ def sample_spec(
         objects.append(ObjectSpec(shape, colour, motion, _sample_path(rng, motion, shape, height, width)))
 
     spec = ClipSpec(seed, split, num_frames, height, width, fps, background, objects)
-    from ..captions import describe  # here, not above: the captions import this package's vocabulary
-
     return replace(spec, prompts=describe(spec))
 
 

@@ -238,10 +238,8 @@ async function loadRun(id, tab) {
   const views = $("#layer-views");
   views.replaceChildren();
   delete views.dataset.run;
-  const k = run.num_foregrounds;
-  const layers = [["full", "full video"], ["background", "background"]];
-  for (let i = 1; i <= k; i++) layers.push([`foreground_${i}`, `foreground ${i}: ${run.manifest.prompts?.foregrounds?.[i - 1] ?? ""}`]);
-  for (let i = 1; i <= k; i++) layers.push([`alpha_${i}`, `alpha ${i}`]);
+  const prompts = run.manifest.prompts?.foregrounds ?? [];
+  const layers = run.layer_order.map((layer) => [layer, layerCaption(layer, prompts)]);
   if (run.trajectory_boxes) layers.push(["full", "full video with the requested boxes", "boxes"]);
   const loads = layers.map(async ([layer, caption, key = layer]) => {
     const figure = document.createElement("figure");
@@ -290,12 +288,20 @@ async function loadRun(id, tab) {
   await updateComposite();
 }
 
+// The layer names come from the server (the manifest's layer_order, the layout's compositing order): the page
+// never rebuilds them. "foreground_2" -> "foreground 2: <its prompt>", "alpha_2" -> "alpha 2".
+function layerCaption(layer, prompts) {
+  if (layer === "full") return "full video";
+  const [kind, k] = layer.split("_");
+  if (kind === "foreground") return `foreground ${k}: ${prompts[k - 1] ?? ""}`;
+  return k ? `${kind} ${k}` : kind;
+}
+
 // ------------------------------------------------------------------ recomposite panel
 function setupRecomposite(run) {
-  const k = run.num_foregrounds;
   state.recomp = {
-    order: Array.from({ length: k }, (_, i) => i + 1), // bottom first
-    layers: Object.fromEntries(Array.from({ length: k }, (_, i) => [i + 1, { visible: true, opacity: 1, dx: 0, dy: 0 }])),
+    order: [...run.composite_order], // bottom first
+    layers: Object.fromEntries(run.composite_order.map((k) => [k, { visible: true, opacity: 1, dx: 0, dy: 0 }])),
     background: null,
   };
   $("#bg-status").textContent = "original background";
@@ -691,10 +697,10 @@ function setupRegenerate(run) {
   $("#regen-source").textContent = `result: ${run.name} (${run.num_foregrounds} foreground(s)); the background ` +
     "and the other foregrounds are kept exactly";
   const prompts = run.manifest.prompts?.foregrounds ?? [];
-  $("#regen-layer").replaceChildren(...Array.from({ length: run.num_foregrounds }, (_, i) => {
+  $("#regen-layer").replaceChildren(...run.layer_order.filter((l) => l.startsWith("foreground_")).map((layer) => {
     const option = document.createElement("option");
-    option.value = `foreground_${i + 1}`;
-    option.textContent = `foreground ${i + 1}: ${prompts[i] ?? ""}`;
+    option.value = layer;
+    option.textContent = layerCaption(layer, prompts);
     return option;
   }));
 }

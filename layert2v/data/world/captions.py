@@ -7,7 +7,7 @@ Captions are built bottom-up so that the full caption *contains* the layer capti
     full:       "<fg 1>, <fg 2> and <fg 3> over <background>"   (also "in front of", "against")
 
 Foregrounds are listed in layer order, bottom first. Object captions never contain " and ", "," or a background
-separator, which is what makes :func:`parse_prompt` an exact inverse on the world's captions.
+separator, which is what makes :func:`layert2v.prompts.parse_prompt` an exact inverse on the world's captions.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .world.vocabulary import BACKGROUNDS, COLOURS, MOTIONS, SHAPES
+from ...prompts import SEPARATORS, join_objects
+from .vocabulary import BACKGROUNDS, COLOURS, MOTIONS, SHAPES
 
 if TYPE_CHECKING:
-    from .world.specs import BackgroundSpec, ClipSpec, ObjectSpec
+    from .specs import BackgroundSpec, ClipSpec, ObjectSpec
 
 SHAPE_WORDS: dict[str, tuple[str, ...]] = {
     "circle": ("circle", "disc"),
@@ -68,8 +69,6 @@ PAN_PHRASES: dict[str, tuple[str, ...]] = {
     "left": ("scrolling left", "panning left", "sliding to the left"),
     "right": ("scrolling right", "panning right", "sliding to the right"),
 }
-SEPARATORS: tuple[str, ...] = (" over ", " in front of ", " against ")
-PLAIN_BACKGROUND = "a plain background"
 
 assert set(SHAPE_WORDS) == set(SHAPES) and set(MOTION_PHRASES) == set(MOTIONS)
 assert set(BACKGROUND_TEMPLATES) == set(BACKGROUNDS) == {k for k, _ in BACKGROUND_WORDS}
@@ -95,11 +94,6 @@ def background_caption(bg: BackgroundSpec, rng: np.random.Generator) -> str:
     return f"{text} {_choose(rng, PAN_PHRASES[bg.pan])}" if bg.pan else text
 
 
-def join_objects(captions: list[str]) -> str:
-    """"x", "x and y", "x, y and z"."""
-    return captions[0] if len(captions) == 1 else ", ".join(captions[:-1]) + " and " + captions[-1]
-
-
 def describe(spec: ClipSpec, seed: int | None = None) -> dict[str, Any]:
     """Prompts at three levels, ``{"full", "background", "foregrounds"}``; the wording is deterministic from
     ``seed`` (default: the spec's seed), and the attributes from the spec."""
@@ -108,40 +102,6 @@ def describe(spec: ClipSpec, seed: int | None = None) -> dict[str, Any]:
     background = background_caption(spec.background, rng)
     full = f"{join_objects(foregrounds)}{_choose(rng, SEPARATORS)}{background}"
     return {"full": full, "background": background, "foregrounds": foregrounds}
-
-
-_OBJECT_SPLIT = re.compile(r"\s*,\s*(?:and\s+)?|\s+and\s+")
-
-
-def parse_prompt(prompt: str) -> dict[str, Any]:
-    """Split a full prompt into a background prompt and per-object foreground prompts.
-
-    The rule (the inverse of :func:`describe`, and forgiving with anything else):
-
-    1. Trim whitespace and a trailing full stop.
-    2. Cut at the first background separator (" over ", " in front of ", " against "): the left part lists the
-       objects, the right part is the background prompt. No separator: everything is objects, and the background
-       is "a plain background" (also when the right part is empty).
-    3. Split the objects part on commas and on " and "; empty pieces are dropped. The pieces are the foreground
-       prompts, in layer order (first = foreground 1, the bottom layer). No piece: the whole objects part.
-
-    Unknown words pass through untouched; only the separators are interpreted. Note that "a black and white cat"
-    therefore splits into two objects: write colour pairs without " and " when that is not meant.
-
-    Returns ``{"full": prompt, "background": str, "foregrounds": [str, ...]}``.
-    """
-    text = prompt.strip().rstrip(".").strip()
-    lowered = text.lower()
-    hits = [(lowered.find(sep), sep) for sep in SEPARATORS if sep in lowered]
-    if hits:
-        at, sep = min(hits)
-        objects_part, background = text[:at].strip(), text[at + len(sep):].strip()
-    else:
-        objects_part, background = text, ""
-    foregrounds = [p.strip() for p in _OBJECT_SPLIT.split(objects_part) if p.strip()]
-    if not foregrounds:
-        foregrounds = [objects_part or text or "an object"]
-    return {"full": prompt, "background": background or PLAIN_BACKGROUND, "foregrounds": foregrounds}
 
 
 def _find_longest(text: str, phrases: dict[str, tuple[str, ...]]) -> tuple[str | None, str]:
