@@ -99,19 +99,22 @@ def test_all_stages_chain_into_a_pipeline(tmp_path, toy_data):
 
 def test_decoder_only_stages_keep_the_latents_and_carry_the_transformer(tmp_path, toy_data):
     """decoder_only: the VAE decoder, then the alpha path's decoder LoRA, train on a finished model; encoder,
-    latent statistics and alpha projection stay, so the carried transformer still fits the latents."""
-    Trainer(config(tmp_path, "vae", train={"steps": 1}), data=toy_data).train()
-    Trainer(config(tmp_path, "alpha", init=str(tmp_path / "vae" / "final"), train={"steps": 1}), data=toy_data).train()
-    Trainer(config(tmp_path, "layered", init=str(tmp_path / "alpha" / "final"), train={"steps": 1}),
-            data=toy_data).train()
+    latent statistics and alpha projection stay, so the carried transformer still fits the latents.
+    No warmup: a warmup step trains at learning rate 0, and a 1-step stage would change nothing (the VAE's attention
+    output starts at zero, so its qkv learn only once an earlier step has moved it)."""
+    one = {"steps": 1, "warmup": 0}
+    Trainer(config(tmp_path, "vae", train=one), data=toy_data).train()
+    Trainer(config(tmp_path, "alpha", init=str(tmp_path / "vae" / "final"), train=one), data=toy_data).train()
+    Trainer(config(tmp_path, "layered", init=str(tmp_path / "alpha" / "final"), train=one), data=toy_data).train()
     model = tmp_path / "layered" / "final"
     before = LayerT2VPipeline.from_pretrained(model)
     decoder = Trainer(config(tmp_path, "vae", init=str(model), decoder_only=True, output_dir=str(tmp_path / "dec"),
-                             train={"steps": 2, "lr": 1e-3}), data=toy_data)
+                             train={"steps": 2, "lr": 1e-3, "warmup": 0}), data=toy_data)
     assert all(n.startswith(("decoder.", "post_quant_conv.")) for n in decoder.trainable_names)
     decoder.train()
     alpha = Trainer(config(tmp_path, "alpha", init=str(tmp_path / "dec" / "final"), decoder_only=True,
-                           output_dir=str(tmp_path / "dec_alpha"), train={"steps": 2, "lr": 1e-3}), data=toy_data)
+                           output_dir=str(tmp_path / "dec_alpha"), train={"steps": 2, "lr": 1e-3, "warmup": 0}),
+                    data=toy_data)
     assert alpha.trainable_names and not [n for n in alpha.trainable_names if n.startswith("projection")]
     alpha.train()
     after = LayerT2VPipeline.from_pretrained(tmp_path / "dec_alpha" / "final")
