@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .preflight import BUILTIN_MODEL, ModelCheck
 from .prompts import derive_prompts
@@ -77,6 +77,14 @@ def device_name(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ parser
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors in the one line the CLI promises: what is wrong and where the rest is (--help),
+    without the usage block. Sub-commands' parsers are of the same class (argparse makes them so)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}; see `{self.prog} --help`\n")
+
+
 def add_sampling_arguments(p: argparse.ArgumentParser, frames: bool) -> None:
     """The output, model and sampling options generate, decompose and edit share (frames and size: not for edit,
     whose clip has its directory's)."""
@@ -95,7 +103,8 @@ def add_sampling_arguments(p: argparse.ArgumentParser, frames: bool) -> None:
                             "sequence length (default: the model's)")
         p.add_argument("--size", type=parse_size, default=None,
                        help="WIDTHxHEIGHT, multiples of 16 (VAE factor x patch)")
-    p.add_argument("--scheduler", choices=("unipc", "euler"), default="unipc")
+    p.add_argument("--scheduler", choices=("unipc", "euler"), default="unipc",
+                   help="sampler: unipc (UniPC, 2nd order; the default) or euler (flow-matching Euler)")
     p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--offload", choices=("block", "leaf", "model"), default=None,
                    help="small GPUs: keep the transformer in CPU memory and run it on --device one block / one "
@@ -110,7 +119,7 @@ def add_sampling_arguments(p: argparse.ArgumentParser, frames: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="layert2v", description="Layered text-to-video generation.")
+    parser = Parser(prog="layert2v", description="Layered text-to-video generation.")
     parser.add_argument("--version", action="version", version=f"layert2v {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     common = argparse.ArgumentParser(add_help=False)  # so --debug also works after the command
@@ -165,19 +174,30 @@ def build_parser() -> argparse.ArgumentParser:
                     help="JSON file of key-frame boxes for the regenerated foreground only (docs/TRAJECTORIES.md)")
 
     t = sub.add_parser("train", parents=[common], help="train one stage from a YAML config (resumes from its "
-                                                       "checkpoint)")
+                                                       "checkpoint)",
+                       description="Train one stage (vae, alpha, t2v or layered) from its YAML config; a run "
+                                   "started again with the same config resumes from its last checkpoint "
+                                   "(docs/TRAINING.md).")
     t.add_argument("config", help="stage config, e.g. configs/wan/2a_layered_192x336.yaml")
     t.add_argument("--dry-run", action="store_true", help="check the config and the stages it chains from without "
                    "weights (meta device) and print the plan; trains nothing")
 
-    i = sub.add_parser("info", parents=[common], help="describe a checkpoint, pipeline or output directory")
-    i.add_argument("path")
+    i = sub.add_parser("info", parents=[common], help="describe a checkpoint, pipeline or output directory",
+                       description="Print, as JSON, what a directory is and what its files record: a layered "
+                                   "output directory, a saved pipeline, a training stage's output or checkpoint, "
+                                   "a Wan2.1 diffusers directory.")
+    i.add_argument("path", metavar="PATH", help="the directory to describe")
 
-    e = sub.add_parser("eval", parents=[common], help="evaluate saved layered videos and write a report")
+    e = sub.add_parser("eval", parents=[common], help="evaluate saved layered videos and write a report",
+                       description="Score saved layered videos per layer (VBench dimensions, matting, layer and "
+                                   "trajectory metrics) and write a report directory (docs/EVALUATION.md).")
     from .eval.command import add_eval_arguments
 
     add_eval_arguments(e)
-    d = sub.add_parser("data", parents=[common], help="build a layered dataset from raw videos (the data engine)")
+    d = sub.add_parser("data", parents=[common], help="build a layered dataset from raw videos (the data engine)",
+                       description="The data engine: `data build` turns raw videos into a layered training set, "
+                                   "`data composite` pastes RGBA foregrounds over background videos "
+                                   "(docs/DATA_ENGINE.md).")
     from .data.engine.command import add_data_arguments
 
     add_data_arguments(d)
@@ -187,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "otherwise.")
     u.add_argument("--model", default=None, help="model directory, as for generate (default: the built-in model)")
     u.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    u.add_argument("--port", type=int, default=7860)
+    u.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860; 0: any free port)")
     u.add_argument("--open", action="append", default=[], metavar="DIR",
                    help="an output directory to show at start; repeat for more")
     u.add_argument("--out", default="layert2v-ui", help="directory the app saves its generations under")

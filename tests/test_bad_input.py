@@ -34,10 +34,14 @@ def one_line_error(capsys) -> str:
 
 
 def argparse_refuses(argv: list[str], capsys) -> str:
+    """argparse's refusal: exit 2 and one line on stderr (no usage block), pointing at --help for the rest."""
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2
-    return capsys.readouterr().err.strip().splitlines()[-1]
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "usage:" not in err, err
+    assert "--help" in err
+    return err.strip()
 
 
 @pytest.fixture()
@@ -90,6 +94,29 @@ def test_sequence_longer_than_the_rope_table_is_refused_up_front(tmp_path, capsy
                  "--fg", "c"]) == 2
     assert "pass --frames 15 or fewer" in one_line_error(capsys)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["generate", P, "--out", "o", "--frames", "0"], "argument --frames: expected a whole number >= 1"),
+    (["generate", P, "--out", "o", "--seed", "-1"], "argument --seed: must be from 0"),
+    (["generate", P, "--out", "o", "--guidance", "nan"], "argument --guidance: must be a finite number"),
+    (["generate", P], "the following arguments are required: --out"),
+    (["generate", P, "--out", "o", "--scheduler", "ddim"], "argument --scheduler: invalid choice"),
+    (["decompose", "v.mp4", "--fg", "f", "--out", "o"], "required: --bg"),
+    (["edit", "d", "--fg", "f", "--out", "o"], "required: --regenerate"),
+    (["train"], "required: config"),
+    (["info"], "required: PATH"),
+    (["eval", "d"], "required: --out"),
+    (["data", "build", "v", "--frames", "0"], "argument --frames: expected a positive number"),
+    (["data"], "required: data_command"),
+    (["ui", "--port", "http"], "argument --port: invalid int value"),
+    (["render"], "argument command: invalid choice"),
+    ([], "required: command"),
+])
+def test_argument_errors_are_one_line_in_every_command(argv, says, capsys):
+    line = argparse_refuses(argv, capsys)
+    assert says in line
+    assert line.startswith(f"layert2v{' ' + argv[0] if argv and argv[0] != 'render' else ''}")
 
 
 def test_overwrite_of_a_foreign_directory_is_refused_before_generating(tmp_path, capsys, no_loading):
