@@ -87,8 +87,10 @@ class App:
     """The app's state and its routes: generation into ``out`` with the model at ``model``, plus the already saved
     ``open_dirs``."""
 
-    def __init__(self, model: Path, out: Path, open_dirs: list[Path], max_upload_bytes: int):
+    def __init__(self, model: Path, out: Path, open_dirs: list[Path], max_upload_bytes: int,
+                 layer_weights: Path | None = None, untrained_layers: bool = False):
         self.model, self.out, self.max_upload_bytes = model, output_root(out), max_upload_bytes
+        self.layer_weights, self.untrained_layers = layer_weights, untrained_layers  # a Wan2.1 model's
         self.library, self.uploads = Library(), Uploads()
         for directory in open_dirs:
             self.library.add(Path(directory), "opened")
@@ -98,7 +100,8 @@ class App:
     def load(self) -> LayerT2VPipeline:
         from ..pipeline import LayerT2VPipeline
 
-        return LayerT2VPipeline.from_pretrained(self.model)
+        return LayerT2VPipeline.from_pretrained(self.model, layer_weights=self.layer_weights,
+                                                untrained_layers=self.untrained_layers)
 
     def finish(self, request: JobRequest, video: LayeredVideo) -> str:
         video.metadata["model_path"] = str(self.model)
@@ -323,10 +326,12 @@ ROUTES = (
 
 
 def create_app(model: Path, out: Path, open_dirs: list[Path] = (), max_upload_bytes: int = MAX_UPLOAD_BYTES,
-               allowed_hosts: list[str] | None = None) -> FastAPI:
+               allowed_hosts: list[str] | None = None, layer_weights: Path | None = None,
+               untrained_layers: bool = False) -> FastAPI:
     """The app over an :class:`App`. `allowed_hosts`: the Host headers answered (None: any), so that a web page
-    elsewhere cannot reach a local app through a DNS name that points at 127.0.0.1."""
-    state = App(model, out, list(open_dirs), max_upload_bytes)
+    elsewhere cannot reach a local app through a DNS name that points at 127.0.0.1. `layer_weights` and
+    `untrained_layers`: a Wan2.1 model's, as for :meth:`LayerT2VPipeline.from_pretrained`."""
+    state = App(model, out, list(open_dirs), max_upload_bytes, layer_weights, untrained_layers)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
