@@ -105,6 +105,15 @@ def check_video_shape(num_frames: int, height: int, width: int, temporal: int = 
         raise ValueError(f"--size must be a multiple of {spatial} in both sides for this model, got {width}x{height}")
 
 
+class SequenceTooLong(ValueError):
+    """A layered clip longer than the model's RoPE table: ``axis`` ("frames" or "size") is what is too large and
+    ``most`` the largest value that fits (frames; pixels per side), below 1 when no frame count fits."""
+
+    def __init__(self, message: str, axis: str, most: int):
+        super().__init__(message)
+        self.axis, self.most = axis, most
+
+
 def check_sequence_length(num_foregrounds: int, num_frames: int, height: int, width: int,
                           vae_config: Mapping[str, Any], transformer_config: Mapping[str, Any],
                           fewer: str = "pass fewer --fg") -> None:
@@ -119,13 +128,14 @@ def check_sequence_length(num_foregrounds: int, num_frames: int, height: int, wi
     if segments * latent_frames // p_t > limit:
         most = (limit * p_t // segments - 1) * temporal + 1
         fix = f"pass --frames {most} or fewer" if most >= 1 else fewer
-        raise ValueError(f"{num_frames} frames with {num_foregrounds} foreground(s) make {segments} x {latent_frames} "
-                         f"latent frames, more than this model's {limit} positions (rope_max_seq_len); {fix}")
+        raise SequenceTooLong(f"{num_frames} frames with {num_foregrounds} foreground(s) make {segments} x "
+                              f"{latent_frames} latent frames, more than this model's {limit} positions "
+                              f"(rope_max_seq_len); {fix}", "frames", most)
     tokens_h, tokens_w = height // spatial // p_h, width // spatial // p_w
     if max(tokens_h, tokens_w) > limit:
         most = limit * spatial * min(p_h, p_w)
-        raise ValueError(f"--size {width}x{height} is beyond this model's {limit} positions per side "
-                         f"(rope_max_seq_len); pass --size of at most {most} on each side")
+        raise SequenceTooLong(f"--size {width}x{height} is beyond this model's {limit} positions per side "
+                              f"(rope_max_seq_len); pass --size of at most {most} on each side", "size", most)
 
 
 # ------------------------------------------------------------------------------------------- model size

@@ -53,17 +53,18 @@ def model_info(model: Path) -> dict[str, Any]:
     """What the page needs before any weights load: defaults, frame/size rules and the foreground limit."""
     from ..formats import read_json_object
     from ..pipeline import PIPELINE_FILE, PipelineConfig, saved_video_multiples
+    from ..preflight import model_configs
 
     meta_file = model / PIPELINE_FILE
     if not meta_file.is_file():
         return {}
     config = PipelineConfig(**read_json_object(meta_file)["config"])
-    transformer = read_json_object(model / "transformer" / "config.json")
+    vae, transformer = model_configs(model)
     temporal, spatial = saved_video_multiples(model) or (4, 16)
     return {"max_foregrounds": transformer.get("max_foregrounds", 1), "frames": config.num_frames,
             "width": config.width, "height": config.height, "steps": config.num_inference_steps,
             "guidance": config.guidance_scale, "fps": config.fps, "temporal": temporal, "spatial": spatial,
-            "model_id": config.model_id}
+            "model_id": config.model_id, "configs": (vae, transformer)}
 
 
 def pipeline_info(pipe: LayerT2VPipeline) -> dict[str, Any]:
@@ -72,7 +73,8 @@ def pipeline_info(pipe: LayerT2VPipeline) -> dict[str, Any]:
     temporal, spatial = pipe.video_multiples
     return {"max_foregrounds": pipe.max_foregrounds, "frames": cfg.num_frames, "width": cfg.width,
             "height": cfg.height, "steps": cfg.num_inference_steps, "guidance": cfg.guidance_scale, "fps": cfg.fps,
-            "temporal": temporal, "spatial": spatial, "model_id": cfg.model_id}
+            "temporal": temporal, "spatial": spatial, "model_id": cfg.model_id,
+            "configs": (dict(pipe.vae.config), dict(pipe.transformer.config))}
 
 
 def size_text(n: int) -> str:
@@ -176,7 +178,8 @@ class App:
         return FileResponse(STATIC / "index.html")
 
     def get_model(self) -> dict[str, Any]:
-        return {**self.info(), "path": str(self.model), "out": str(self.out), "ready": self.jobs.loaded.is_set(),
+        described = {k: v for k, v in self.info().items() if k != "configs"}  # the checks' business, not the page's
+        return {**described, "path": str(self.model), "out": str(self.out), "ready": self.jobs.loaded.is_set(),
                 "load_error": self.jobs.load_error, "max_upload_bytes": self.max_upload_bytes}
 
     def runs(self) -> list[dict[str, Any]]:
