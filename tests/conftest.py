@@ -1,8 +1,15 @@
+import os
 import sys
 from pathlib import Path
 
-import pytest
-import torch
+# OpenMP threads that wait at a barrier sleep instead of spinning. On a busy 2-core machine a spinning thread waits
+# for one the scheduler took away: a 400-step tiny training took 361 s instead of 16 s. Set before torch loads
+# libgomp (which reads it once); the test subprocesses inherit it. OMP_WAIT_POLICY=active in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+assert "torch" not in sys.modules, "conftest must set OMP_WAIT_POLICY before torch is imported"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 
