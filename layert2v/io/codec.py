@@ -43,7 +43,9 @@ class _Codec:
 
 
 _CODECS = {
-    "libx264": _Codec("libx264", "yuv420p", None, False, {"crf": "12", "preset": "medium"}),
+    # mb-tree off: with it, x264's lookahead (as PyAV 18's wheels build it) reads memory it never wrote, so the same
+    # frames came out as different bits depending on what was encoded before; without it they always match
+    "libx264": _Codec("libx264", "yuv420p", None, False, {"crf": "12", "preset": "medium", "x264-params": "mbtree=0"}),
     # profile "4" is 4444 (prores_ks numbers its profiles 0..5); alpha_bits defaults to 16. vendor apl0 keeps
     # some Apple software from rejecting the file.
     "prores_ks": _Codec("prores_ks", "yuv444p10le", "yuva444p10le", True, {"profile": "4", "vendor": "apl0"}),
@@ -68,6 +70,9 @@ def to_integer(frames: np.ndarray, deep: bool = False) -> np.ndarray:
     return out.astype(np.uint16 if deep else np.uint8)
 
 
+_BITEXACT = {"fflags": "+bitexact"}  # no random ids (Matroska's segment UID) nor version strings
+
+
 def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "libx264",
                 options: dict[str, str] | None = None) -> Path:
     """Encode (T, H, W, 3) RGB or (T, H, W, 4) straight RGBA frames (uint8, or float in [0, 1]).
@@ -77,7 +82,9 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "
     """
     path = Path(path)
     checked = _checked(frames, codec)  # before the file is created
-    container_options = {"movflags": "+faststart"} if path.suffix.lower() in (".mp4", ".mov") else {}
+    container_options = dict(_BITEXACT)
+    if path.suffix.lower() in (".mp4", ".mov"):
+        container_options["movflags"] = "+faststart"
     with av.open(str(path), "w", options=container_options) as container:
         _mux(container, checked, fps, options)
     return path
@@ -92,7 +99,7 @@ def encoded_size(suffix: str, frames: np.ndarray, fps: float, codec: str = "libx
     +faststart moves an MP4's index to the front without changing its size)."""
     checked = _checked(frames, codec)
     buffer = io.BytesIO()
-    with av.open(buffer, "w", format=_CONTAINERS[suffix.lower()]) as container:
+    with av.open(buffer, "w", format=_CONTAINERS[suffix.lower()], options=dict(_BITEXACT)) as container:
         _mux(container, checked, fps, options)
     return buffer.getbuffer().nbytes
 
