@@ -1,4 +1,4 @@
-"""Hostile and careless input, every case of issue 19: what each one ends in.
+"""Hostile and careless input, every case of issues 19 and 29: what each one ends in.
 
 Each CLI case runs `python -m layert2v.cli ...` in a fresh process in a scratch directory (the built-in model, tiny
 sizes); each API case calls the library in this process. The table gives, per input: the exit code (CLI) or the
@@ -6,7 +6,7 @@ exception raised (API), the last line printed, whether a traceback was shown, wh
 the scratch directory, and the seconds until the answer. A row is clean when bad input ends in exit 2 (130 for
 Ctrl-C) or a ValueError-like exception with one line naming the fix, no traceback and nothing left behind.
 
-    python benchmarks/bad_inputs.py [--only SUBSTRING] [--markdown FILE]
+    python benchmarks/bad_inputs.py [--only SUBSTRING ...] [--markdown FILE]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 P = "a red circle moving right over a blue striped background"
 BUILTIN = ROOT / "layert2v" / "weights" / "world"
-BAD_INPUT_ERRORS = ("ValueError", "FileNotFoundError", "FileExistsError", "NotADirectoryError", "PermissionError")
+BAD_INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)  # or subclass
 
 
 @dataclass
@@ -39,6 +39,7 @@ class Row:
     input: str
     code: str
     last_line: str
+    lines: int | None  # stderr lines, progress bars aside (CLI); None: API
     traceback: bool
     leftovers: bool
     seconds: float
@@ -107,6 +108,24 @@ class Assets:
         self.broken_json = root / "broken_json"
         shutil.copytree(BUILTIN, self.broken_json, ignore=shutil.ignore_patterns("*.safetensors"))
         (self.broken_json / "transformer" / "config.json").write_text("{oops")
+        self.pickled = root / "pickled"  # issue 29: a pickled .bin instead of safetensors
+        shutil.copytree(BUILTIN, self.pickled)
+        weights = self.pickled / "transformer" / "diffusion_pytorch_model.safetensors"
+        import torch
+        from safetensors.torch import load_file
+
+        torch.save(load_file(str(weights)), weights.with_suffix(".bin"))
+        weights.unlink()
+        from helpers import save_tiny_wan
+
+        self.wan_tiny = save_tiny_wan(root / "wan_tiny")  # a Wan2.1 directory with (tiny, random) weights
+        self.run_dir = root / "final"  # a training run's final directory: what --layer-weights names the file of
+        self.run_dir.mkdir()
+        (self.run_dir / "layer_weights.safetensors").write_bytes(b"x")
+        self.corrupt = root / "corrupt"  # a folder of videos that are all corrupt
+        self.corrupt.mkdir()
+        (self.corrupt / "a.mp4").write_bytes(b"not a video" * 20)
+        (self.corrupt / "b.mov").write_bytes(b"")
         self.vae_stage = root / "vae_stage"
         shutil.copytree(BUILTIN / "vae", self.vae_stage / "vae")
         (root / "a_file").write_text("x")
@@ -152,11 +171,32 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+def stderr_lines(text: str) -> int:
+    """Lines a person reads on stderr, counted as `last_line` reads them (progress bars stripped)."""
+    return sum(bool(PROGRESS_BAR.split(ln)[-1].strip()) for ln in text.replace("\r", "\n").splitlines())
+
+
+def on_a_full_disk(argv: list[str], scratch: Path) -> list[str]:
+    """argv run with the scratch directory's `disk/` a 64 KiB tmpfs, in a private mount namespace (gone when the
+    command ends): what is left on it is copied to `left/` so that the snapshot sees it."""
+    (scratch / "disk").mkdir()
+    script = ('mount -t tmpfs -o size=64k layert2v-test-disk disk || exit 99; "$@"; rc=$?; '
+              'if [ -n "$(ls -A disk)" ]; then cp -r disk left; fi; exit $rc')
+    return ["unshare", "-rm", "sh", "-c", script, "sh", *argv]
+
+
 def run_cli(label: str, argv: list[str], scratch: Path, expect: tuple[int, ...] = (2,),
-            interrupt_after: float | None = None) -> Row:
+            interrupt_after: float | None = None, full_disk: bool = False, keeps: str | None = None) -> Row:
+    """`keeps`: a file the refusal names and leaves on purpose (data build's rejects.jsonl): the directory holding
+    it (the dataset, resumable) is not counted as left behind."""
+    command = [sys.executable, "-m", "layert2v.cli", *argv]
+    if full_disk:
+        if shutil.which("unshare") is None:
+            return Row(label, "skipped", "unshare is not installed", None, False, False, 0.0, True)
+        command = on_a_full_disk(command, scratch)
     before = snapshot(scratch)
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "layert2v.cli", *argv], cwd=scratch, env=env(),
+    proc = subprocess.Popen(command, cwd=scratch, env=env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if interrupt_after is not None:
         time.sleep(interrupt_after)
@@ -164,12 +204,19 @@ def run_cli(label: str, argv: list[str], scratch: Path, expect: tuple[int, ...] 
         start = time.perf_counter()  # seconds from Ctrl-C to the answer
     out, err = proc.communicate(timeout=1800)
     seconds = time.perf_counter() - start
+    if full_disk and proc.returncode == 99:
+        return Row(label, "skipped", "no tmpfs could be mounted here (unshare -rm)", None, False, False, 0.0, True)
     new = snapshot(scratch) - before
+    if keeps is not None and (scratch / keeps).is_file():
+        kept = Path(keeps).parts[0]
+        new = {p for p in new if Path(p).parts[0] != kept}
     leftovers = bool(new) if expect != (0,) else False
     tb = "Traceback (most recent call last)" in err
     line = last_line(err) or last_line(out)
-    clean = proc.returncode in expect and not tb and not leftovers and bool(line)
-    return Row(label, str(proc.returncode), line, tb, leftovers, seconds, clean)
+    lines = stderr_lines(err)
+    one_line = lines == 1 if expect == (2,) else True
+    clean = proc.returncode in expect and not tb and not leftovers and bool(line) and one_line
+    return Row(label, str(proc.returncode), line, lines, tb, leftovers, seconds, clean)
 
 
 # API cases where the right answer is to run through (the bug was a silent wrong result, not a missing error)
@@ -185,14 +232,14 @@ def run_api(label: str, call: Callable[[], object], scratch: Path) -> Row:
     except Exception as e:  # noqa: BLE001 - the table reports whatever comes out
         code = type(e).__name__
         line = " ".join(str(e).split())
-        tb = code not in BAD_INPUT_ERRORS  # an internal error type: what a user sees as a crash
+        tb = not isinstance(e, BAD_INPUT_ERRORS)  # an internal error type: what a user sees as a crash
     seconds = time.perf_counter() - start
     leftovers = bool(snapshot(scratch) - before)
     if label in RUNS_THROUGH:
         clean = code == "returned" and not leftovers
     else:
-        clean = code in BAD_INPUT_ERRORS and not tb and not leftovers and "\n" not in line
-    return Row(label, code, line, tb, leftovers, seconds, clean)
+        clean = code != "returned" and not tb and not leftovers and "\n" not in line
+    return Row(label, code, line, None, tb, leftovers, seconds, clean)
 
 
 def cli_cases(a: Assets) -> list[tuple[str, list[str], dict]]:
@@ -245,6 +292,21 @@ def cli_cases(a: Assets) -> list[tuple[str, list[str], dict]]:
         ("train: batch_size 0", ["train", str(a.yaml["batch_zero"])], {}),
         ("train: resume, truncated state/__0_0.distcp", ["train", str(a.yaml["resume_weights"])], {}),
         ("train: resume, truncated rank0.pt", ["train", str(a.yaml["resume_rng"])], {}),
+        # issue 29
+        ("--seed -1", [*gen, "--seed", "-1"], {}),
+        ("generate without --out", ["generate", P], {}),
+        ("--scheduler ddim", [*gen, "--scheduler", "ddim"], {}),
+        ("ui --port http", ["ui", "--port", "http"], {}),
+        ("train without a config", ["train"], {}),
+        ("--model: Wan2.1 without --layer-weights", [*gen, "--model", str(a.wan_tiny), "--size", "32x32",
+                                                     "--frames", "5", "--steps", "1"], {}),
+        ("--layer-weights a directory", [*gen, "--model", str(a.wan_tiny), "--layer-weights", str(a.run_dir)], {}),
+        ("--model: pickled .bin weights", [*gen, "--model", str(a.pickled), "--steps", "1"], {}),
+        ("a prompt naming four objects", ["generate", "a red circle, a blue square, a green ball and a white star "
+                                                      "over a grey sky", "--out", "out"], {}),
+        ("generate onto a full disk", [*gen[:-1], "disk/out", "--steps", "1"], {"full_disk": True}),
+        ("data build: every video corrupt", ["data", "build", str(a.corrupt), "--out", "ds", "--local"],
+         {"keeps": "ds/rejects.jsonl"}),
     ]
 
 
@@ -312,18 +374,21 @@ def api_cases(a: Assets) -> list[tuple[str, Callable[[], object]]]:
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| input | exit / exception | last line | traceback | leftovers | s | clean |", "|---" * 7 + "|"]
+    lines = ["| input | exit / exception | last line | stderr lines | traceback | leftovers | s | clean |",
+             "|---" * 8 + "|"]
     for r in rows:
         text = r.last_line.replace("|", "\\|")
         text = text if len(text) <= 160 else text[:157] + "..."
-        lines.append(f"| {r.input} | {r.code} | {text} | {'yes' if r.traceback else 'no'} | "
+        lines.append(f"| {r.input} | {r.code} | {text} | {'-' if r.lines is None else r.lines} | "
+                     f"{'yes' if r.traceback else 'no'} | "
                      f"{'yes' if r.leftovers else 'no'} | {r.seconds:.1f} | {'yes' if r.clean else 'NO'} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default=None, help="run only the cases whose input contains this text")
+    parser.add_argument("--only", action="append", default=None,
+                        help="run only the cases whose input contains this text (may be given more than once)")
     parser.add_argument("--markdown", default=None, help="also write the table to this file")
     args = parser.parse_args(argv)
     torch_threads = os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -334,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         assets = Assets(root / "assets")
         print(f"assets ready in {time.perf_counter() - start:.0f}s (OMP_NUM_THREADS={torch_threads})", flush=True)
         for label, cli_argv, opts in cli_cases(assets):
-            if args.only and args.only not in label:
+            if args.only and not any(text in label for text in args.only):
                 continue
             scratch = root / f"case{len(rows):02d}"
             scratch.mkdir()
@@ -342,10 +407,10 @@ def main(argv: list[str] | None = None) -> int:
                 (scratch / "nonempty").mkdir()
                 (scratch / "nonempty" / "thesis.tex").write_text("precious")
             rows.append(run_cli(f"`layert2v {label}`", cli_argv, scratch, opts.get("expect", (2,)),
-                                opts.get("interrupt_after")))
+                                opts.get("interrupt_after"), opts.get("full_disk", False), opts.get("keeps")))
             print(f"{rows[-1].input}: {rows[-1].code} in {rows[-1].seconds:.1f}s", flush=True)
         for label, call in api_cases(assets):
-            if args.only and args.only not in label:
+            if args.only and not any(text in label for text in args.only):
                 continue
             scratch = root / f"case{len(rows):02d}"
             scratch.mkdir()

@@ -15,15 +15,17 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from .output_dirs import NoSpaceError
 from .preflight import BUILTIN_MODEL, ModelCheck
 from .prompts import derive_prompts
 
 if TYPE_CHECKING:
     from .trajectory import Trajectories
 
-BAD_INPUT = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+BAD_INPUT = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError,
+             NoSpaceError)
 INTERRUPTED = {"generate": "interrupted; nothing was written", "eval": "interrupted; nothing was written",
                "decompose": "interrupted; nothing was written", "edit": "interrupted; nothing was written",
                "train": "interrupted; run the same command to resume from the last checkpoint"}
@@ -77,6 +79,23 @@ def device_name(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ parser
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors in the one line the CLI promises: what is wrong and where the rest is (--help),
+    without the usage block. Sub-commands' parsers are of the same class (argparse makes them so)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}; see `{self.prog} --help`\n")
+
+
+def add_layer_weights_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--layer-weights", default=None, metavar="FILE",
+                   help="the layer_weights.safetensors of a Wan2.1 --model (written by `layert2v train`); required "
+                        "with a Wan2.1 --model")
+    p.add_argument("--untrained-layers", action="store_true",
+                   help="run a Wan2.1 --model without --layer-weights on purpose (a smoke test): its layer modules "
+                        "stay as initialised, and the manifest says so")
+
+
 def add_sampling_arguments(p: argparse.ArgumentParser, frames: bool) -> None:
     """The output, model and sampling options generate, decompose and edit share (frames and size: not for edit,
     whose clip has its directory's)."""
@@ -84,7 +103,7 @@ def add_sampling_arguments(p: argparse.ArgumentParser, frames: bool) -> None:
     p.add_argument("--out", required=True, help="output directory (must be new or empty, or use --overwrite)")
     p.add_argument("--model", default=None, help="pipeline directory saved by `layert2v train`, or a Wan2.1-T2V "
                                                  "diffusers directory (default: the built-in model)")
-    p.add_argument("--layer-weights", default=None, help="LayerT2V layer-weights file for a Wan2.1 --model")
+    add_layer_weights_arguments(p)
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the starting noise (0 to 2**63-1)")
     p.add_argument("--steps", type=positive_int, default=None, help="denoising steps (default: the model's)")
     p.add_argument("--guidance", type=guidance_float, default=None,
@@ -95,7 +114,8 @@ def add_sampling_arguments(p: argparse.ArgumentParser, frames: bool) -> None:
                             "sequence length (default: the model's)")
         p.add_argument("--size", type=parse_size, default=None,
                        help="WIDTHxHEIGHT, multiples of 16 (VAE factor x patch)")
-    p.add_argument("--scheduler", choices=("unipc", "euler"), default="unipc")
+    p.add_argument("--scheduler", choices=("unipc", "euler"), default="unipc",
+                   help="sampler: unipc (UniPC, 2nd order; the default) or euler (flow-matching Euler)")
     p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--offload", choices=("block", "leaf", "model"), default=None,
                    help="small GPUs: keep the transformer in CPU memory and run it on --device one block / one "
@@ -110,7 +130,7 @@ def add_sampling_arguments(p: argparse.ArgumentParser, frames: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="layert2v", description="Layered text-to-video generation.")
+    parser = Parser(prog="layert2v", description="Layered text-to-video generation.")
     parser.add_argument("--version", action="version", version=f"layert2v {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     common = argparse.ArgumentParser(add_help=False)  # so --debug also works after the command
@@ -176,19 +196,30 @@ def build_parser() -> argparse.ArgumentParser:
                     help="JSON file of key-frame boxes for the regenerated foreground only (docs/TRAJECTORIES.md)")
 
     t = sub.add_parser("train", parents=[common], help="train one stage from a YAML config (resumes from its "
-                                                       "checkpoint)")
+                                                       "checkpoint)",
+                       description="Train one stage (vae, alpha, t2v or layered) from its YAML config; a run "
+                                   "started again with the same config resumes from its last checkpoint "
+                                   "(docs/TRAINING.md).")
     t.add_argument("config", help="stage config, e.g. configs/wan/2a_layered_192x336.yaml")
     t.add_argument("--dry-run", action="store_true", help="check the config and the stages it chains from without "
                    "weights (meta device) and print the plan; trains nothing")
 
-    i = sub.add_parser("info", parents=[common], help="describe a checkpoint, pipeline or output directory")
-    i.add_argument("path")
+    i = sub.add_parser("info", parents=[common], help="describe a checkpoint, pipeline or output directory",
+                       description="Print, as JSON, what a directory is and what its files record: a layered "
+                                   "output directory, a saved pipeline, a training stage's output or checkpoint, "
+                                   "a Wan2.1 diffusers directory.")
+    i.add_argument("path", metavar="PATH", help="the directory to describe")
 
-    e = sub.add_parser("eval", parents=[common], help="evaluate saved layered videos and write a report")
+    e = sub.add_parser("eval", parents=[common], help="evaluate saved layered videos and write a report",
+                       description="Score saved layered videos per layer (VBench dimensions, matting, layer and "
+                                   "trajectory metrics) and write a report directory (docs/EVALUATION.md).")
     from .eval.command import add_eval_arguments
 
     add_eval_arguments(e)
-    d = sub.add_parser("data", parents=[common], help="build a layered dataset from raw videos (the data engine)")
+    d = sub.add_parser("data", parents=[common], help="build a layered dataset from raw videos (the data engine)",
+                       description="The data engine: `data build` turns raw videos into a layered training set, "
+                                   "`data composite` pastes RGBA foregrounds over background videos "
+                                   "(docs/DATA_ENGINE.md).")
     from .data.engine.command import add_data_arguments
 
     add_data_arguments(d)
@@ -197,8 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Serve the web app of docs/UI.md on this machine only, unless --host says "
                                    "otherwise.")
     u.add_argument("--model", default=None, help="model directory, as for generate (default: the built-in model)")
+    add_layer_weights_arguments(u)
     u.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    u.add_argument("--port", type=int, default=7860)
+    u.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860; 0: any free port)")
     u.add_argument("--open", action="append", default=[], metavar="DIR",
                    help="an output directory to show at start; repeat for more")
     u.add_argument("--out", default="layert2v-ui", help="directory the app saves its generations under")
@@ -213,7 +245,7 @@ def model_check(args: argparse.Namespace, frames: int | None, size: tuple[int, i
     if args.offload and args.device == "cpu":
         raise ValueError("--offload keeps the transformer in CPU memory and runs it on an accelerator; pass "
                          "--device cuda, or drop --offload on the CPU")
-    return check_model(args.model, frames, size)
+    return check_model(args.model, frames, size, args.layer_weights, args.untrained_layers)
 
 
 def check_generate(args: argparse.Namespace) -> tuple[ModelCheck, str, list[str], Trajectories | None]:
@@ -227,7 +259,7 @@ def check_generate(args: argparse.Namespace) -> tuple[ModelCheck, str, list[str]
     check_output_directory(args.out, args.overwrite, marker=VIDEO_MANIFEST)
     check = model_check(args, args.frames, args.size)
     bg, fgs = derive_prompts(args.prompt, args.bg, args.fg)
-    check.check_foregrounds(len(fgs))
+    check.check_foregrounds(len(fgs), derived=not args.fg)
     trajectories = None
     if args.trajectory:  # checked against the clip before the model loads
         from .trajectory import Trajectories
@@ -254,7 +286,8 @@ def load_pipeline(args: argparse.Namespace, model: Path):  # -> LayerT2VPipeline
     from .pipeline import LayerT2VPipeline
 
     dtype = args.dtype or ("bf16" if str(args.device).startswith("cuda") else "fp32")
-    pipe = LayerT2VPipeline.from_pretrained(model, layer_weights=args.layer_weights)
+    pipe = LayerT2VPipeline.from_pretrained(model, layer_weights=args.layer_weights,
+                                            untrained_layers=args.untrained_layers)
     pipe.to(dtype={"bf16": torch.bfloat16, "fp32": torch.float32}[dtype])
     if args.offload:  # the exact memory savers with it; the transformer never goes to the device whole
         pipe.enable_memory_savers(vae_tiling=False, offload=args.offload, device=args.device)
@@ -424,7 +457,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from .ui import serve
 
     return serve(Path(args.model) if args.model else BUILTIN_MODEL, args.host, args.port,
-                 [Path(d) for d in args.open], Path(args.out))
+                 [Path(d) for d in args.open], Path(args.out), args.layer_weights, args.untrained_layers)
 
 
 COMMANDS = {"generate": cmd_generate, "decompose": cmd_decompose, "edit": cmd_edit, "train": cmd_train,

@@ -16,6 +16,7 @@ PIPELINE_FILE = "layert2v.json"
 MODEL_INDEX = "model_index.json"  # what marks a diffusers pipeline directory, e.g. a Wan2.1-T2V download
 
 LAYER_WEIGHTS_FORMAT = "layert2v-layer-weights"  # safetensors metadata of a LayerT2V layer-weights file
+LAYER_WEIGHTS_FILE = "layer_weights.safetensors"  # the layer-weights file a layered stage writes in output_dir/final
 
 # suffixes of the video files layert2v reads (--keep, the data engine's footage): any container FFmpeg decodes
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".gif")

@@ -16,6 +16,7 @@ directory is replaced); :func:`remove_leftovers` removes those a killed process 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -24,6 +25,55 @@ from collections.abc import Iterator
 from pathlib import Path
 
 _LEFTOVER = re.compile(r"^\..+\.(tmp|old)-[0-9a-f]{8}$")  # the names _sibling gives
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class NoSpaceError(OSError):
+    """The filesystem filled up while a result was written; the partial result is gone and the message (one line)
+    names the device, what is free, what the result needs where the writer knows it, and the fix."""
+
+    def __init__(self, message: str, needed: int | None = None, free: int | None = None):
+        super().__init__(message)
+        self.needed, self.free = needed, free  # bytes: the whole result (None: unknown), free after clean-up
+
+
+def is_no_space(error: BaseException) -> bool:
+    return isinstance(error, OSError) and (isinstance(error, NoSpaceError) or error.errno in _NO_SPACE)
+
+
+def _mount_of(path: Path) -> tuple[str, Path]:
+    """(device, mount point) of the filesystem holding ``path``: the deepest mount point at or above it in
+    /proc/mounts (where that cannot be read: the path's existing ancestor, for both)."""
+    path = next(p for p in (path, *path.parents) if p.exists()).resolve()
+    found: tuple[str, Path] | None = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            device, mount = line.split()[:2]
+            mount_path = Path(mount.replace("\\040", " "))
+            if (mount_path == path or mount_path in path.parents) and (
+                    found is None or len(mount_path.parts) >= len(found[1].parts)):
+                found = (device, mount_path)
+    return found or (str(path), path)
+
+
+def free_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
+def no_space(path: Path, needed: int | None = None) -> NoSpaceError:
+    """The one-line error for a full disk under ``path``, measured now (after the partial result is removed)."""
+    device, mount = _mount_of(path)
+    free = free_bytes(mount)
+
+    def mb(n: int) -> str:
+        return f"{max(n, 0) / 2**20:.1f} MB"
+
+    if needed is not None and needed > free:
+        fix = f"{path.name} needs {mb(needed)} and {mb(free)} is free: free {mb(needed - free)}"
+    else:
+        fix = f"{mb(free)} was not enough for {path.name}: free more space"
+    return NoSpaceError(f"no space left on {device} (mounted at {mount}); {fix} or choose another output directory "
+                        "(--out); nothing was written", needed, free)
 
 
 def _target(directory: str | Path) -> Path:
@@ -87,7 +137,13 @@ def atomic_directory(directory: str | Path, overwrite: bool = False, marker: str
         raise PermissionError(f"cannot create {path.parent}: permission denied") from e
     tmp = _fresh_sibling(path, "tmp")
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as e:
+            if not is_no_space(e):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # before measuring what is free
+            raise no_space(path, getattr(e, "needed", None)) from e
         if path.exists():
             old = _fresh_sibling(path, "old")
             os.replace(path, old / path.name)
@@ -115,7 +171,13 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     tmp = _sibling(path, "tmp")
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as e:
+            if not is_no_space(e) or isinstance(e, NoSpaceError):
+                raise
+            tmp.unlink(missing_ok=True)
+            raise no_space(path) from e
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

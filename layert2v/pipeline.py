@@ -32,6 +32,7 @@ from .models.transformer import LayeredWanTransformer
 from .models.vae import AlphaPath
 from .preflight import (
     check_guidance,
+    check_layer_weights,
     check_model_directory,
     check_model_path,
     check_seed,
@@ -67,6 +68,7 @@ class PipelineConfig:
     negative_prompt: str = ""
     model_id: str = "layert2v"
     layer_index_prompts: bool = False  # the model was trained on LayerFlow's "n, description" prompts
+    untrained_layers: bool = False  # Wan2.1 loaded without layer weights on purpose: layer modules as initialised
 
     @classmethod
     def from_dict(cls, raw: Any, where: Path) -> PipelineConfig:
@@ -147,17 +149,19 @@ class LayerT2VPipeline(DevicePlacement):
     # ---------------------------------------------------------------- loading
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, layer_weights: str | Path | None = None, text_encoder: str | Path | None = None
+        cls, path: str | Path, layer_weights: str | Path | None = None, text_encoder: str | Path | None = None,
+        untrained_layers: bool = False,
     ) -> LayerT2VPipeline:
-        """Load (a) a directory saved by :meth:`save_pretrained`, or (b) a Wan2.1-T2V diffusers directory plus
-        an optional LayerT2V layer-weights file (LoRA, layer modules, alpha path; see ``layer_weights.py``)."""
+        """Load (a) a directory saved by :meth:`save_pretrained` (the built-in model: ``layert2v.BUILTIN_MODEL``),
+        or (b) a Wan2.1-T2V diffusers directory plus its LayerT2V layer-weights file (LoRA, layer modules, alpha
+        path; see ``layer_weights.py``). A Wan2.1 directory without one is refused unless ``untrained_layers``:
+        its layer modules would be as initialised (a smoke test), which every video it makes records."""
         root = Path(path)
         kind = check_model_path(root)  # a one-line error for anything but a saved pipeline or a Wan2.1 directory
         check_model_directory(root)  # configs valid and complete, and the model fits: before building anything
+        check_layer_weights(kind, layer_weights, untrained_layers)
         if kind == WAN:
             return cls._load_wan(root, layer_weights, text_encoder)
-        if layer_weights is not None:
-            raise ValueError("layer weights apply to a Wan2.1 directory; this one is a complete layert2v pipeline")
         return cls._load_own(root, text_encoder)
 
     @classmethod
@@ -187,7 +191,8 @@ class LayerT2VPipeline(DevicePlacement):
         encoder = TextEncoder.from_pretrained(text_encoder or root)
         config = PipelineConfig(text_encoder=str(text_encoder or root), max_sequence_length=encoder.max_length,
                                 num_frames=41, height=384, width=672, fps=16, num_inference_steps=50,
-                                guidance_scale=5.0, flow_shift=3.0, model_id=f"wan2.1:{root.name}")
+                                guidance_scale=5.0, flow_shift=3.0, model_id=f"wan2.1:{root.name}",
+                                untrained_layers=layer_weights is None)
         return cls(transformer, vae, alpha_path, encoder, config)
 
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -396,6 +401,8 @@ class LayerT2VPipeline(DevicePlacement):
         if trajectories is not None:  # saving writes trajectory.json (the requested boxes) and trajectory.png
             mechanism = "trained box conditioning" if boxes is not None else "guided cross-attention"
             extra = {"trajectory": trajectories.to_dict(), "trajectory_mechanism": mechanism}
+        if cfg.untrained_layers:
+            extra["untrained_layers"] = True  # made without layer weights, on purpose
         return LayeredVideo(
             full=video[FULL], background=video[BACKGROUND],
             foregrounds=[video[layout.foreground_name(k)] for k in layout.composite_order],
@@ -548,7 +555,7 @@ def load_weights(cls: Any, directory: Path) -> Any:
     from safetensors import SafetensorError
 
     try:
-        return cls.from_pretrained(directory, torch_dtype=torch.float32)
+        return cls.from_pretrained(directory, torch_dtype=torch.float32, use_safetensors=True)  # never unpickles
     except (OSError, SafetensorError, UnicodeDecodeError, EOFError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"cannot read the weights in {directory} ({reason[:200]}); the files are missing, truncated "

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .formats import MODEL_INDEX, PIPELINE, PIPELINE_FILE, model_kind, read_json_object
+from .formats import LAYER_WEIGHTS_FILE, MODEL_INDEX, PIPELINE, PIPELINE_FILE, model_kind, read_json_object
 from .layout import LayerLayout
 
 WAN_TRANSFORMERS = ("LayeredWanTransformer", "WanTransformer3DModel")
@@ -24,7 +24,10 @@ TRANSFORMER_SIZE_FIELDS = ("patch_size", "num_attention_heads", "attention_head_
                            "text_dim", "freq_dim", "ffn_dim", "num_layers", "rope_max_seq_len")
 VAE_SIZE_FIELDS = ("base_dim", "z_dim", "dim_mult", "num_res_blocks", "temperal_downsample")
 LOAD_FACTOR = 2  # fp32 weights in the model plus the state dict read from disk while loading
-BUILTIN_MODEL = Path(__file__).parent / "weights" / "world"  # the model a call without --model uses
+# The built-in model's directory, inside the installed package: what a call without --model uses, and its name in
+# code (``LayerT2VPipeline.from_pretrained(layert2v.BUILTIN_MODEL)``), wherever Python runs from.
+BUILTIN_MODEL = Path(__file__).parent / "weights" / "world"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")  # weights that load by unpickling (which can run code)
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -102,10 +105,21 @@ def check_video_shape(num_frames: int, height: int, width: int, temporal: int = 
         raise ValueError(f"--size must be a multiple of {spatial} in both sides for this model, got {width}x{height}")
 
 
+class SequenceTooLong(ValueError):
+    """A layered clip longer than the model's RoPE table: ``axis`` ("frames" or "size") is what is too large and
+    ``most`` the largest value that fits (frames; pixels per side), below 1 when no frame count fits."""
+
+    def __init__(self, message: str, axis: str, most: int):
+        super().__init__(message)
+        self.axis, self.most = axis, most
+
+
 def check_sequence_length(num_foregrounds: int, num_frames: int, height: int, width: int,
-                          vae_config: Mapping[str, Any], transformer_config: Mapping[str, Any]) -> None:
+                          vae_config: Mapping[str, Any], transformer_config: Mapping[str, Any],
+                          fewer: str = "pass fewer --fg") -> None:
     """Refuse a layered sequence longer than the transformer's RoPE table (``rope_max_seq_len`` positions per
-    axis): the layers are serialised along time, so the latent frames are multiplied by the layout's segments."""
+    axis): the layers are serialised along time, so the latent frames are multiplied by the layout's segments.
+    ``fewer``: the fix when even one frame is too many (the foregrounds came from --fg, or from the prompt)."""
     temporal, spatial = compression(vae_config)
     p_t, p_h, p_w = transformer_config["patch_size"]
     limit = transformer_config["rope_max_seq_len"]
@@ -113,14 +127,15 @@ def check_sequence_length(num_foregrounds: int, num_frames: int, height: int, wi
     latent_frames = (num_frames - 1) // temporal + 1
     if segments * latent_frames // p_t > limit:
         most = (limit * p_t // segments - 1) * temporal + 1
-        fix = f"pass --frames {most} or fewer" if most >= 1 else "pass fewer --fg"
-        raise ValueError(f"{num_frames} frames with {num_foregrounds} foreground(s) make {segments} x {latent_frames} "
-                         f"latent frames, more than this model's {limit} positions (rope_max_seq_len); {fix}")
+        fix = f"pass --frames {most} or fewer" if most >= 1 else fewer
+        raise SequenceTooLong(f"{num_frames} frames with {num_foregrounds} foreground(s) make {segments} x "
+                              f"{latent_frames} latent frames, more than this model's {limit} positions "
+                              f"(rope_max_seq_len); {fix}", "frames", most)
     tokens_h, tokens_w = height // spatial // p_h, width // spatial // p_w
     if max(tokens_h, tokens_w) > limit:
         most = limit * spatial * min(p_h, p_w)
-        raise ValueError(f"--size {width}x{height} is beyond this model's {limit} positions per side "
-                         f"(rope_max_seq_len); pass --size of at most {most} on each side")
+        raise SequenceTooLong(f"--size {width}x{height} is beyond this model's {limit} positions per side "
+                              f"(rope_max_seq_len); pass --size of at most {most} on each side", "size", most)
 
 
 # ------------------------------------------------------------------------------------------- model size
@@ -199,12 +214,25 @@ def check_safetensors(path: Path) -> None:
                          f"{8 + length + max(ends)}); {fix}")
 
 
+def check_no_pickle(folder: Path) -> None:
+    """Refuse a component folder whose weights are pickled (``diffusion_pytorch_model.bin`` ...) rather than
+    safetensors: layert2v never unpickles, so they are refused before a loader could fall back to them."""
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickled:
+        raise ValueError(f"{folder} holds pickled weights ({', '.join(pickled)}), which layert2v does not load "
+                         "(unpickling can run code); convert them to .safetensors where you trust the file (diffusers' "
+                         "save_pretrained writes them) or download the safetensors release")
+
+
 def check_model_directory(model: Path, available: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every check a model directory allows before loading: configs present, valid and of a size that fits, and
-    weight files complete."""
+    weight files safetensors and complete."""
     vae, transformer = model_configs(model)
     check_fits_in_memory(model, vae, transformer, available)
-    for part in ("transformer", "vae", "alpha_path"):
+    for part in ("transformer", "vae", "alpha_path", "text_encoder"):
+        check_no_pickle(model / part)
         for weights in sorted((model / part).glob("*.safetensors")):
             check_safetensors(weights)
     return vae, transformer
@@ -271,6 +299,40 @@ def native_config(model: Path) -> dict:
     return config if isinstance(config, dict) else {}
 
 
+def check_layer_weights(kind: str, layer_weights: str | Path | None, untrained_layers: bool = False) -> None:
+    """The layer weights a model of ``kind`` (:func:`check_model_path`) is given: a Wan2.1 directory needs a
+    layer-weights file, or ``untrained_layers`` to run its layer modules as initialised on purpose; a layert2v
+    pipeline takes neither. The file is checked from its header (nothing is loaded)."""
+    if kind == PIPELINE:
+        if layer_weights is not None:
+            raise ValueError("--layer-weights applies to a Wan2.1 --model; this model is a complete layert2v "
+                             "pipeline: drop --layer-weights")
+        if untrained_layers:
+            raise ValueError("--untrained-layers applies to a Wan2.1 --model; this model is a trained layert2v "
+                             "pipeline: drop --untrained-layers")
+        return
+    if layer_weights is None:
+        if not untrained_layers:
+            raise ValueError(f"a Wan2.1 --model needs --layer-weights FILE (the {LAYER_WEIGHTS_FILE} `layert2v "
+                             "train` writes; layer_weights= in Python): without it the layer modules are untrained and "
+                             "the layers meaningless; pass --untrained-layers (untrained_layers=True) to run it so on "
+                             "purpose")
+        return
+    if untrained_layers:
+        raise ValueError("--untrained-layers runs a Wan2.1 --model without layer weights; pass it or "
+                         "--layer-weights, not both")
+    path = Path(layer_weights)
+    if path.is_dir():
+        inside = path / LAYER_WEIGHTS_FILE
+        fix = f"pass the file in it: --layer-weights {inside}" if inside.is_file() else \
+            f"pass the {LAYER_WEIGHTS_FILE} file that `layert2v train` writes in output_dir/final"
+        raise IsADirectoryError(f"--layer-weights {path} is a directory, not a layer-weights file; {fix}")
+    if not path.is_file():
+        raise FileNotFoundError(f"--layer-weights {path} does not exist; pass the {LAYER_WEIGHTS_FILE} file that "
+                                "`layert2v train` writes in output_dir/final")
+    check_safetensors(path)
+
+
 @dataclass
 class ModelCheck:
     """What the checks made of the model before loading it: its path and the clip's frames and size (None where only
@@ -284,27 +346,35 @@ class ModelCheck:
     configs: tuple[dict, dict]  # the VAE's and the transformer's config.json
     layert2v: bool = False  # a layert2v pipeline directory (it records max_foregrounds)
 
-    def check_foregrounds(self, num_foregrounds: int) -> None:
-        """The model takes this many foregrounds, and the layered sequence fits its RoPE table."""
+    def check_foregrounds(self, num_foregrounds: int, derived: bool = False) -> None:
+        """The model takes this many foregrounds, and the layered sequence fits its RoPE table. ``derived``: the
+        foregrounds were read from the full prompt (no --fg given), which the message then names."""
         vae, transformer = self.configs
         supported = transformer.get("max_foregrounds", 1) if self.layert2v else None
         if supported is not None and num_foregrounds > supported:
+            if derived:
+                raise ValueError(f"the prompt names {num_foregrounds} objects before 'over', each a foreground layer, "
+                                 f"but this model supports at most {supported}; name fewer objects, or give the "
+                                 f"layers with --bg and up to {supported} --fg")
             raise ValueError(f"this model supports at most {supported} foreground layer(s), got {num_foregrounds}; "
                              "pass fewer --fg")
         if self.frames is not None and self.size is not None:
-            check_sequence_length(num_foregrounds, self.frames, self.size[1], self.size[0], vae, transformer)
+            fewer = "name fewer objects before 'over' in the prompt" if derived else "pass fewer --fg"
+            check_sequence_length(num_foregrounds, self.frames, self.size[1], self.size[0], vae, transformer, fewer)
 
 
-def check_model(model: str | Path | None, frames: int | None, size: tuple[int, int] | None) -> ModelCheck:
-    """Every check of the model (None: the built-in one) and the clip's shape that its config files allow: nothing
-    heavy loads (call :meth:`ModelCheck.check_foregrounds` once the foreground count is known). Frames and size
-    left out are the model's own."""
+def check_model(model: str | Path | None, frames: int | None, size: tuple[int, int] | None,
+                layer_weights: str | Path | None = None, untrained_layers: bool = False) -> ModelCheck:
+    """Every check of the model (None: the built-in one), its layer weights (:func:`check_layer_weights`) and the
+    clip's shape that its config files allow: nothing heavy loads (call :meth:`ModelCheck.check_foregrounds` once
+    the foreground count is known). Frames and size left out are the model's own."""
     path = Path(model) if model else BUILTIN_MODEL
     if model is None and not (path / PIPELINE_FILE).is_file():
         raise FileNotFoundError(f"no built-in model at {path}; pass --model DIR (a directory saved by "
                                 "`layert2v train`)")
     kind = check_model_path(path)
     vae, transformer = check_model_directory(path)
+    check_layer_weights(kind, layer_weights, untrained_layers)
     native = native_config(path)
     temporal, spatial = video_multiples(vae, transformer)
     frames = frames or native.get("num_frames")

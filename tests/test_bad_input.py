@@ -34,10 +34,14 @@ def one_line_error(capsys) -> str:
 
 
 def argparse_refuses(argv: list[str], capsys) -> str:
+    """argparse's refusal: exit 2 and one line on stderr (no usage block), pointing at --help for the rest."""
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2
-    return capsys.readouterr().err.strip().splitlines()[-1]
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "usage:" not in err, err
+    assert "--help" in err
+    return err.strip()
 
 
 @pytest.fixture()
@@ -90,6 +94,29 @@ def test_sequence_longer_than_the_rope_table_is_refused_up_front(tmp_path, capsy
                  "--fg", "c"]) == 2
     assert "pass --frames 15 or fewer" in one_line_error(capsys)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["generate", P, "--out", "o", "--frames", "0"], "argument --frames: expected a whole number >= 1"),
+    (["generate", P, "--out", "o", "--seed", "-1"], "argument --seed: must be from 0"),
+    (["generate", P, "--out", "o", "--guidance", "nan"], "argument --guidance: must be a finite number"),
+    (["generate", P], "the following arguments are required: --out"),
+    (["generate", P, "--out", "o", "--scheduler", "ddim"], "argument --scheduler: invalid choice"),
+    (["decompose", "v.mp4", "--fg", "f", "--out", "o"], "required: --bg"),
+    (["edit", "d", "--fg", "f", "--out", "o"], "required: --regenerate"),
+    (["train"], "required: config"),
+    (["info"], "required: PATH"),
+    (["eval", "d"], "required: --out"),
+    (["data", "build", "v", "--frames", "0"], "argument --frames: expected a positive number"),
+    (["data"], "required: data_command"),
+    (["ui", "--port", "http"], "argument --port: invalid int value"),
+    (["render"], "argument command: invalid choice"),
+    ([], "required: command"),
+])
+def test_argument_errors_are_one_line_in_every_command(argv, says, capsys):
+    line = argparse_refuses(argv, capsys)
+    assert says in line
+    assert line.startswith(f"layert2v{' ' + argv[0] if argv and argv[0] != 'render' else ''}")
 
 
 def test_overwrite_of_a_foreign_directory_is_refused_before_generating(tmp_path, capsys, no_loading):
@@ -347,3 +374,119 @@ def test_unknown_pipeline_config_keys_are_refused(saved_model):
 def test_clean_inputs_still_generate(tiny_pipeline):
     video = tiny_pipeline("a", "b", ["c"], num_frames=5, num_inference_steps=1, progress=False)
     assert video.num_frames == 5 and np.isfinite(video.full).all()
+
+
+# ------------------------------------------------------------------------------ what a new user hit (issue 29)
+@pytest.fixture(scope="module")
+def tiny_wan(tmp_path_factory) -> Path:
+    from helpers import save_tiny_wan
+
+    return save_tiny_wan(tmp_path_factory.mktemp("wan21"))
+
+
+def test_a_wan_directory_without_layer_weights_is_refused_unless_asked_for(tiny_wan, tmp_path, capsys, monkeypatch):
+    """Without --layer-weights the layer modules would be untrained: refused in one line naming the flag, before
+    loading; --untrained-layers runs it on purpose and the manifest records that."""
+    from layert2v.pipeline import LayerT2VPipeline
+
+    small = ["--size", "32x32", "--frames", "5", "--steps", "1"]
+    loads, load = [], LayerT2VPipeline.from_pretrained
+    monkeypatch.setattr(LayerT2VPipeline, "from_pretrained", lambda *a, **k: loads.append(a) or load(*a, **k))
+    assert main(["generate", P, "--model", str(tiny_wan), "--out", str(tmp_path / "o"), *small]) == 2
+    line = one_line_error(capsys)
+    assert "needs --layer-weights FILE" in line and "--untrained-layers" in line
+    assert loads == [] and not (tmp_path / "o").exists()
+    lw = tmp_path / "layers.safetensors"
+    lw.write_bytes(b"")
+    assert main(["generate", P, "--model", str(tiny_wan), "--layer-weights", str(lw), "--untrained-layers",
+                 "--out", str(tmp_path / "o"), *small]) == 2
+    assert "not both" in one_line_error(capsys)
+    assert main(["generate", P, "--model", str(tiny_wan), "--untrained-layers", "--out", str(tmp_path / "o"),
+                 *small]) == 0
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["untrained_layers"] is True
+    assert main(["generate", P, "--untrained-layers", "--out", str(tmp_path / "b")]) == 2  # the built-in model
+    assert "drop --untrained-layers" in one_line_error(capsys)
+
+
+def test_layer_weights_that_are_a_directory_or_missing_say_so(tiny_wan, tmp_path, capsys, no_loading):
+    final = tmp_path / "final"
+    final.mkdir()
+    argv = ["generate", P, "--model", str(tiny_wan), "--out", str(tmp_path / "o"), "--layer-weights"]
+    assert main([*argv, str(final)]) == 2
+    line = one_line_error(capsys)
+    assert "is a directory, not a layer-weights file" in line and "does not exist" not in line
+    (final / "layer_weights.safetensors").write_bytes(b"x")
+    assert main([*argv, str(final)]) == 2
+    assert f"pass the file in it: --layer-weights {final / 'layer_weights.safetensors'}" in one_line_error(capsys)
+    assert main([*argv, str(tmp_path / "nowhere.safetensors")]) == 2
+    assert "does not exist" in one_line_error(capsys)
+    assert main([*argv, str(final / "layer_weights.safetensors")]) == 2  # one byte: checked from its header
+    assert "no complete safetensors header" in one_line_error(capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_pickled_weights_are_refused_before_anything_loads_them(saved_model, tmp_path, capfd):
+    """A diffusers loader falls back to a pickled .bin, saying "Defaulting to unsafe serialization" first: the
+    refusal must come before any loader runs, and be the only line."""
+    from safetensors.torch import load_file
+
+    weights = saved_model / "transformer" / "diffusion_pytorch_model.safetensors"
+    torch.save(load_file(str(weights)), saved_model / "transformer" / "diffusion_pytorch_model.bin")
+    weights.unlink()
+    assert main(["generate", "a", "--bg", "b", "--fg", "c", "--model", str(saved_model), "--out",
+                 str(tmp_path / "o"), "--steps", "1"]) == 2
+    out, err = capfd.readouterr()
+    assert err.strip().splitlines() == [err.strip()] and "unsafe" not in out + err, out + err
+    assert "holds pickled weights (diffusion_pytorch_model.bin)" in err and not (tmp_path / "o").exists()
+
+
+def test_foregrounds_read_from_the_prompt_are_not_called_fg_flags(tmp_path, capsys, no_loading):
+    four = "a red circle, a blue square, a green ball and a white star over a grey sky"
+    assert main(["generate", four, "--out", str(tmp_path / "o")]) == 2
+    line = one_line_error(capsys)
+    assert "the prompt names 4 objects" in line and "pass fewer --fg" not in line
+    assert main(["generate", "x", "--bg", "b", "--fg", "1", "--fg", "2", "--fg", "3", "--fg", "4", "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "pass fewer --fg" in one_line_error(capsys)
+
+
+def test_a_full_disk_is_one_line_naming_the_device_and_leaves_nothing(saved_model, tmp_path, capsys, monkeypatch):
+    """The disk fills during the save (ENOSPC from the encoder, as FFmpeg raises it): exit 2, one line with the
+    device, what the output needs and the fix, and no partial directory."""
+    import errno
+
+    from layert2v import output_dirs
+    from layert2v.io import codec
+
+    real = codec.write_video
+    calls = []
+
+    def fills_up(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 3:
+            Path(path).write_bytes(b"\0" * 1000)  # a partial file
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(codec, "write_video", fills_up)
+    monkeypatch.setattr(output_dirs, "free_bytes", lambda mount: 50_000)  # what the full disk has left
+    argv = ["generate", "a", "--bg", "b", "--fg", "c", "--model", str(saved_model), "--steps", "1", "--out"]
+    assert main([*argv, str(tmp_path / "runs" / "o")]) == 2
+    line = one_line_error(capsys)
+    assert len(calls) == 3 and list((tmp_path / "runs").iterdir()) == []  # the partial directory is gone
+    device, mount = output_dirs._mount_of(tmp_path)
+    needed = re.fullmatch(rf"layert2v generate: error: no space left on {re.escape(device)} \(mounted at "
+                          rf"{re.escape(str(mount))}\); o needs (\d+\.\d) MB and 0\.0 MB is free: free (\d+\.\d) MB "
+                          r"or choose another output directory \(--out\); nothing was written", line)
+    assert needed, line
+    monkeypatch.setattr(codec, "write_video", real)  # the same output where there is room: the size it said
+    assert main([*argv, str(tmp_path / "room")]) == 0
+    written = sum(f.stat().st_size for f in (tmp_path / "room").iterdir())
+    assert needed[1] == f"{written / 2**20:.1f}" and needed[2] == f"{(written - 50_000) / 2**20:.1f}"
+    video = toy_clip(3, 2)  # the API: the same error, the bytes exact
+    written = sum(f.stat().st_size for f in video.save(tmp_path / "toy").iterdir())
+    calls.clear()
+    monkeypatch.setattr(codec, "write_video", fills_up)
+    with pytest.raises(output_dirs.NoSpaceError) as e:
+        video.save(tmp_path / "again")
+    assert (e.value.needed, e.value.free) == (written, 50_000) and not (tmp_path / "again").exists()

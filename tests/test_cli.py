@@ -121,3 +121,26 @@ def test_without_model_the_built_in_model_generates(tmp_path):
     assert manifest["model_id"] == native["model_id"]
     assert manifest["frames"] == native["num_frames"] and manifest["size"] == [native["width"], native["height"]]
     assert manifest["num_foregrounds"] == 2 and (out / "alpha_2.mp4").is_file()
+
+
+def test_every_command_and_argument_has_help_text():
+    """`layert2v CMD --help` describes the command and every argument it takes."""
+    import argparse
+
+    from layert2v.cli import build_parser
+
+    def parsers(parser: argparse.ArgumentParser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from parsers(sub)
+
+    undescribed, unexplained = [], []
+    for parser in parsers(build_parser()):
+        if parser.prog != "layert2v" and not parser.description:
+            undescribed.append(parser.prog)
+        for action in parser._actions:
+            if not isinstance(action, argparse._SubParsersAction) and action.help is None:
+                unexplained.append(f"{parser.prog} {'/'.join(action.option_strings) or action.dest}")
+    assert undescribed == [] and unexplained == []

@@ -177,6 +177,21 @@ def test_bad_input_is_one_line_before_any_work(tmp_path, capsys, setup, message)
     assert not (tmp_path / "ds").exists()
 
 
+def test_a_build_that_writes_no_sample_fails_and_says_where_the_reasons_are(tmp_path, capsys):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    (inp / "a.mp4").write_bytes(b"not a video" * 20)
+    (inp / "b.mov").write_bytes(b"")
+    out = tmp_path / "ds"
+    assert main(["data", "build", str(inp), "--out", str(out), "--local"]) == 2
+    captured = capsys.readouterr()
+    assert "wrote 0 sample(s)" in captured.out  # the summary still prints
+    err = captured.err.strip().splitlines()[-1]  # after the progress bar
+    assert err == (f"layert2v data: error: no sample was written: every clip (2) was rejected; the reasons are in "
+                   f"{out / 'rejects.jsonl'}")
+    assert sorted(r["source"] for r in read_jsonl(out / "rejects.jsonl")) == ["a.mp4", "b.mov"]
+
+
 def test_resampling_records_the_source_frames(footage, tmp_path):
     frames = np.random.default_rng(0).random((10, 8, 12, 3)).astype(np.float32)
     out, indices, fps = fit_frames(frames, 10.0, (6, 4), 3, 5.0)

@@ -176,3 +176,28 @@ def test_model_cpu_offload_chains_the_models_and_changes_nothing(tiny_pipeline):
     assert np.array_equal(out.full, ref.full) and np.array_equal(out.alphas[0], ref.alphas[0])
     with pytest.raises(ValueError, match="offloaded"):
         tiny_pipeline.to("cuda")
+
+
+def test_the_readme_python_snippet_runs_from_any_directory(tmp_path, monkeypatch):
+    """README.md's Python block, as written, run from a directory that is not the repository: the built-in model is
+    found by name (layert2v.BUILTIN_MODEL). Sampling is cut to 2 steps of 3 frames of 32x32 after loading, to keep
+    it short."""
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    from layert2v.pipeline import LayerT2VPipeline
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    snippet = re.search(r"^## Python\n\n```python\n(.*?)^```", readme, re.S | re.M)[1]
+    load = LayerT2VPipeline.from_pretrained
+
+    def shortened(*args, **kwargs):
+        pipe = load(*args, **kwargs)
+        pipe.config = dataclasses.replace(pipe.config, num_inference_steps=2, num_frames=3, height=32, width=32)
+        return pipe
+
+    monkeypatch.setattr(LayerT2VPipeline, "from_pretrained", shortened)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet, "README.md", "exec"), {})
+    assert (tmp_path / "out" / "api" / "manifest.json").is_file()

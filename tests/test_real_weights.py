@@ -22,8 +22,10 @@ def wan_dir(tmp_path_factory):
     return save_tiny_wan(tmp_path_factory.mktemp("wan21"))
 
 
-def test_plain_wan_directory_loads(wan_dir):
-    pipe = LayerT2VPipeline.from_pretrained(wan_dir)
+def test_plain_wan_directory_loads_only_when_untrained_layers_are_asked_for(wan_dir):
+    with pytest.raises(ValueError, match="needs --layer-weights FILE .*layer_weights= in Python"):
+        LayerT2VPipeline.from_pretrained(wan_dir)
+    pipe = LayerT2VPipeline.from_pretrained(wan_dir, untrained_layers=True)
     assert isinstance(pipe.transformer, LayeredWanTransformer)
     assert pipe.text_encoder.max_length == 512  # UMT5, as Wan encodes it
     wan = WanTransformer3DModel.from_pretrained(wan_dir / "transformer")
@@ -31,6 +33,7 @@ def test_plain_wan_directory_loads(wan_dir):
     assert pipe.transformer.layer_adaln.abs().sum() == 0
     video = pipe("a", "b", ["c"], num_frames=5, height=32, width=32, num_inference_steps=2, progress=False)
     assert video.full.shape == (5, 32, 32, 3)
+    assert video.metadata["untrained_layers"] is True  # what the manifest records
 
 
 def test_wan_directory_with_layer_weights(wan_dir, tmp_path):
@@ -61,6 +64,9 @@ def test_wan_directory_with_layer_weights(wan_dir, tmp_path):
     assert torch.allclose(merged, expected, atol=1e-6) and not torch.allclose(merged, base)
     video = pipe("a", "b", ["c", "d"], num_frames=5, height=32, width=32, num_inference_steps=2, progress=False)
     assert video.num_foregrounds == 2 and np.isfinite(video.full).all()
+    assert "untrained_layers" not in video.metadata
+    with pytest.raises(ValueError, match="not both"):
+        LayerT2VPipeline.from_pretrained(wan_dir, layer_weights=path, untrained_layers=True)
 
 
 def test_bad_model_paths(wan_dir, tmp_path):

@@ -534,3 +534,70 @@ def test_regenerate_one_foreground_along_drawn_boxes(page, app):
     assert page.locator("canvas[data-layer=boxes]").count() == 1  # drawn over the result
     for name in ["background.mp4", "foreground_1.mov", "alpha_1.mp4"]:  # kept byte for byte
         assert (result / name).read_bytes() == (source / name).read_bytes(), name
+
+
+# ---------------------------------------------------------------------------- what a new user hit (issue 29)
+def test_form_numbers_are_refused_before_queueing_in_the_forms_words(page, app):
+    jobs = app.app.state.jobs
+    before = len(jobs._jobs)
+    page.click("#tabs button[data-tab=generate]")
+    page.fill("#prompt", PROMPT)
+    page.fill("#seed", "-1")
+    page.click("#generate")
+    assert message(page) == "Seed must be a whole number from 0 to 9223372036854775807 (got '-1')"
+    page.fill("#seed", "0")
+    page.fill("#width", "99984")
+    page.click("#generate")
+    page.wait_for_function("() => document.querySelector('#message').textContent.startsWith('Width')")
+    assert message(page) == "Width and Height must be at most 1024 for this model (its sequence length), got 99984x64"
+    page.fill("#width", "64")
+    page.fill("#frames", "33")
+    page.click("#generate")
+    page.wait_for_function("() => document.querySelector('#message').textContent.startsWith('Frames')")
+    assert message(page) == ("Frames must be at most 31 with 1 foreground layer(s) for this model (its sequence "
+                             "length), got 33")
+    assert len(jobs._jobs) == before and page.inner_text("#job-status") == ""  # nothing was queued
+    assert "--" not in page.inner_text("#message")  # no CLI flag in the page
+
+    page.click("#tabs button[data-tab=open]")  # a message belongs to the panel that showed it
+    assert page.is_hidden("#message")
+
+
+def test_the_prompt_placeholder_reads_as_a_hint(page):
+    box = page.locator("#prompt")
+    assert box.input_value() == "" and box.get_attribute("placeholder").startswith("describe the video, e.g. ")
+    style = page.evaluate("""() => { const s = getComputedStyle(document.querySelector('#prompt'), '::placeholder');
+                                     return [s.fontStyle, s.color]; }""")
+    assert style == ["italic", "rgb(154, 154, 154)"]
+
+
+def test_a_tab_clicked_while_the_page_loads_stays_and_nothing_is_missing(browser, app):
+    """With a saved result in the library the page shows it in Layers once loaded; a tab clicked before that
+    (here, while the result's layers are held back) is not taken away. No request of the page fails (the
+    favicon included)."""
+    app.app.state.library.add(app.toys["opened"], "opened")
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    failed, errors, held, released = [], [], [], []
+    pg.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    pg.route("**/sprite/**", lambda route: route.continue_() if released else held.append(route))
+    try:
+        pg.goto(app.url)
+        pg.wait_for_function("() => document.querySelector('#tabs')")
+        deadline = time.time() + 180
+        while not held and time.time() < deadline:  # the first /api/model imports torch on a cold app
+            pg.wait_for_timeout(100)
+        assert held, "the page never asked for the layers"
+        pg.click("#tabs button[data-tab=open]")
+        released.append(True)
+        for route in held:
+            route.continue_()
+        pg.wait_for_selector("body[data-ready]", timeout=180_000)
+        pg.wait_for_timeout(600)
+        assert pg.is_visible("#panel-open") and pg.is_hidden("#panel-layers")
+        assert pg.get_attribute("#layer-views", "data-run")  # the result did load, behind the chosen tab
+        assert failed == [] and errors == [], (failed, errors)  # no /favicon.ico 404: the page carries its icon
+        assert pg.get_attribute("link[rel=icon]", "href").startswith("data:image/png;base64,")
+    finally:
+        context.close()

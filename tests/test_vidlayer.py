@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,3 +178,118 @@ def test_training_opens_the_source_by_kind(root, tmp_path):
     assert isinstance(source, VidLayerDataset) and source.shape == SHAPE
     with pytest.raises(ValueError, match="data.kind must be world, folder or vidlayer, got 'webdataset'"):
         build_data(config("webdataset"))
+
+
+# ------------------------------------------------------------------ the authors' other forms (issue 29 item 8)
+def assert_same_clip(got: LayeredVideo, want: LayeredVideo) -> None:
+    np.testing.assert_array_equal(got.full, want.full)
+    np.testing.assert_array_equal(got.background, want.background)
+    np.testing.assert_array_equal(got.alphas[0], want.alphas[0])
+    np.testing.assert_array_equal(got.foregrounds[0], want.foregrounds[0])
+    assert got.prompts == want.prompts
+
+
+LAYER_FILES = [("full_video", "full_video.mp4"), ("background_video", "background.mp4"), ("mask_video", "mask.mp4")]
+
+
+def moved_files(root, tmp_path, files: Path) -> tuple[Path, Path]:
+    """A new dataset root holding GOT-10K/000000 (one foreground) with its three videos moved to ``files`` as
+    clip_<name>, its metadata.json left alone: (the root, the sample directory)."""
+    data = tmp_path / "data"
+    sample = data / "GOT-10K" / "000000"
+    shutil.copytree(root / "GOT-10K" / "000000", sample)
+    files.mkdir(parents=True, exist_ok=True)
+    for _key, name in LAYER_FILES:
+        (sample / name).rename(files / f"clip_{name}")
+    return data, sample
+
+
+def name_paths(sample: Path, prefix: str) -> None:
+    meta = json.loads((sample / "metadata.json").read_text())
+    meta["paths"] = {key: f"{prefix}/clip_{name}" for key, name in LAYER_FILES}
+    (sample / "metadata.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("prefix", ["store/got", "GOT-10K/000000/../../store/got"])  # up and back in: inside
+def test_metadata_paths_name_files_kept_elsewhere_under_the_root(root, tmp_path, prefix):
+    data, sample = moved_files(root, tmp_path, tmp_path / "data" / "store" / "got")
+    name_paths(sample, prefix)
+    ds = VidLayerDataset(data, SHAPE)
+    assert [s.name for s in ds.samples] == ["GOT-10K/000000"] and ds.samples[0].full.name == "clip_full_video.mp4"
+    assert_same_clip(ds.load(0, draw=3), VidLayerDataset(root, SHAPE).load(0, draw=3))
+    assert check(data) == []
+
+
+def test_paths_outside_the_root_need_the_flag(root, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    data, sample = moved_files(root, tmp_path, elsewhere)
+    for prefix in (str(elsewhere), "../elsewhere"):  # absolute, and relative but leaving the root
+        name_paths(sample, prefix)
+        with pytest.raises(VidLayerSampleError, match=r"GOT-10K/000000: paths.full_video .* is outside the dataset "
+                                                      r"root .*allow_absolute_paths") as e:
+            VidLayerDataset(data, SHAPE)
+        assert "\n" not in str(e.value) and check(data) == [str(e.value)]
+        ds = VidLayerDataset(data, SHAPE, allow_absolute_paths=True)
+        assert_same_clip(ds.load(0, draw=3), VidLayerDataset(root, SHAPE).load(0, draw=3))
+    (data / "store").symlink_to(elsewhere)  # a link inside the root that points out of it: outside
+    name_paths(sample, "store")
+    with pytest.raises(VidLayerSampleError, match="is outside the dataset root"):
+        VidLayerDataset(data, SHAPE)
+
+
+def index_line(sample: str, prompts: dict, prefix: str = "") -> str:
+    return json.dumps({"vid": f"{prefix}{sample}/full_video.mp4",
+                       "entry": {"pha_video_path": f"{prefix}{sample}/mask.mp4",
+                                 "bg_path": f"{prefix}{sample}/background.mp4"},
+                       "overall_description": prompts["full"], "foreground_prompt": prompts["foregrounds"][0],
+                       "background_prompt": prompts["background"]})
+
+
+def test_a_jsonl_index_reads_as_the_same_samples(root, clips, tmp_path):
+    index = root / "index.jsonl"
+    index.write_text(index_line("GOT-10K/000000", clips[2].prompts) + "\n\n" +
+                     index_line("VIDGEN/000000", clips[0].prompts) + "\n")
+    try:
+        ds = VidLayerDataset(index, SHAPE)
+        assert [s.name for s in ds.samples] == ["index.jsonl:1", "index.jsonl:3"]
+        by_dir = VidLayerDataset(root, SHAPE)
+        assert_same_clip(ds.load(0, draw=2), by_dir.load(0, draw=2))
+        assert_same_clip(ds.load(1, draw=2), by_dir.load(2, draw=2))
+        assert check(index) == []
+    finally:
+        index.unlink()
+
+
+def test_a_jsonl_index_is_confined_to_its_directory_and_names_bad_lines(root, clips, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(root / "GOT-10K", data / "GOT-10K")
+    index = data / "index.jsonl"
+    index.write_text(index_line("GOT-10K/000000", clips[2].prompts, prefix=f"{root}/") + "\n")  # the original root
+    with pytest.raises(VidLayerSampleError, match=r"^VidLayer sample index.jsonl:1: vid /.* is outside the dataset "
+                                                  r"root .*allow_absolute_paths"):
+        VidLayerDataset(index, SHAPE)
+    assert len(VidLayerDataset(index, SHAPE, allow_absolute_paths=True)) == 1
+    index.write_text(index_line("GOT-10K/000000", clips[2].prompts) + "\n{not json\n")
+    with pytest.raises(VidLayerSampleError, match="index.jsonl:2: not valid JSON"):
+        VidLayerDataset(index, SHAPE)
+    index.write_text(json.dumps({"vid": "GOT-10K/000000/full_video.mp4", "entry": {"bg_path": "x.mp4"}}) + "\n")
+    with pytest.raises(VidLayerSampleError, match=r"index.jsonl:1: no entry.pha_video_path"):
+        VidLayerDataset(index, SHAPE)
+    assert check(index) == ["VidLayer sample index.jsonl:1: no entry.pha_video_path; fix or remove the line"]
+
+
+def test_training_reads_an_index_and_the_absolute_paths_flag(root, clips, tmp_path):
+    from layert2v.training.config import TrainConfig
+    from layert2v.training.data import build_data
+
+    index = tmp_path / "index.jsonl"
+    index.write_text(index_line("GOT-10K/000000", clips[2].prompts, prefix=f"{root}/") + "\n")
+
+    def config(**data) -> TrainConfig:
+        return TrainConfig.from_dict({"stage": "vae", "output_dir": str(tmp_path / "out"),
+                                      "data": {"kind": "vidlayer", "path": str(index), "frames": 5, "height": 16,
+                                               "width": 16, **data}})
+
+    with pytest.raises(VidLayerSampleError, match="outside the dataset root"):
+        build_data(config())
+    assert len(build_data(config(allow_absolute_paths=True))) == 1

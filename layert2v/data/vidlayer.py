@@ -4,7 +4,10 @@ The release describes each sample as: the original clip (background + foreground
 foreground mask, optionally the foreground clip, and the multi-layer prompt; where there is no foreground clip,
 the foreground is video x mask. It is organised by source (VIDGEN, GOT-10K, Youtube-VOS, MOSEv1, MOSEv2).
 The exact file names below are **assumed** (no copy of the release was at hand; they follow the authors'
-training code): they are defined in the ASSUMED LAYOUT block only, and docs/DATA.md says so.
+training code): they are defined in the ASSUMED LAYOUT block only, and docs/DATA.md says so. Like the authors'
+loader, the reader takes either form that code reads: sample directories (whose metadata may name its files
+elsewhere, under ``paths``) or a JSONL index of one sample per line. Every path a sample names is read only inside
+the dataset root unless ``allow_absolute_paths`` says the index may point anywhere.
 
 How a sample becomes a :class:`~layert2v.video.LayeredVideo`:
 
@@ -57,18 +60,31 @@ from .source import ClipSource
 #     background.*       the background clip
 #     mask.*             the foreground mask, grey; several foregrounds: mask_1.* .. mask_K.*
 #     foreground.*       optional: the foreground clip (straight colour); several: foreground_1.* ..
-#   where * is one of VIDEO_EXTENSIONS.
+#   where * is one of VIDEO_EXTENSIONS. Where full_video, background or mask is not beside metadata.json,
+#   metadata.json's "paths" names it: {"paths": {"full_video": P, "background_video": P, "mask_video": P}}.
+#
+#   or ROOT/INDEX.jsonl, one sample per line (one foreground each):
+#     {"vid": P (the original clip), "entry": {"pha_video_path": P (the mask), "bg_path": P (the background)},
+#      "overall_description": str, "foreground_prompt": str, "background_prompt": str}
+#
+#   A relative P is relative to ROOT (the directory given, or the one holding the JSONL file).
 PROMPT_FILE = "metadata.json"
 FULL, BACKGROUND, MASK, FOREGROUND = "full_video", "background", "mask", "foreground"
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".mkv", ".avi")
-PROMPT_KEYS = {  # ours: (key inside "captions", top-level key)
+PROMPT_KEYS = {  # ours: (key inside "captions", top-level key; the JSONL index's key too)
     "full": ("full", "overall_description"),
     "background": ("background", "background_prompt"),
     "foregrounds": ("foreground", "foreground_prompt"),
 }
+PATHS = "paths"  # metadata.json's key naming files kept elsewhere
+PATH_KEYS = {FULL: "full_video", BACKGROUND: "background_video", MASK: "mask_video"}
+INDEX_SUFFIX = ".jsonl"
+INDEX_PATHS = {FULL: ("vid",), MASK: ("entry", "pha_video_path"), BACKGROUND: ("entry", "bg_path")}
 # ------------------------------------------------------------------------------------------------------------
 
 FIX_INCOMPLETE = "re-download the sample or remove its directory"
+FIX_OUTSIDE = ("move the files under the dataset root, or pass allow_absolute_paths (data.allow_absolute_paths: true) "
+               "if you trust the index")
 
 
 class VidLayerSampleError(ValueError):
@@ -119,20 +135,24 @@ def _numbered(videos: dict[str, Path], stem: str, name: str) -> dict[int, Path]:
     return {1: videos[stem]} if stem in videos else dict(sorted(numbered.items()))
 
 
-def _prompts(directory: Path, name: str, k: int) -> dict[str, Any]:
+def _metadata(directory: Path, name: str) -> dict[str, Any]:
     path = directory / PROMPT_FILE
     if not path.is_file():
         raise _fail(name, f"no {PROMPT_FILE} (the multi-layer prompt)")
     try:
-        raw = read_json_object(path)
+        return read_json_object(path)
     except ValueError as e:
         raise _fail(name, str(e).replace(str(path), PROMPT_FILE)) from None
+
+
+def _prompts(raw: dict[str, Any], name: str, k: int, where: str = PROMPT_FILE) -> dict[str, Any]:
+    """The multi-layer prompt of a sample's metadata (or its index line) with ``k`` masks."""
     captions = raw.get("captions") if isinstance(raw.get("captions"), dict) else {}
     prompts: dict[str, Any] = {}
     for ours, (inside, top) in PROMPT_KEYS.items():
         value = captions.get(inside, raw.get(top))
         if value is None:
-            raise _fail(name, f"{PROMPT_FILE} has no {inside} prompt (captions.{inside} or {top})")
+            raise _fail(name, f"{where} has no {inside} prompt (captions.{inside} or {top})")
         prompts[ours] = value
     fgs = prompts["foregrounds"]
     fgs = [fgs] if isinstance(fgs, str) else fgs
@@ -145,9 +165,33 @@ def _prompts(directory: Path, name: str, k: int) -> dict[str, Any]:
     return prompts
 
 
-def find_sample(directory: Path, name: str) -> VidLayerSample:
-    """The files and prompts of the sample in ``directory``, checked for completeness (nothing is decoded)."""
+def _named_file(root: Path, value: Any, name: str, what: str, allow_absolute_paths: bool) -> Path:
+    """A file a sample names by path: relative to ``root``, and inside it (symlinks resolved) unless
+    ``allow_absolute_paths``."""
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(name, f"{what} must be a path, got {value!r}")
+    given = Path(value)
+    path = given if given.is_absolute() else root / given
+    if not allow_absolute_paths and (given.is_absolute() or not path.resolve().is_relative_to(root.resolve())):
+        raise _fail(name, f"{what} {value} is outside the dataset root {root}", FIX_OUTSIDE)
+    if not path.is_file():
+        raise _fail(name, f"{what} {value} is not a file")
+    return path
+
+
+def find_sample(directory: Path, name: str, root: Path | None = None,
+                allow_absolute_paths: bool = False) -> VidLayerSample:
+    """The files and prompts of the sample in ``directory``, checked for completeness (nothing is decoded). A layer
+    file that is not in the directory is taken from metadata.json's ``paths``, relative to ``root`` (the dataset
+    root; default: the sample directory itself) and inside it unless ``allow_absolute_paths``."""
+    root = directory if root is None else root
     videos = _videos_by_stem(directory, name)
+    raw = _metadata(directory, name)
+    elsewhere = raw.get(PATHS) if isinstance(raw.get(PATHS), dict) else {}
+    for stem in (FULL, BACKGROUND, MASK):
+        if stem not in videos and not any(s.startswith(stem + "_") for s in videos) and PATH_KEYS[stem] in elsewhere:
+            videos[stem] = _named_file(root, elsewhere[PATH_KEYS[stem]], name, f"{PATHS}.{PATH_KEYS[stem]}",
+                                       allow_absolute_paths)
     for stem, what in ((FULL, "original clip"), (BACKGROUND, "background clip")):
         if stem not in videos:
             raise _fail(name, f"no {stem}{{{','.join(VIDEO_EXTENSIONS)}}} (the {what})")
@@ -161,8 +205,41 @@ def find_sample(directory: Path, name: str) -> VidLayerSample:
         raise _fail(name, f"foreground clip(s) {sorted(clips)} for mask(s) {list(masks)}",
                     "number each foreground clip like its mask")
     return VidLayerSample(name=name, full=videos[FULL], background=videos[BACKGROUND], masks=tuple(masks.values()),
-                          foregrounds=tuple(clips.get(k) for k in masks),
-                          prompts=_prompts(directory, name, len(masks)))
+                          foregrounds=tuple(clips.get(k) for k in masks), prompts=_prompts(raw, name, len(masks)))
+
+
+def index_samples(index: Path, allow_absolute_paths: bool = False) -> list[VidLayerSample | VidLayerSampleError]:
+    """The samples of a JSONL index (the ASSUMED LAYOUT's second form), each line checked like a sample directory:
+    a sample, or the error naming its line. Paths are relative to the index's directory and inside it unless
+    ``allow_absolute_paths``."""
+    root = index.parent
+    found: list[VidLayerSample | VidLayerSampleError] = []
+    with index.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            name = f"{index.name}:{number}"
+            try:
+                try:
+                    raw = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise _fail(name, f"not valid JSON ({e.msg})", "fix or remove the line") from None
+                if not isinstance(raw, dict):
+                    raise _fail(name, "not a JSON object", "fix or remove the line")
+                files = {}
+                for stem, keys in INDEX_PATHS.items():
+                    value = raw
+                    for key in keys:
+                        value = value.get(key) if isinstance(value, dict) else None
+                    if value is None:
+                        raise _fail(name, f"no {'.'.join(keys)}", "fix or remove the line")
+                    files[stem] = _named_file(root, value, name, ".".join(keys), allow_absolute_paths)
+                found.append(VidLayerSample(name=name, full=files[FULL], background=files[BACKGROUND],
+                                            masks=(files[MASK],), foregrounds=(None,),
+                                            prompts=_prompts(raw, name, 1, "the line")))
+            except VidLayerSampleError as e:
+                found.append(e)
+    return found
 
 
 def _is_sample(directory: Path) -> bool:
@@ -176,9 +253,26 @@ def _is_sample(directory: Path) -> bool:
 
 def _root(directory: str | Path) -> Path:
     root = Path(directory).expanduser()
+    if root.suffix == INDEX_SUFFIX and root.is_file():
+        return root
     if not root.is_dir():
-        raise FileNotFoundError(f"VidLayer directory {root} not found; point data.path at the unpacked release")
+        raise FileNotFoundError(f"VidLayer directory {root} not found; point data.path at the unpacked release (its "
+                                f"directory, or its {INDEX_SUFFIX} index)")
     return root
+
+
+def find_samples(path: Path, allow_absolute_paths: bool = False) -> list[VidLayerSample | VidLayerSampleError]:
+    """Every sample of a dataset root (sample directories) or of a JSONL index, or the error of one that cannot be
+    read, in order."""
+    if path.is_file():
+        return index_samples(path, allow_absolute_paths)
+    found: list[VidLayerSample | VidLayerSampleError] = []
+    for d in sample_directories(path):
+        try:
+            found.append(find_sample(d, d.relative_to(path).as_posix(), path, allow_absolute_paths))
+        except VidLayerSampleError as e:
+            found.append(e)
+    return found
 
 
 def sample_directories(root: Path) -> list[Path]:
@@ -199,18 +293,18 @@ def probe_sample(sample: VidLayerSample) -> tuple[int, float, int, int]:
     """(frames, fps, width, height) of a sample, with its layer files checked to open and agree in frame count
     and size (no frame is decoded)."""
     infos = {}
-    for path in sample.videos:
+    for path in sample.videos:  # by path: files named elsewhere (metadata paths, an index) may share a name
         try:
-            infos[path.name] = video_info(path)
+            infos[path] = video_info(path)
         except (av.error.FFmpegError, ValueError, OSError) as e:
             raise _fail(sample.name, f"{path.name} cannot be opened ({' '.join(str(e).split())})") from None
-    frames, fps, width, height = infos[sample.full.name]
+    frames, fps, width, height = infos[sample.full]
     for file, (n, _, w, h) in infos.items():
         if (w, h) != (width, height):
-            raise _fail(sample.name, f"{file} is {w}x{h}, {sample.full.name} {width}x{height}",
+            raise _fail(sample.name, f"{file.name} is {w}x{h}, {sample.full.name} {width}x{height}",
                         "re-export the layers at one size or remove the sample")
         if n != frames:
-            raise _fail(sample.name, f"{file} has {n} frames, {sample.full.name} {frames}",
+            raise _fail(sample.name, f"{file.name} has {n} frames, {sample.full.name} {frames}",
                         "re-export the layers with the same frames or remove the sample")
     return frames, fps, width, height
 
@@ -227,21 +321,27 @@ class VidLayerDataset(ClipSource):
     """The VidLayer release (see the module docstring) as a clip source.
 
     Args:
-        directory: the dataset root (samples directly under it, or one source directory down).
+        directory: the dataset root (samples directly under it, or one source directory down), or a JSONL index
+            file (one sample per line; its directory is the root).
         shape: frames, size and frame rate to fit clips to; None gives every frame at the stored size.
+        allow_absolute_paths: read files a sample names (metadata ``paths``, the index's paths) anywhere, not only
+            inside the root.
 
     Opening checks every sample's files and prompts (no decoding) and stops at the first incomplete one.
     """
 
-    def __init__(self, directory: str | Path, shape: ClipShape | None = None):
+    def __init__(self, directory: str | Path, shape: ClipShape | None = None, allow_absolute_paths: bool = False):
         self.directory = _root(directory)
         self.shape = shape
-        self.samples = [find_sample(d, d.relative_to(self.directory).as_posix())
-                        for d in sample_directories(self.directory)]
+        self.samples = []
+        for found in find_samples(self.directory, allow_absolute_paths):
+            if isinstance(found, VidLayerSampleError):
+                raise found
+            self.samples.append(found)
         if not self.samples:
             raise ValueError(f"no VidLayer sample under {self.directory} (a sample directory holds "
-                             f"{FULL}.mp4, {BACKGROUND}.mp4, {MASK}.mp4 and {PROMPT_FILE}); point data.path at "
-                             "the unpacked release")
+                             f"{FULL}.mp4, {BACKGROUND}.mp4, {MASK}.mp4 and {PROMPT_FILE}; an index, one sample "
+                             "per line); point data.path at the unpacked release")
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -312,13 +412,14 @@ def write_vidlayer(directory: str | Path, videos: Iterable[LayeredVideo], *, for
     return Path(directory).expanduser()
 
 
-def check(directory: str | Path) -> list[str]:
+def check(directory: str | Path, allow_absolute_paths: bool = False) -> list[str]:
     """One line per unreadable sample (files, prompts, frame counts and sizes; no frame is decoded)."""
-    root = _root(directory)
     problems = []
-    for d in sample_directories(root):
+    for found in find_samples(_root(directory), allow_absolute_paths):
         try:
-            probe_sample(find_sample(d, d.relative_to(root).as_posix()))
+            if isinstance(found, VidLayerSampleError):
+                raise found
+            probe_sample(found)
         except VidLayerSampleError as e:
             problems.append(str(e))
     return problems
@@ -326,7 +427,7 @@ def check(directory: str | Path) -> list[str]:
 
 if __name__ == "__main__":  # python -m layert2v.data.vidlayer DIR: list the samples that cannot be read
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m layert2v.data.vidlayer VIDLAYER_DIR")
+        sys.exit("usage: python -m layert2v.data.vidlayer VIDLAYER_DIR_OR_INDEX.jsonl")
     try:
         found = check(sys.argv[1])
     except FileNotFoundError as e:

@@ -8,6 +8,7 @@ interpolation and accurate rounding, RGB <-> 4:2:0 alone costs ~10 dB of PSNR on
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -69,6 +70,9 @@ def to_integer(frames: np.ndarray, deep: bool = False) -> np.ndarray:
     return out.astype(np.uint16 if deep else np.uint8)
 
 
+_BITEXACT = {"fflags": "+bitexact"}  # no random ids (Matroska's segment UID) nor version strings
+
+
 def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "libx264",
                 options: dict[str, str] | None = None) -> Path:
     """Encode (T, H, W, 3) RGB or (T, H, W, 4) straight RGBA frames (uint8, or float in [0, 1]).
@@ -77,6 +81,38 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "
     4:2:0 codecs need even width and height.
     """
     path = Path(path)
+    checked = _checked(frames, codec)  # before the file is created
+    container_options = dict(_BITEXACT)
+    if path.suffix.lower() in (".mp4", ".mov"):
+        container_options["movflags"] = "+faststart"
+    with av.open(str(path), "w", options=container_options) as container:
+        _mux(container, checked, fps, options)
+    return path
+
+
+_CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".webm": "webm", ".mkv": "matroska"}
+
+
+def encoded_size(suffix: str, frames: np.ndarray, fps: float, codec: str = "libx264",
+                 options: dict[str, str] | None = None) -> int:
+    """The bytes :func:`write_video` writes for a file of this suffix, encoded in memory (nothing touches the disk;
+    +faststart moves an MP4's index to the front without changing its size)."""
+    checked = _checked(frames, codec)
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=_CONTAINERS[suffix.lower()], options=dict(_BITEXACT)) as container:
+        _mux(container, checked, fps, options)
+    return buffer.getbuffer().nbytes
+
+
+@dataclass(frozen=True)
+class _Checked:
+    spec: _Codec
+    data: np.ndarray  # (T, H, W, C) integers for the encoder
+    in_fmt: str
+    pix_fmt: str
+
+
+def _checked(frames: np.ndarray, codec: str) -> _Checked:
     spec = _CODECS.get(codec)
     if spec is None:
         raise ValueError(f"unsupported codec {codec!r}; choose from {sorted(_CODECS)}")
@@ -89,29 +125,29 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "
         raise ValueError(f"{spec.encoder} cannot store alpha; pass RGB frames or use prores_ks / libvpx-vp9")
     if spec.subsampled and (h % 2 or w % 2):
         raise ValueError(f"{spec.encoder} ({pix_fmt}) needs even width and height, got {w}x{h}")
-    data = to_integer(frames, spec.deep)
     in_fmt = {(3, False): "rgb24", (4, False): "rgba", (3, True): "rgb48le", (4, True): "rgba64le"}[c, spec.deep]
+    return _Checked(spec, to_integer(frames, spec.deep), in_fmt, pix_fmt)
 
+
+def _mux(container: av.container.OutputContainer, checked: _Checked, fps: float,
+         options: dict[str, str] | None) -> None:
+    spec, data, pix_fmt = checked.spec, checked.data, checked.pix_fmt
+    t, h, w, _ = data.shape
     rate = Fraction(fps).limit_denominator(1_000_000)
-    container_options = {"fflags": "+bitexact"}  # no random ids (Matroska's segment UID) nor version strings
-    if path.suffix.lower() in (".mp4", ".mov"):
-        container_options["movflags"] = "+faststart"
-    with av.open(str(path), "w", options=container_options) as container:
-        stream = container.add_stream(spec.encoder, rate=rate, time_base=1 / rate)
-        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
-        stream.options = {**spec.options, **(options or {})}
-        ctx = stream.codec_context
-        ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = _BT709, _BT709, _BT709, _RANGE_TV
-        for i in range(t):
-            frame = av.VideoFrame.from_ndarray(data[i], format=in_fmt)
-            frame = frame.reformat(format=pix_fmt, src_colorspace=Colorspace.ITU709, dst_colorspace=Colorspace.ITU709,
-                                   src_color_range=ColorRange.JPEG, dst_color_range=ColorRange.MPEG,
-                                   dst_color_trc=_BT709, dst_color_primaries=_BT709, interpolation=_SWS_FLAGS)
-            frame.pts = i
-            frame.time_base = 1 / rate
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    return path
+    stream = container.add_stream(spec.encoder, rate=rate, time_base=1 / rate)
+    stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+    stream.options = {**spec.options, **(options or {})}
+    ctx = stream.codec_context
+    ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = _BT709, _BT709, _BT709, _RANGE_TV
+    for i in range(t):
+        frame = av.VideoFrame.from_ndarray(data[i], format=checked.in_fmt)
+        frame = frame.reformat(format=pix_fmt, src_colorspace=Colorspace.ITU709, dst_colorspace=Colorspace.ITU709,
+                               src_color_range=ColorRange.JPEG, dst_color_range=ColorRange.MPEG,
+                               dst_color_trc=_BT709, dst_color_primaries=_BT709, interpolation=_SWS_FLAGS)
+        frame.pts = i
+        frame.time_base = 1 / rate
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
 
 
 # ------------------------------------------------------------------------------------------------- read

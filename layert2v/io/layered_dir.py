@@ -10,10 +10,12 @@ light.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,7 +24,7 @@ import numpy as np
 
 from ..formats import VIDEO_FORMAT, VIDEO_MANIFEST, VIDEO_VERSION, read_json_object
 from ..layout import ALPHA, BACKGROUND, FOREGROUND, FULL, LayerLayout, Segment
-from ..output_dirs import atomic_directory
+from ..output_dirs import atomic_directory, is_no_space
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -220,8 +222,6 @@ def save_layered_video(video: Layers, directory: str | Path, overwrite: bool = F
     or error never leaves a half-written sample; with overwrite=True the old directory is replaced only once the
     new one is complete. Returns the directory's path.
     """
-    from .codec import write_video
-
     target = Path(directory).expanduser().absolute()
     w, h = video.size
     if h % 2 or w % 2:
@@ -239,28 +239,62 @@ def save_layered_video(video: Layers, directory: str | Path, overwrite: bool = F
 
     copies = kept_files(video)  # layers read from a saved directory and unchanged since: their files are copied
 
+    plan = _file_plan(video, manifest["files"], copies, extras, manifest_text)
     with atomic_directory(target, overwrite, marker=MANIFEST) as tmp:
-        files = manifest["files"]
-        for name, frames in [(FULL, video.full), (BACKGROUND, video.background)]:
-            if name in copies:
-                _copy(copies[name], tmp, [files[name]])
-            else:
-                write_video(tmp / files[name], frames, video.fps, "libx264")
-        for i, (fg, a) in enumerate(zip(video.foregrounds, video.alphas), start=1):
-            fg_name, alpha_name = LayerLayout.foreground_name(i), LayerLayout.alpha_name(i)
-            if fg_name in copies:
-                _copy(copies[fg_name], tmp, [files[fg_name], files[f"{fg_name}_webm"], files[alpha_name]])
-                continue
-            rgba = np.concatenate([fg, a[..., None]], axis=-1)
-            write_video(tmp / files[fg_name], rgba, video.fps, "prores_ks")
-            write_video(tmp / files[f"{fg_name}_webm"], rgba, video.fps, "libvpx-vp9")
-            write_video(tmp / files[alpha_name], np.repeat(a[..., None], 3, axis=-1), video.fps, "libx264")
-        write_video(tmp / files["composite"], video.composite(), video.fps, "libx264")
-        contact_sheet(video).save(tmp / files["preview"])
-        for name, data in extras.items():
-            (tmp / name).write_bytes(data)
-        (tmp / MANIFEST).write_text(manifest_text + "\n", encoding="utf-8")  # last: its presence marks completion
+        try:
+            for write, _size in plan:
+                write(tmp)
+        except OSError as e:
+            if is_no_space(e):  # say what the whole directory needs (atomic_directory names the device)
+                with contextlib.suppress(Exception):
+                    e.needed = sum(size() for _write, size in plan)
+            raise
     return target
+
+
+Planned = tuple[Callable[[Path], object], Callable[[], int]]  # write into a directory; bytes it writes
+
+
+def _file_plan(video: Layers, files: dict[str, str], copies: dict[str, list[Path]], extras: dict[str, bytes],
+               manifest_text: str) -> list[Planned]:
+    """The files of a saved layered video, in the order they are written, each as (write, size): kept layers'
+    files copied, the others encoded; the manifest last, its presence marking completion."""
+    from .codec import encoded_size, write_video
+
+    def encoded(name: str, frames: np.ndarray, codec: str) -> Planned:
+        return (lambda d: write_video(d / name, frames, video.fps, codec),
+                lambda: encoded_size(Path(name).suffix, frames, video.fps, codec))
+
+    def copied(sources: list[Path], names: list[str]) -> Planned:
+        return lambda d: _copy(sources, d, names), lambda: sum(p.stat().st_size for p in sources)
+
+    def data(name: str, payload: bytes) -> Planned:
+        return lambda d: (d / name).write_bytes(payload), lambda: len(payload)
+
+    plan = []
+    for name, frames in [(FULL, video.full), (BACKGROUND, video.background)]:
+        plan.append(copied(copies[name], [files[name]]) if name in copies else encoded(files[name], frames, "libx264"))
+    for i, (fg, a) in enumerate(zip(video.foregrounds, video.alphas), start=1):
+        fg_name, alpha_name = LayerLayout.foreground_name(i), LayerLayout.alpha_name(i)
+        if fg_name in copies:
+            plan.append(copied(copies[fg_name], [files[fg_name], files[f"{fg_name}_webm"], files[alpha_name]]))
+            continue
+        rgba = np.concatenate([fg, a[..., None]], axis=-1)
+        plan += [encoded(files[fg_name], rgba, "prores_ks"), encoded(files[f"{fg_name}_webm"], rgba, "libvpx-vp9"),
+                 encoded(files[alpha_name], np.repeat(a[..., None], 3, axis=-1), "libx264")]
+    plan.append(encoded(files["composite"], video.composite(), "libx264"))
+    plan.append(data(files["preview"], _png_bytes(contact_sheet(video))))
+    plan += [data(name, payload) for name, payload in extras.items()]
+    plan.append(data(MANIFEST, (manifest_text + "\n").encode("utf-8")))
+    return plan
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def kept_files(video: Layers) -> dict[str, list[Path]]:

@@ -19,7 +19,8 @@ class DataConfig:
     # folder and vidlayer clips of any length and size are fitted to frames x height x width (frame window, resize,
     # centre-crop: layert2v.data.fit)
     kind: str = "world"
-    path: str | None = None
+    path: str | None = None  # vidlayer: the release's directory, or its JSONL index
+    allow_absolute_paths: bool = False  # vidlayer: read files its metadata or index names outside data.path too
     frames: int = 9
     height: int = 32
     width: int = 32

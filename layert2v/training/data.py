@@ -161,5 +161,5 @@ def build_data(cfg: TrainConfig) -> ClipFn:
     if d.kind == "vidlayer":
         from ..data.vidlayer import VidLayerDataset
 
-        return VidLayerDataset(d.path, shape)
+        return VidLayerDataset(d.path, shape, allow_absolute_paths=d.allow_absolute_paths)
     raise ValueError(f"unknown clip source {d.kind!r}; data.kind is world, folder or vidlayer")

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
 from ..flow import NUM_TRAIN_TIMESTEPS, LossWeights, interpolate, interpolate_clip, layered_flow_loss, sample_timesteps
-from ..formats import PIPELINE_FILE, PIPELINE_FORMAT
+from ..formats import LAYER_WEIGHTS_FILE, PIPELINE_FILE, PIPELINE_FORMAT
 from ..latents import encode_layered
 from ..layer_weights import (
     LAYER_MODULES,
@@ -55,7 +55,7 @@ from .config import TrainConfig
 from .data import Batch, ClipBatch, ClipFn, Reads, to_tensor
 from .variants import VariantSampler, boxes_from_alphas
 
-LAYER_WEIGHTS = "layer_weights.safetensors"
+LAYER_WEIGHTS = LAYER_WEIGHTS_FILE
 
 
 class Recipe:

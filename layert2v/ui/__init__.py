@@ -33,14 +33,14 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(model: Path, host: str = "127.0.0.1", port: int = 7860, open_dirs: list[Path] = (),
-          out: Path = Path("layert2v-ui")) -> int:
+          out: Path = Path("layert2v-ui"), layer_weights: Path | None = None, untrained_layers: bool = False) -> int:
     """Check everything, bind, say where it listens, then serve until Ctrl-C."""
     import uvicorn
 
-    from ..preflight import check_model_path
+    from ..preflight import check_layer_weights, check_model_path
     from .server import create_app
 
-    check_model_path(model)
+    check_layer_weights(check_model_path(model), layer_weights, untrained_layers)
     for directory in open_dirs:
         if not Path(directory).is_dir():
             raise FileNotFoundError(f"--open {directory}: no such directory; pass an output directory of "
@@ -48,7 +48,8 @@ def serve(model: Path, host: str = "127.0.0.1", port: int = 7860, open_dirs: lis
     sock = bind(host, port)
     try:
         hosts = ["127.0.0.1", "localhost", host] if is_loopback(host) and ":" not in host else None
-        app = create_app(model, out, open_dirs, allowed_hosts=hosts)
+        app = create_app(model, out, open_dirs, allowed_hosts=hosts, layer_weights=layer_weights,
+                         untrained_layers=untrained_layers)
     except BaseException:
         sock.close()
         raise

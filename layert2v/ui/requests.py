@@ -1,9 +1,10 @@
 """What the page sends, as pydantic models, and how each becomes a job once checked against the model.
 
 A model checks the types and ranges of one request body; :func:`one_line` turns pydantic's report into the one
-line the page shows (the field, what it should be, what came). The checks that need the model or the source video
-(frame and size rules, the foreground limit, the layer to regenerate, trajectories against the clip) run in each
-body's ``job`` method, in the library's words, before anything is queued.
+line the page shows (the field by its label on the page, what it should be, what came). The checks that need the
+model or the source video (frame and size rules, the sequence length, the foreground limit, the layer to regenerate,
+trajectories against the clip) run in each body's ``job`` method, before anything is queued; the page's number
+fields are named as the page labels them, not as the CLI's flags.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from ..preflight import SEED_RANGE, check_video_shape
+from ..preflight import SEED_RANGE, SequenceTooLong, check_sequence_length
 from ..prompts import derive_prompts
 from ..trajectory import Trajectories
 from ..video import LayeredVideo
@@ -40,8 +41,20 @@ Whole = Annotated[int | None, BeforeValidator(_blank_is_none)]
 Rows = Annotated[list[str], BeforeValidator(lambda value: [] if value is None else value)]  # bottom layer first
 
 
+# The page's number fields, by their labels, with what each takes (what pydantic's complaint about one becomes).
+FORM_RULES = {
+    "seed": f"Seed must be a whole number from {SEED_RANGE[0]} to {SEED_RANGE[1]}",
+    "steps": f"Steps must be a whole number from 1 to {MAX_STEPS}",
+    "guidance": "Guidance must be a number of 0 or more (1 turns guidance off)",
+    "frames": "Frames must be a whole number",
+    "width": "Width must be a whole number",
+    "height": "Height must be a whole number",
+}
+
+
 def one_line(error: ValidationError | list[dict[str, Any]]) -> str:
-    """pydantic's first complaint as one line: "steps: Input should be greater than or equal to 1 (got '0')"."""
+    """pydantic's first complaint as one line: "Steps must be a whole number from 1 to 500 (got '0')" for the page's
+    number fields, else "field: what pydantic says (got ...)"."""
     first = (error.errors() if isinstance(error, ValidationError) else error)[0]
     where = ".".join(str(part) for part in first["loc"] if part != "body")
     if first["type"] == "json_invalid":
@@ -50,6 +63,8 @@ def one_line(error: ValidationError | list[dict[str, Any]]) -> str:
         return "the request body must be a JSON object"
     got = first.get("input")
     shown = f" (got {got!r})" if isinstance(got, (str, int, float)) and len(repr(got)) < 60 else ""
+    if where in FORM_RULES:
+        return f"{FORM_RULES[where]}{shown}"
     return f"{where}: {first['msg']}{shown}"
 
 
@@ -82,11 +97,29 @@ class Shaped(Sampling):
     width: Whole = None
     height: Whole = None
 
-    def shape(self, model: dict[str, Any]) -> tuple[int, int, int]:
+    def shape(self, model: dict[str, Any], num_foregrounds: int) -> tuple[int, int, int]:
+        """Frames, width and height, checked against the model's rules and sequence length in the page's words."""
         frames = model["frames"] if self.frames is None else self.frames
         width = model["width"] if self.width is None else self.width
         height = model["height"] if self.height is None else self.height
-        check_video_shape(frames, height, width, model["temporal"], model["spatial"])
+        temporal, spatial = model["temporal"], model["spatial"]
+        if frames < 1 or (frames - 1) % temporal:
+            examples = ", ".join(str(temporal * k + 1) for k in (1, 2, 4, 8))
+            raise ValueError(f"Frames must be {temporal}k+1 for this model (e.g. {examples}), got {frames}")
+        for label, value in (("Width", width), ("Height", height)):
+            if value < 1 or value % spatial:
+                raise ValueError(f"{label} must be a multiple of {spatial} for this model, got {value}")
+        try:
+            check_sequence_length(num_foregrounds, frames, height, width, *model["configs"])
+        except SequenceTooLong as e:
+            if e.axis == "size":
+                raise ValueError(f"Width and Height must be at most {e.most} for this model (its sequence length), "
+                                 f"got {width}x{height}") from None
+            if e.most < 1:
+                raise ValueError(f"{num_foregrounds} foreground layers are more than this model's sequence length "
+                                 "takes; remove a foreground row") from None
+            raise ValueError(f"Frames must be at most {e.most} with {num_foregrounds} foreground layer(s) for this "
+                             f"model (its sequence length), got {frames}") from None
         return frames, width, height
 
     def foreground_prompts(self, foregrounds: list[str], model: dict[str, Any]) -> list[str]:
@@ -146,7 +179,7 @@ class GenerateBody(Shaped):
             raise ValueError(f"the full prompt names {len(foregrounds)} objects but this model takes at most "
                              f"{limit}; fill in the foreground rows")
         seed, steps, guidance = self.sampling(model)
-        frames, width, height = self.shape(model)
+        frames, width, height = self.shape(model, len(foregrounds))
         trajectories = None
         if self.trajectories is not None:
             trajectories = trajectories_for(self.trajectories, frames, len(foregrounds))
@@ -171,7 +204,7 @@ class DecomposeBody(Shaped):
         seed, steps, guidance = self.sampling(model)
         frames = width = height = None  # the model's, or fewer frames for a shorter clip (editing.decompose)
         if any(v is not None for v in (self.frames, self.width, self.height)):
-            frames, width, height = self.shape(model)
+            frames, width, height = self.shape(model, len(foregrounds))
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(filename).name).strip("._") or "upload.mp4"
         return DecomposeRequest(Path(stem), self.prompt or None, self.background, foregrounds, seed, steps, guidance,
                                 frames, width, height)

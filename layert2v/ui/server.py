@@ -53,17 +53,18 @@ def model_info(model: Path) -> dict[str, Any]:
     """What the page needs before any weights load: defaults, frame/size rules and the foreground limit."""
     from ..formats import read_json_object
     from ..pipeline import PIPELINE_FILE, PipelineConfig, saved_video_multiples
+    from ..preflight import model_configs
 
     meta_file = model / PIPELINE_FILE
     if not meta_file.is_file():
         return {}
     config = PipelineConfig(**read_json_object(meta_file)["config"])
-    transformer = read_json_object(model / "transformer" / "config.json")
+    vae, transformer = model_configs(model)
     temporal, spatial = saved_video_multiples(model) or (4, 16)
     return {"max_foregrounds": transformer.get("max_foregrounds", 1), "frames": config.num_frames,
             "width": config.width, "height": config.height, "steps": config.num_inference_steps,
             "guidance": config.guidance_scale, "fps": config.fps, "temporal": temporal, "spatial": spatial,
-            "model_id": config.model_id}
+            "model_id": config.model_id, "configs": (vae, transformer)}
 
 
 def pipeline_info(pipe: LayerT2VPipeline) -> dict[str, Any]:
@@ -72,7 +73,8 @@ def pipeline_info(pipe: LayerT2VPipeline) -> dict[str, Any]:
     temporal, spatial = pipe.video_multiples
     return {"max_foregrounds": pipe.max_foregrounds, "frames": cfg.num_frames, "width": cfg.width,
             "height": cfg.height, "steps": cfg.num_inference_steps, "guidance": cfg.guidance_scale, "fps": cfg.fps,
-            "temporal": temporal, "spatial": spatial, "model_id": cfg.model_id}
+            "temporal": temporal, "spatial": spatial, "model_id": cfg.model_id,
+            "configs": (dict(pipe.vae.config), dict(pipe.transformer.config))}
 
 
 def size_text(n: int) -> str:
@@ -87,8 +89,10 @@ class App:
     """The app's state and its routes: generation into ``out`` with the model at ``model``, plus the already saved
     ``open_dirs``."""
 
-    def __init__(self, model: Path, out: Path, open_dirs: list[Path], max_upload_bytes: int):
+    def __init__(self, model: Path, out: Path, open_dirs: list[Path], max_upload_bytes: int,
+                 layer_weights: Path | None = None, untrained_layers: bool = False):
         self.model, self.out, self.max_upload_bytes = model, output_root(out), max_upload_bytes
+        self.layer_weights, self.untrained_layers = layer_weights, untrained_layers  # a Wan2.1 model's
         self.library, self.uploads = Library(), Uploads()
         for directory in open_dirs:
             self.library.add(Path(directory), "opened")
@@ -98,7 +102,8 @@ class App:
     def load(self) -> LayerT2VPipeline:
         from ..pipeline import LayerT2VPipeline
 
-        return LayerT2VPipeline.from_pretrained(self.model)
+        return LayerT2VPipeline.from_pretrained(self.model, layer_weights=self.layer_weights,
+                                                untrained_layers=self.untrained_layers)
 
     def finish(self, request: JobRequest, video: LayeredVideo) -> str:
         video.metadata["model_path"] = str(self.model)
@@ -173,7 +178,8 @@ class App:
         return FileResponse(STATIC / "index.html")
 
     def get_model(self) -> dict[str, Any]:
-        return {**self.info(), "path": str(self.model), "out": str(self.out), "ready": self.jobs.loaded.is_set(),
+        described = {k: v for k, v in self.info().items() if k != "configs"}  # the checks' business, not the page's
+        return {**described, "path": str(self.model), "out": str(self.out), "ready": self.jobs.loaded.is_set(),
                 "load_error": self.jobs.load_error, "max_upload_bytes": self.max_upload_bytes}
 
     def runs(self) -> list[dict[str, Any]]:
@@ -323,10 +329,12 @@ ROUTES = (
 
 
 def create_app(model: Path, out: Path, open_dirs: list[Path] = (), max_upload_bytes: int = MAX_UPLOAD_BYTES,
-               allowed_hosts: list[str] | None = None) -> FastAPI:
+               allowed_hosts: list[str] | None = None, layer_weights: Path | None = None,
+               untrained_layers: bool = False) -> FastAPI:
     """The app over an :class:`App`. `allowed_hosts`: the Host headers answered (None: any), so that a web page
-    elsewhere cannot reach a local app through a DNS name that points at 127.0.0.1."""
-    state = App(model, out, list(open_dirs), max_upload_bytes)
+    elsewhere cannot reach a local app through a DNS name that points at 127.0.0.1. `layer_weights` and
+    `untrained_layers`: a Wan2.1 model's, as for :meth:`LayerT2VPipeline.from_pretrained`."""
+    state = App(model, out, list(open_dirs), max_upload_bytes, layer_weights, untrained_layers)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):

@@ -67,7 +67,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_data(args: argparse.Namespace) -> int:
-    from .build import build, summary_text
+    from .build import REJECTS, build, summary_text
     from .config import load_config
 
     if args.local and args.address:
@@ -81,4 +81,7 @@ def run_data(args: argparse.Namespace) -> int:
     else:
         summary = build(args.input, args.out, config, executor=executor, address=args.address)
     print(summary_text(summary, Path(args.out)))
+    if not summary.accepted:  # a dataset of nothing is a failed run, not a result
+        raise ValueError(f"no sample was written: every clip ({len(summary.rejected)}) was rejected; the reasons are "
+                         f"in {Path(args.out) / REJECTS}")
     return 0

@@ -36,7 +36,8 @@ function showTab(name) {
   for (const panel of document.querySelectorAll(".panel")) panel.hidden = panel.id !== `panel-${name}`;
 }
 for (const button of document.querySelectorAll("#tabs button")) {
-  button.addEventListener("click", () => { state.userTab = true; showTab(button.dataset.tab); });
+  // a message belongs to the panel it was shown in: another tab clears it
+  button.addEventListener("click", () => { state.userTab = true; say(""); showTab(button.dataset.tab); });
 }
 
 // ------------------------------------------------------------------ generate panel
@@ -758,6 +759,9 @@ $("#open-btn").addEventListener("click", async () => {
 (async () => {
   await loadModel();
   const runs = await refreshRuns();
-  if (runs.length) await loadRun(runs[runs.length - 1].id, state.userTab ? null : "layers");
+  if (runs.length) {
+    await loadRun(runs[runs.length - 1].id, null);
+    if (!state.userTab) showTab("layers");  // asked once the layers are in: a tab clicked meanwhile stays
+  }
   document.body.dataset.ready = "1";
 })();
