@@ -233,20 +233,21 @@ def test_overwrite_refuses_foreign_directory(tmp_path):
 
 
 def _failing_after(n: int):
+    """VideoWriter.write that fails from its (n+1)-th call on: a layer file half written."""
     calls = {"n": 0}
-    real = codec.write_video
+    real = codec.VideoWriter.write
 
-    def write(*args, **kwargs):
+    def write(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] > n:
             raise RuntimeError("disk on fire")
-        return real(*args, **kwargs)
+        return real(self, *args, **kwargs)
 
     return write
 
 
 def test_failure_mid_save_leaves_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(codec, "write_video", _failing_after(3))
+    monkeypatch.setattr(codec.VideoWriter, "write", _failing_after(3))
     with pytest.raises(RuntimeError, match="disk on fire"):
         save_layered_video(make_video(2), tmp_path / "s")
     assert list(tmp_path.iterdir()) == []
