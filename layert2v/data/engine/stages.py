@@ -45,7 +45,12 @@ class Captioner(ABC):
 
 
 class Segmenter(ABC):
-    """Finds and tracks each named foreground object through the clip."""
+    """Finds and tracks each named foreground object through the clip.
+
+    Optional: ``prepare(frames, object_names)`` sees frames sampled across a whole clip that :meth:`segment` will
+    then get in consecutive windows (``layert2v decompose`` streams long clips); a backend that models the clip as a
+    whole (a static camera's clean plate) estimates it there and raises :class:`Reject` for a clip it cannot handle.
+    """
 
     uses_model = False
 
@@ -65,7 +70,10 @@ class Matter(ABC):
 
 
 class Remover(ABC):
-    """Removes the foregrounds, giving the clean background video."""
+    """Removes the foregrounds, giving the clean background video.
+
+    Optional: ``prepare(frames, masks)``, as for :class:`Segmenter`: frames sampled across the whole clip, with
+    their masks."""
 
     uses_model = False
 
@@ -105,33 +113,58 @@ class CleanPlateSegmenter(Segmenter):
     is opened and closed with a disk of `smooth` pixels and its holes filled. One object takes all of it; for
     several, connected components (at least `min_area` of the frame) are followed from frame to frame by
     nearest centroid, largest first. The subject must move off every pixel for at least half the clip.
+
+    A clip whose frames mostly differ from the plate is checked for camera motion (:func:`camera_shift`) and refused
+    when the camera moves. After :meth:`prepare` (frames sampled across a long clip) the plate is theirs and the
+    tracks carry over from one window to the next.
     """
 
     def __init__(self, threshold: float = 0.1, smooth: int = 1, min_area: float = 0.001):
         self.threshold, self.smooth, self.min_area = threshold, smooth, min_area
+        self.plate: np.ndarray | None = None  # the whole clip's, once prepared
+        self._centroids: list[np.ndarray | None] | None = None  # the tracks, carried across windows once prepared
 
-    def changed(self, frames: np.ndarray) -> np.ndarray:
-        plate = np.median(frames, axis=0)
-        moving = np.abs(frames - plate).max(axis=-1) > self.threshold
+    def changed(self, frames: np.ndarray, plate: np.ndarray | None = None) -> np.ndarray:
+        plate = np.median(frames, axis=0) if plate is None else plate
         disk = _disk(self.smooth) if self.smooth > 0 else None
-        out = np.empty_like(moving)
-        for t, m in enumerate(moving):
+        out = np.empty(frames.shape[:3], bool)
+        for t, frame in enumerate(frames):  # a frame at a time: no (T, H, W, 3) difference in memory
+            m = np.abs(frame - plate).max(axis=-1) > self.threshold
             if disk is not None:
                 m = ndimage.binary_closing(ndimage.binary_opening(m, disk), disk)
             out[t] = ndimage.binary_fill_holes(m)
         return out
 
-    def segment(self, frames: np.ndarray, object_names: list[str]) -> list[np.ndarray]:
-        moving = self.changed(frames)
+    def check_clip(self, frames: np.ndarray, moving: np.ndarray) -> None:
+        """Refuse a clip with nothing moving, or one whose camera moves."""
         if not moving.any():
-            raise Reject("clean-plate difference found nothing moving: the weight-free segmenter needs a static "
-                         "camera and a moving subject (configure segmentation: {backend: sam3, model: DIR})")
+            raise Reject("no object found: nothing in the clip differs from its clean plate by more than "
+                         f"threshold {self.threshold:g}; the weight-free segmenter needs a static camera and a moving "
+                         "subject (configure segmentation: {backend: sam3, model: DIR})")
+        if moving.mean() > MOVING_SHARE:
+            shift = camera_shift(frames)
+            if shift is not None:
+                (i, j), (dy, dx) = shift
+                raise Reject(f"the camera moves (sampled frames {i} and {j} are shifted by {dx:+.0f}, {dy:+.0f} px); "
+                             "the weight-free backends need a static camera (configure segmentation: {backend: sam3, "
+                             "model: DIR} and removal: {backend: wan_vace, model: DIR})")
+
+    def prepare(self, frames: np.ndarray, object_names: list[str]) -> None:
+        self.plate = None
+        plate = np.median(frames, axis=0)
+        self.check_clip(frames, self.changed(frames, plate))
+        self.plate, self._centroids = plate, None
+
+    def segment(self, frames: np.ndarray, object_names: list[str]) -> list[np.ndarray]:
+        moving = self.changed(frames, self.plate)
+        if self.plate is None:  # the whole clip: checked here (prepare checked a streamed one)
+            self.check_clip(frames, moving)
         k = max(1, len(object_names))
         if k == 1:
             return [moving]
         t, h, w = moving.shape
         masks = [np.zeros_like(moving) for _ in range(k)]
-        centroids: list[np.ndarray | None] = [None] * k
+        centroids: list[np.ndarray | None] = self._centroids or [None] * k
         for i in range(t):
             labels, n = ndimage.label(moving[i])
             areas = ndimage.sum_labels(np.ones_like(labels), labels, range(1, n + 1)) if n else np.zeros(0)
@@ -149,7 +182,38 @@ class CleanPlateSegmenter(Segmenter):
                 free.remove(pick)
                 masks[track][i] = labels == parts[pick]
                 centroids[track] = np.asarray(centres[pick])
+        if self.plate is not None:
+            self._centroids = centroids
         return masks
+
+
+MOVING_SHARE = 0.3  # above this share of changed pixels, a clip is checked for camera motion
+ANALYSIS_SIDE = 256  # camera_shift looks at frames scaled to at most this many pixels a side
+
+
+def camera_shift(frames: np.ndarray) -> tuple[tuple[int, int], tuple[float, float]] | None:
+    """The first pair of consecutive frames that a camera move explains, as ((i, i + 1), (dy, dx) in pixels), or None.
+
+    Phase correlation of the grey frames (block-averaged to at most ANALYSIS_SIDE pixels a side, Hann-windowed): a
+    static camera keeps the zero-shift peak, a moving one puts the highest peak elsewhere and leaves the zero shift
+    below half of it. Only asked when most of the frame differs from the plate: over a plain background a textured
+    object's own motion could win the correlation.
+    """
+    grey = frames.mean(axis=-1)
+    f = max(1, int(np.ceil(max(grey.shape[1:]) / ANALYSIS_SIDE)))
+    h, w = grey.shape[1] // f * f, grey.shape[2] // f * f
+    small = grey[:, :h, :w].reshape(len(grey), h // f, f, w // f, f).mean(axis=(2, 4))
+    window = np.outer(np.hanning(small.shape[1]), np.hanning(small.shape[2]))
+    spectra = np.fft.rfft2((small - small.mean(axis=(1, 2), keepdims=True)) * window)
+    for i in range(len(small) - 1):
+        cross = spectra[i] * np.conj(spectra[i + 1])
+        r = np.fft.irfft2(cross / np.maximum(np.abs(cross), 1e-12), s=small.shape[1:])
+        peak = np.unravel_index(int(np.argmax(r)), r.shape)
+        if peak == (0, 0) or r[0, 0] >= 0.5 * r[peak]:
+            continue
+        dy, dx = ((p + n // 2) % n - n // 2 for p, n in zip(peak, r.shape))
+        return (i, i + 1), (float(dy * f), float(dx * f))
+    return None
 
 
 def trimap(mask: np.ndarray, band: int) -> np.ndarray:
@@ -162,9 +226,15 @@ def trimap(mask: np.ndarray, band: int) -> np.ndarray:
 
 class TrimapMatter(Matter):
     """A matter that solves alpha per frame inside a trimap band of ``self.band`` pixels around each mask
-    (:meth:`alpha`), then estimates the straight foreground colour with pymatting's multi-level method."""
+    (:meth:`alpha`), then estimates the straight foreground colour with pymatting's multi-level method.
+
+    With ``self.context`` set, each frame is solved only in the box around its mask widened by that many pixels
+    (outside it the trimap says background: alpha 0, colour 0), so the cost follows the object's size, not the
+    frame's; None solves the whole frame (a model that wants the whole picture).
+    """
 
     band: int
+    context: int | None = None
 
     @abstractmethod
     def alpha(self, image: np.ndarray, tri: np.ndarray) -> np.ndarray:
@@ -178,19 +248,29 @@ class TrimapMatter(Matter):
             alpha = np.zeros(mask.shape, np.float32)
             fg = np.zeros(frames.shape, np.float32)
             for t in range(len(frames)):
-                image = frames[t].astype(np.float64)
                 if not mask[t].any():
                     continue
-                tri = trimap(mask[t], self.band)
+                box = self.box(mask[t])
+                image = frames[t][box].astype(np.float64)
+                tri = trimap(mask[t][box], self.band)
                 if (tri == 1).any() and (tri == 0).any():
                     a = self.alpha(image, tri)
                 else:  # thinner than the band, or covering the frame: nothing to learn from, keep the mask
-                    a = mask[t].astype(np.float64)
-                alpha[t] = a
-                fg[t] = np.clip(pymatting.estimate_foreground_ml(image, a), 0.0, 1.0)
+                    a = mask[t][box].astype(np.float64)
+                alpha[t][box] = a
+                fg[t][box] = np.clip(pymatting.estimate_foreground_ml(image, a), 0.0, 1.0)
             alphas.append(alpha)
             foregrounds.append(fg)
         return alphas, foregrounds
+
+    def box(self, mask: np.ndarray) -> tuple[slice, slice]:
+        """The region a frame is solved in: the mask's bounding box widened by ``context`` (or the whole frame)."""
+        if self.context is None:
+            return slice(None), slice(None)
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        margin = self.band + self.context
+        return (slice(max(0, rows[0] - margin), rows[-1] + margin + 1),
+                slice(max(0, cols[0] - margin), cols[-1] + margin + 1))
 
 
 class PymattingMatter(TrimapMatter):
@@ -198,6 +278,7 @@ class PymattingMatter(TrimapMatter):
     (``lbdm``, Zheng & Kambhamettu) or ``knn`` alpha, then its multi-level foreground colour estimation."""
 
     METHODS = ("cf", "lbdm", "knn")
+    context = 16  # pixels around the mask: the closed-form solution depends only on 3x3 neighbourhoods
 
     def __init__(self, method: str = "cf", band: int = 2):
         if method not in self.METHODS:
@@ -215,19 +296,25 @@ class PymattingMatter(TrimapMatter):
 class TemporalPlateRemover(Remover):
     """Static camera: each masked pixel (masks dilated by `dilate` px) takes the median of that pixel over the
     frames where it is uncovered; unmasked pixels keep the input. A pixel covered in every frame takes its
-    nearest uncovered neighbour's plate value, and the share of such pixels is reported as ``plate_holes``."""
+    nearest uncovered neighbour's plate value, and the share of such pixels is reported as ``plate_holes``.
+    After :meth:`prepare` the plate is the one of the frames sampled across the whole clip."""
 
     def __init__(self, dilate: int = 2):
         self.dilate = dilate
         self.last_holes = 0.0
+        self.plate: np.ndarray | None = None  # the whole clip's, once prepared
 
-    def remove(self, frames: np.ndarray, masks: list[np.ndarray], caption: str = "") -> np.ndarray:
-        covered = np.zeros(frames.shape[:3], bool)
+    def covered(self, masks: list[np.ndarray]) -> np.ndarray:
+        covered = np.zeros(masks[0].shape, bool)
         for m in masks:
             covered |= m
         if self.dilate > 0:
             disk = _disk(self.dilate)
             covered = np.stack([ndimage.binary_dilation(c, disk) for c in covered])
+        return covered
+
+    def clean_plate(self, frames: np.ndarray, covered: np.ndarray) -> np.ndarray:
+        """Each pixel's median over the frames where it is uncovered; holes filled from their nearest neighbour."""
         visible = np.where(~covered[..., None], frames, np.nan)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are the holes, filled below
@@ -239,6 +326,14 @@ class TemporalPlateRemover(Remover):
         if holes.any():
             _, (iy, ix) = ndimage.distance_transform_edt(holes, return_indices=True)
             plate = plate[iy, ix]
+        return plate.astype(np.float32)
+
+    def prepare(self, frames: np.ndarray, masks: list[np.ndarray]) -> None:
+        self.plate = self.clean_plate(frames, self.covered(masks))
+
+    def remove(self, frames: np.ndarray, masks: list[np.ndarray], caption: str = "") -> np.ndarray:
+        covered = self.covered(masks)
+        plate = self.clean_plate(frames, covered) if self.plate is None else self.plate
         return np.where(covered[..., None], plate[None], frames).astype(np.float32)
 
 
