@@ -114,8 +114,8 @@ class CleanPlateSegmenter(Segmenter):
     several, connected components (at least `min_area` of the frame) are followed from frame to frame by
     nearest centroid, largest first. The subject must move off every pixel for at least half the clip.
 
-    A clip whose frames mostly differ from the plate is checked for camera motion (:func:`camera_shift`) and refused
-    when the camera moves. After :meth:`prepare` (frames sampled across a long clip) the plate is theirs and the
+    A clip in which the whole picture shifts (:func:`camera_shift`: the camera moves, or one object fills the frame)
+    is refused. After :meth:`prepare` (frames sampled across a long clip) the plate is theirs and the
     tracks carry over from one window to the next.
     """
 
@@ -141,13 +141,13 @@ class CleanPlateSegmenter(Segmenter):
             raise Reject("no object found: nothing in the clip differs from its clean plate by more than "
                          f"threshold {self.threshold:g}; the weight-free segmenter needs a static camera and a moving "
                          "subject (configure segmentation: {backend: sam3, model: DIR})")
-        if moving.mean() > MOVING_SHARE:
-            shift = camera_shift(frames)
-            if shift is not None:
-                (i, j), (dy, dx) = shift
-                raise Reject(f"the camera moves (sampled frames {i} and {j} are shifted by {dx:+.0f}, {dy:+.0f} px); "
-                             "the weight-free backends need a static camera (configure segmentation: {backend: sam3, "
-                             "model: DIR} and removal: {backend: wan_vace, model: DIR})")
+        shift = camera_shift(frames)
+        if shift is not None:
+            i, (dy, dx) = shift
+            raise Reject(f"the camera moves: the whole picture shifts by {dx:+d} px across and {dy:+d} px down "
+                         f"between frames {i} and {i + 1} of the clip's sample (or one object fills the frame); "
+                         "the weight-free backends need a static camera and background around the object (configure "
+                         "segmentation: {backend: sam3, model: DIR} and removal: {backend: wan_vace, model: DIR})")
 
     def prepare(self, frames: np.ndarray, object_names: list[str]) -> None:
         self.plate = None
@@ -187,32 +187,53 @@ class CleanPlateSegmenter(Segmenter):
         return masks
 
 
-MOVING_SHARE = 0.3  # above this share of changed pixels, a clip is checked for camera motion
-ANALYSIS_SIDE = 256  # camera_shift looks at frames scaled to at most this many pixels a side
+ANALYSIS_SIDE = 256  # camera_shift looks at frames block-averaged to at most this many pixels a side
+BLOCK_GRID = 4  # ... split into up to 4 x 4 blocks of at least 16 x 16 pixels
+TEXTURE = 0.02  # a block whose grey values vary less than this (std) has nothing to follow
+CONSENSUS = 0.75  # the share of textured blocks shifting together that makes a whole-picture move
 
 
-def camera_shift(frames: np.ndarray) -> tuple[tuple[int, int], tuple[float, float]] | None:
-    """The first pair of consecutive frames that a camera move explains, as ((i, i + 1), (dy, dx) in pixels), or None.
+def camera_shift(frames: np.ndarray) -> tuple[int, tuple[int, int]] | None:
+    """The first pair of consecutive frames (i, i + 1) in which the picture shifts as a whole, as (i, (dy, dx) in
+    pixels, the content's motion), or None when the camera holds still.
 
-    Phase correlation of the grey frames (block-averaged to at most ANALYSIS_SIDE pixels a side, Hann-windowed): a
-    static camera keeps the zero-shift peak, a moving one puts the highest peak elsewhere and leaves the zero shift
-    below half of it. Only asked when most of the frame differs from the plate: over a plain background a textured
-    object's own motion could win the correlation.
+    The grey frames, block-averaged to at most ANALYSIS_SIDE pixels a side, are cut into a grid of blocks; each
+    textured block's shift is its phase correlation's peak (zero unless the zero-shift peak is below half of it).
+    When at least CONSENSUS of the textured blocks (and they are at least half of all blocks) shift by the same
+    amount, give or take one pixel, the picture moved as a whole: the camera moved, or one object fills the frame.
+    A moving object with background around it moves only its own blocks.
     """
     grey = frames.mean(axis=-1)
     f = max(1, int(np.ceil(max(grey.shape[1:]) / ANALYSIS_SIDE)))
     h, w = grey.shape[1] // f * f, grey.shape[2] // f * f
     small = grey[:, :h, :w].reshape(len(grey), h // f, f, w // f, f).mean(axis=(2, 4))
-    window = np.outer(np.hanning(small.shape[1]), np.hanning(small.shape[2]))
-    spectra = np.fft.rfft2((small - small.mean(axis=(1, 2), keepdims=True)) * window)
+    gy, gx = (max(1, min(BLOCK_GRID, n // 16)) for n in small.shape[1:])
+    bh, bw = small.shape[1] // gy, small.shape[2] // gx
+    window = np.outer(np.hanning(bh), np.hanning(bw))
+    blocks = small[:, :gy * bh, :gx * bw].reshape(len(small), gy, bh, gx, bw).transpose(0, 1, 3, 2, 4)
+    blocks = blocks.reshape(len(small), gy * gx, bh, bw)
+    textured = blocks.std(axis=(2, 3)) >= TEXTURE  # (T, blocks)
+    spectra = np.fft.rfft2((blocks - blocks.mean(axis=(2, 3), keepdims=True)) * window)
     for i in range(len(small) - 1):
-        cross = spectra[i] * np.conj(spectra[i + 1])
-        r = np.fft.irfft2(cross / np.maximum(np.abs(cross), 1e-12), s=small.shape[1:])
-        peak = np.unravel_index(int(np.argmax(r)), r.shape)
-        if peak == (0, 0) or r[0, 0] >= 0.5 * r[peak]:
+        both = textured[i] & textured[i + 1]
+        if both.sum() < max(1, gy * gx / 2):
+            continue  # mostly plain: nothing to tell a moving camera by
+        shifts = []
+        for b in np.flatnonzero(both):
+            cross = spectra[i, b] * np.conj(spectra[i + 1, b])
+            r = np.fft.irfft2(cross / np.maximum(np.abs(cross), 1e-12), s=(bh, bw))
+            peak = np.unravel_index(int(np.argmax(r)), r.shape)
+            if peak == (0, 0) or r[0, 0] >= 0.5 * r[peak]:
+                shifts.append((0, 0))
+            else:  # the content moved by minus the peak
+                shifts.append(tuple(-((q + n // 2) % n - n // 2) for q, n in zip(peak, r.shape)))
+        moved = [sh for sh in shifts if sh != (0, 0)]
+        if not moved:
             continue
-        dy, dx = ((p + n // 2) % n - n // 2 for p, n in zip(peak, r.shape))
-        return (i, i + 1), (float(dy * f), float(dx * f))
+        common = max(set(moved), key=moved.count)
+        together = sum(max(abs(a - c) for a, c in zip(sh, common)) <= 1 for sh in moved)
+        if together >= CONSENSUS * len(shifts):
+            return i, (int(common[0] * f), int(common[1] * f))
     return None
 
 
