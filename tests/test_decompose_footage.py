@@ -177,8 +177,11 @@ def test_a_clip_streamed_in_small_windows_gives_what_one_window_gives(footage, t
 
     monkeypatch.setattr(Engine, "segment", spy)
     monkeypatch.setattr(engine_decompose, "WINDOW", 5)
-    small = engine_decompose.decompose_video(footage.path, tmp_path / "small", parse_config({}), progress=False)
+    progress: list[tuple[int, int]] = []
+    small = engine_decompose.decompose_video(footage.path, tmp_path / "small", parse_config({}), progress=False,
+                                             on_frames=lambda done, total: progress.append((done, total)))
     assert calls[0] == FRAMES and calls[1:] == [5, 5, 5, 5, 4]  # the sample, then the windows
+    assert progress == [(5, 24), (10, 24), (15, 24), (20, 24), (24, 24)]
     monkeypatch.setattr(engine_decompose, "WINDOW", 64)
     whole = engine_decompose.decompose_video(footage.path, tmp_path / "whole", parse_config({}), progress=False)
     a, b = LayeredVideo.load(tmp_path / "small"), LayeredVideo.load(tmp_path / "whole")

@@ -94,8 +94,8 @@ def decompose_video(video: str | Path, out: str | Path, config: EngineConfig, *,
     ``object_names`` are the foregrounds to find (their number is the number of layers, one when empty; a
     text-prompted segmenter reads them). ``prompts`` (``full``, ``background``, ``foregrounds``; any of them) go to
     the manifest as given; without them a configured captioner writes them, or the manifest says "no captions".
-    ``metadata`` joins the manifest. ``on_frames(done, total)`` follows pass 2. Bad input, and a clip the backends
-    cannot handle, raise a one-line ValueError before anything is written.
+    ``metadata`` joins the manifest (its keys win). ``on_frames(done, total)`` follows pass 2. Bad input, and a clip
+    the backends cannot handle, raise a one-line ValueError before anything is written.
     """
     start = time.perf_counter()
     video = Path(video)
@@ -134,6 +134,7 @@ def decompose_video(video: str | Path, out: str | Path, config: EngineConfig, *,
     caption = str(prompts.get("background") or "")
     scores = quality.Scores()
     bar = tqdm(total=len(indices), unit="frame", desc="decompose (engine)", disable=not progress)
+    done = 0
     try:
         with LayeredWriter(out, k, len(indices), size, fps, overwrite) as writer, refusals(video):
             for chunk in _decoded(video, indices, WINDOW):
@@ -145,8 +146,9 @@ def decompose_video(video: str | Path, out: str | Path, config: EngineConfig, *,
                 writer.add(part)
                 scores.add(part)
                 bar.update(len(chunk))
+                done += len(chunk)
                 if on_frames is not None:
-                    on_frames(bar.n, len(indices))
+                    on_frames(done, len(indices))
             measured = scores.scores()
             if (holes := engine.plate_holes()) is not None:
                 measured["plate_holes"] = holes
@@ -155,12 +157,12 @@ def decompose_video(video: str | Path, out: str | Path, config: EngineConfig, *,
             record = {"backends": backends, "window": WINDOW, "sample_frames": len(sample_at), "scores": measured,
                       "failures": failures,
                       "judge": "not run (decompose keeps every frame; the weight-free checks ran)"}
-            manifest = {**(metadata or {}), "method": "engine", "engine": record, "captions": captions,
+            manifest = {"method": "engine", "engine": record, "captions": captions,
                         "given": {"full": {"from": str(video.absolute()), "layer": "full"}},
                         "input": {"source": video.name, "source_size": list(source_size), "source_frames": total,
                                   "source_fps": source_fps, "frame_indices": indices, "size": list(size),
                                   "frames": len(indices), "resized": size != source_size},
-                        "timings": {"total_s": round(seconds, 3)}}
+                        "timings": {"total_s": round(seconds, 3)}, **(metadata or {})}
             writer.finish(prompts, None, manifest)
     finally:
         bar.close()
