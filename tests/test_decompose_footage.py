@@ -19,6 +19,7 @@ import pytest
 
 from layert2v.cli import main
 from layert2v.data.engine import decompose as engine_decompose
+from layert2v.data.engine import stages
 from layert2v.data.engine.build import Engine
 from layert2v.data.engine.footage import Shot, make_clip, shot_frames, write_footage, write_shot
 from layert2v.editing import decompose_method
@@ -163,6 +164,21 @@ def test_frames_and_size_keep_the_first_frames_and_resize_the_whole_frame(footag
 
 
 # ------------------------------------------------------------------------------------------ streaming
+def test_the_per_pixel_medians_in_strips_equal_one_whole_frame_call():
+    """The static-camera plates are medians taken a strip of rows at a time (memory at 1080p): the same numbers as
+    one np.median / np.nanmedian over the whole frame, a pixel covered in every frame left NaN."""
+    rng = np.random.default_rng(0)
+    frames = rng.random((7, stages.STRIP * 2 + 5, 9, 3), dtype=np.float32)
+    covered = rng.random(frames.shape[:3]) < 0.4
+    covered[:, stages.STRIP + 1, 3] = True
+    assert np.array_equal(stages.median_over_time(frames), np.median(frames, axis=0))
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        whole = np.nanmedian(np.where(~covered[..., None], frames, np.nan), axis=0)
+    strips = stages.median_over_time(frames, covered)
+    assert strips.dtype == whole.dtype and np.array_equal(strips, whole, equal_nan=True)
+    assert np.isnan(strips[stages.STRIP + 1, 3]).all()
+
+
 def test_a_clip_streamed_in_small_windows_gives_what_one_window_gives(footage, tmp_path, monkeypatch):
     """Each window holds at most WINDOW frames (the segmenter never sees more after the sample), the layers equal
     those of one window over the whole clip, and the scores pool to the same values."""

@@ -101,6 +101,26 @@ class SidecarCaptioner(Captioner):
                      "(write the sidecar or configure captions: {backend: qwen3vl, model: DIR})")
 
 
+STRIP = 64  # rows at a time of a per-pixel median over time: its temporaries stay a strip's size on big frames
+
+
+def median_over_time(frames: np.ndarray, covered: np.ndarray | None = None) -> np.ndarray:
+    """Each pixel's median over the frames (T, H, W, C) -> (H, W, C); with ``covered`` (T, H, W), over the frames
+    where the pixel is not covered (NaN where it is covered in all). Computed STRIP rows at a time: the same values
+    as one ``np.median`` / ``np.nanmedian`` call, without their whole-clip copies (gigabytes at 1080p)."""
+    strips = []
+    for top in range(0, frames.shape[1], STRIP):
+        rows = frames[:, top:top + STRIP]
+        if covered is None:
+            strips.append(np.median(rows, axis=0))
+            continue
+        visible = np.where(~covered[:, top:top + STRIP, :, None], rows, np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN slice: a pixel covered in every frame
+            strips.append(np.nanmedian(visible, axis=0))
+    return np.concatenate(strips, axis=0)
+
+
 def _disk(radius: int) -> np.ndarray:
     yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
     return xx * xx + yy * yy <= radius * radius
@@ -125,7 +145,7 @@ class CleanPlateSegmenter(Segmenter):
         self._centroids: list[np.ndarray | None] | None = None  # the tracks, carried across windows once prepared
 
     def changed(self, frames: np.ndarray, plate: np.ndarray | None = None) -> np.ndarray:
-        plate = np.median(frames, axis=0) if plate is None else plate
+        plate = median_over_time(frames) if plate is None else plate
         disk = _disk(self.smooth) if self.smooth > 0 else None
         out = np.empty(frames.shape[:3], bool)
         for t, frame in enumerate(frames):  # a frame at a time: no (T, H, W, 3) difference in memory
@@ -151,7 +171,7 @@ class CleanPlateSegmenter(Segmenter):
 
     def prepare(self, frames: np.ndarray, object_names: list[str]) -> None:
         self.plate = None
-        plate = np.median(frames, axis=0)
+        plate = median_over_time(frames)
         self.check_clip(frames, self.changed(frames, plate))
         self.plate, self._centroids = plate, None
 
@@ -336,10 +356,7 @@ class TemporalPlateRemover(Remover):
 
     def clean_plate(self, frames: np.ndarray, covered: np.ndarray) -> np.ndarray:
         """Each pixel's median over the frames where it is uncovered; holes filled from their nearest neighbour."""
-        visible = np.where(~covered[..., None], frames, np.nan)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are the holes, filled below
-            plate = np.nanmedian(visible, axis=0)
+        plate = median_over_time(frames, covered)  # NaN: the holes, filled below
         holes = np.isnan(plate[..., 0])
         self.last_holes = float(holes.mean())
         if holes.all():
