@@ -120,7 +120,7 @@ class Assets:
             "batch_zero": write_yaml(root / "b0.yaml", tiny_train_config(root / "train_b0", batch_size=0)),
         }
         # A finished 1-step run whose checkpoint is then damaged, for the resume cases.
-        for name, part in (("trainable", "trainable.safetensors"), ("state", "state.pt")):
+        for name, part in (("weights", "state/__0_0.distcp"), ("rng", "rank0.pt")):
             cfg = tiny_train_config(root / f"resume_{name}", steps=1)
             self.yaml[f"resume_{name}"] = write_yaml(root / f"resume_{name}.yaml", cfg)
             done = subprocess.run([sys.executable, "-m", "layert2v.cli", "train", str(self.yaml[f"resume_{name}"])],
@@ -243,8 +243,8 @@ def cli_cases(a: Assets) -> list[tuple[str, list[str], dict]]:
         ("train: train.steps -5", ["train", str(a.yaml["steps_negative"])], {}),
         ("train: checkpoint_every 0", ["train", str(a.yaml["checkpoint_zero"])], {}),
         ("train: batch_size 0", ["train", str(a.yaml["batch_zero"])], {}),
-        ("train: resume, truncated trainable.safetensors", ["train", str(a.yaml["resume_trainable"])], {}),
-        ("train: resume, truncated state.pt", ["train", str(a.yaml["resume_state"])], {}),
+        ("train: resume, truncated state/__0_0.distcp", ["train", str(a.yaml["resume_weights"])], {}),
+        ("train: resume, truncated rank0.pt", ["train", str(a.yaml["resume_rng"])], {}),
     ]
 
 

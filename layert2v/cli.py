@@ -123,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "mattes in one denoising pass. Without --bg/--fg the layer prompts are derived "
                                    "from a full prompt of the form '<foreground> [and <foreground>] over "
                                    "<background>' (see README.md). --keep gives layers instead of generating them "
-                                   "(docs/EDITING.md).")
-    g.add_argument("prompt", help="the full-video prompt")
+                                   "(docs/EDITING.md). --prompts FILE makes one clip per line of FILE (docs/BATCH.md).")
+    g.add_argument("prompt", nargs="?", help="the full-video prompt (or --prompts FILE)")
     g.add_argument("--bg", help="background prompt")
     g.add_argument("--fg", action="append", default=None, help="foreground prompt; repeat for more layers")
     add_sampling_arguments(g, frames=True)
@@ -137,6 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "full=DIR, DIR a layered output directory of the same frames and size (its files are "
                         "copied, so the layer stays bit-identical); background=VIDEO or full=VIDEO, a video file "
                         "fitted like decompose's; repeat for more layers")
+    g.add_argument("--prompts", default=None, metavar="FILE",
+                   help="many clips: a .jsonl file, one clip per line (prompt, and optionally bg, fg, seed, frames, "
+                        "size, steps, trajectory), or a text file of one prompt per line; every line is checked "
+                        "before the model loads. OUT gets a layered directory per line, index.jsonl and "
+                        "failed.jsonl; a rerun resumes. --frames, --size and --steps apply to lines without their "
+                        "own; a line without a seed gets --seed + line number - 1 (docs/BATCH.md)")
+    g.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="with --prompts: workers, each loading the model once (default 1, in this process); more "
+                        "than one runs on Ray, one GPU each with --device cuda, one thread each on the CPU")
+    g.add_argument("--address", default=None,
+                   help="with --prompts: join the Ray cluster at this address (e.g. auto, or HEAD:6379)")
 
     dc = sub.add_parser("decompose", parents=[common], help="split an existing video into layers",
                         description="Split a video file (anything FFmpeg reads: mp4, mov, webm ...) into a clean "
@@ -293,6 +304,12 @@ def save_and_report(video, args: argparse.Namespace, model: Path, dtype: str, lo
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    if args.prompts is not None or args.workers is not None or args.address is not None:
+        from .batch import generate_batch
+
+        return generate_batch(args, check_generate, load_pipeline, sampling_kwargs)
+    if args.prompt is None:
+        raise ValueError("give the prompt to generate, or --prompts FILE for many")
     check, bg, fgs, trajectories = check_generate(args)
     from .editing import check_keeps
 
@@ -506,10 +523,10 @@ def main(argv: list[str] | None = None) -> int:
     name = f"layert2v {args.command}"
     try:
         return COMMANDS[args.command](args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if args.debug:
             raise
-        _say(f"{name}: {INTERRUPTED.get(args.command, 'interrupted')}")
+        _say(f"{name}: {str(e) or INTERRUPTED.get(args.command, 'interrupted')}")
         return 130
     except BAD_INPUT as e:
         if args.debug:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,10 +60,10 @@ def base_fingerprint(state: Mapping[str, torch.Tensor]) -> str:
     LoRA left out (a LoRA-wrapped layer's ``base_layer`` counts under its plain name). Equal for the same weights
     however they were loaded; it changes with any weight, dtype or architecture."""
     h = hashlib.sha256()
-    named = {n.replace(".base_layer.", "."): t for n, t in state.items()
+    named = {n.replace(".base_layer.", "."): n for n in state
              if n.split(".")[0] not in LAYER_MODULES and ".lora_" not in n}
-    for name in sorted(named):
-        t = named[name].detach().to("cpu").contiguous()
+    for name in sorted(named):  # one tensor at a time (``state`` may make each on demand: MergedWeights)
+        t = state[named[name]].detach().to("cpu").contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
     return h.hexdigest()[:32]
@@ -109,7 +109,7 @@ def export_layer_weights(path: str | Path, transformer: LayeredWanTransformer, a
         tensors.update({f"transformer.lora.{i}.{k}": v for k, v in state.items()})
     for k, v in alpha_path.state_dict().items():
         tensors[f"alpha_path.{k}"] = v.detach()
-    merged = _merged_state(transformer) if lora is not None else transformer.state_dict()
+    merged = MergedWeights(transformer) if lora is not None else transformer.state_dict()
     meta = {
         "format": LAYER_WEIGHTS_FORMAT,
         "version": 2,
@@ -128,13 +128,35 @@ def export_layer_weights(path: str | Path, transformer: LayeredWanTransformer, a
     return path
 
 
-def _merged_state(transformer: LayeredWanTransformer) -> dict[str, torch.Tensor]:
-    """The weights ``merge_transformer_lora`` will leave, computed the same way without touching the model."""
-    import copy
+class MergedWeights(Mapping):
+    """The weights ``merge_transformer_lora`` will leave, as a read-only mapping that makes each LoRA layer's merged
+    weight when asked (base + peft's own delta, as peft's merge adds it) and nothing else: fingerprinting the merged
+    transformer this way holds one merged layer at a time, not a copy of the transformer."""
 
-    clone = copy.deepcopy(transformer)
-    merge_transformer_lora(clone)
-    return clone.state_dict()
+    def __init__(self, transformer: torch.nn.Module):
+        from peft.tuners.lora import LoraLayer
+
+        self.state = transformer.state_dict()
+        self.layers = {f"{name}.base_layer.weight": module for name, module in transformer.named_modules()
+                       if isinstance(module, LoraLayer) and not module.merged}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        weight = self.state[name]
+        layer = self.layers.get(name)
+        if layer is None:
+            return weight
+        with torch.no_grad():
+            merged = weight
+            for adapter in layer.active_adapters:
+                if adapter in layer.lora_A:
+                    merged = merged + layer.get_delta_weight(adapter)
+            return merged.to(weight.dtype)  # as peft's in-place += keeps the base weight's dtype
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.state)
+
+    def __len__(self) -> int:
+        return len(self.state)
 
 
 def read_layer_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

@@ -216,6 +216,11 @@ class LayerT2VPipeline(DevicePlacement):
                 self.text_encoder.model.to("cpu")
         return torch.stack([self._prompt_cache[p] for p in prompts])
 
+    def clear_prompt_cache(self) -> None:
+        """Forget the cached embeddings, so the next call encodes its prompts as a first call does (a batch of calls
+        whose outputs must not depend on the calls before them; the encoder's output can depend on the batch)."""
+        self._prompt_cache.clear()
+
     # --------------------------------------------------------------- sampling
     def make_scheduler(self, name: str) -> Any:
         """A flow-matching scheduler by name, with this pipeline's flow shift: "unipc" (default) or "euler"."""

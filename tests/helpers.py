@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from layert2v.video import LayeredVideo
@@ -65,3 +67,62 @@ def save_tiny_wan(root, text_dim: int = 32):
         "text_encoder": ["transformers", "UMT5EncoderModel"], "tokenizer": ["transformers", "T5TokenizerFast"],
         "scheduler": ["diffusers", "UniPCMultistepScheduler"]}))
     return root
+
+
+# ------------------------------------------------------------------ several processes on this machine's CPUs
+ACCELERATE_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
+ENGINES = {"ddp": "ddp.yaml", "fsdp2": "fsdp.yaml", "zero2": "deepspeed_zero2.yaml"}  # engine -> launcher file
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launcher_env(engine: str, processes: int) -> dict[str, str]:
+    """What `accelerate launch --config_file configs/accelerate/FILE --num_processes N --mixed_precision no` puts in
+    each process's environment (fp32: bf16 is for the GPUs the files are written for)."""
+    import os
+
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+
+    argv = ["--config_file", str(ACCELERATE_CONFIGS / ENGINES[engine]), "--num_processes", str(processes),
+            "--mixed_precision", "no", "-m", "layert2v.cli", "train", "stage.yaml"]
+    args, defaults, _ = _validate_launch_command(launch_command_parser().parse_args(argv))
+    if engine == "zero2":
+        args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
+        env = prepare_deepspeed_cmd_env(args)[1]
+    else:
+        env = prepare_multi_gpu_env(args)
+    return {k: v for k, v in env.items() if os.environ.get(k) != v}
+
+
+def start_cpu_process(engine: str, rank: int, processes: int, port: int, env: dict[str, str]) -> None:
+    """Make this process rank ``rank`` of ``processes`` on the CPU (gloo), set up for ``engine`` as `accelerate
+    launch` with ``env`` (``launcher_env``) sets it up on GPUs. Two things differ, as accelerate has no GPU to find:
+    DeepSpeed (its CPU accelerator) gets the gloo backend named, and FSDP, which accelerate switches off on CPU, is
+    switched on with the plugin the launcher's environment describes."""
+    import os
+
+    import torch
+
+    os.environ.update(env)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(processes),
+                      LOCAL_WORLD_SIZE=str(processes), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                      OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    from accelerate import Accelerator, PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    if engine == "zero2":
+        PartialState(backend="gloo")
+        return
+    os.environ["ACCELERATE_USE_CPU"] = "true"
+    if engine == "fsdp2":
+        state = Accelerator().state  # the Trainer's Accelerator shares this state
+        state.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+        state.fsdp_plugin = FullyShardedDataParallelPlugin()

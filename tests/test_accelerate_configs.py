@@ -79,7 +79,7 @@ def test_fsdp_wrap_unit_is_a_module_whose_forward_runs():
     assert calls == {unit: TINY_TRANSFORMER["num_layers"]}
 
 
-def test_deepspeed_config_builds_a_zero2_plugin_that_takes_accumulation_from_the_trainer():
+def test_deepspeed_config_builds_a_zero2_plugin_that_takes_batch_accumulation_and_clipping_from_the_trainer():
     args, defaults, _ = launch_args("deepspeed_zero2.yaml")
     args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)  # as `accelerate launch`
     _, env = prepare_deepspeed_cmd_env(args)
@@ -89,4 +89,5 @@ def test_deepspeed_config_builds_a_zero2_plugin_that_takes_accumulation_from_the
     assert ds["zero_optimization"]["stage"] == 2
     assert ds["zero_optimization"]["offload_optimizer"]["device"] == "none"
     assert ds["gradient_accumulation_steps"] == "auto"  # filled from Accelerator(gradient_accumulation_steps=...)
-    assert ds["gradient_clipping"] == 1.0
+    # filled by the trainer from train.batch_size and train.grad_clip (tests/test_multi_process.py)
+    assert ds["train_micro_batch_size_per_gpu"] == ds["gradient_clipping"] == "auto"

@@ -99,19 +99,22 @@ def test_all_stages_chain_into_a_pipeline(tmp_path, toy_data):
 
 def test_decoder_only_stages_keep_the_latents_and_carry_the_transformer(tmp_path, toy_data):
     """decoder_only: the VAE decoder, then the alpha path's decoder LoRA, train on a finished model; encoder,
-    latent statistics and alpha projection stay, so the carried transformer still fits the latents."""
-    Trainer(config(tmp_path, "vae", train={"steps": 1}), data=toy_data).train()
-    Trainer(config(tmp_path, "alpha", init=str(tmp_path / "vae" / "final"), train={"steps": 1}), data=toy_data).train()
-    Trainer(config(tmp_path, "layered", init=str(tmp_path / "alpha" / "final"), train={"steps": 1}),
-            data=toy_data).train()
+    latent statistics and alpha projection stay, so the carried transformer still fits the latents.
+    No warmup: a warmup step trains at learning rate 0, and a 1-step stage would change nothing (the VAE's attention
+    output starts at zero, so its qkv learn only once an earlier step has moved it)."""
+    one = {"steps": 1, "warmup": 0}
+    Trainer(config(tmp_path, "vae", train=one), data=toy_data).train()
+    Trainer(config(tmp_path, "alpha", init=str(tmp_path / "vae" / "final"), train=one), data=toy_data).train()
+    Trainer(config(tmp_path, "layered", init=str(tmp_path / "alpha" / "final"), train=one), data=toy_data).train()
     model = tmp_path / "layered" / "final"
     before = LayerT2VPipeline.from_pretrained(model)
     decoder = Trainer(config(tmp_path, "vae", init=str(model), decoder_only=True, output_dir=str(tmp_path / "dec"),
-                             train={"steps": 2, "lr": 1e-3}), data=toy_data)
+                             train={"steps": 2, "lr": 1e-3, "warmup": 0}), data=toy_data)
     assert all(n.startswith(("decoder.", "post_quant_conv.")) for n in decoder.trainable_names)
     decoder.train()
     alpha = Trainer(config(tmp_path, "alpha", init=str(tmp_path / "dec" / "final"), decoder_only=True,
-                           output_dir=str(tmp_path / "dec_alpha"), train={"steps": 2, "lr": 1e-3}), data=toy_data)
+                           output_dir=str(tmp_path / "dec_alpha"), train={"steps": 2, "lr": 1e-3, "warmup": 0}),
+                    data=toy_data)
     assert alpha.trainable_names and not [n for n in alpha.trainable_names if n.startswith("projection")]
     alpha.train()
     after = LayerT2VPipeline.from_pretrained(tmp_path / "dec_alpha" / "final")
@@ -316,7 +319,7 @@ def test_counts_below_one_are_refused(tmp_path, key, value):
         config(tmp_path, train={key: value})
 
 
-@pytest.mark.parametrize("damage", ["trainable.safetensors", "state.pt"])
+@pytest.mark.parametrize("damage", ["state/__0_0.distcp", "state/.metadata", "rank0.pt"])
 def test_a_damaged_checkpoint_says_how_to_go_on(tmp_path, toy_data, damage):
     cfg = config(tmp_path, train={"steps": 4, "checkpoint_every": 1})
     Trainer(cfg, data=toy_data).train(max_steps=2)
@@ -379,3 +382,33 @@ def test_gradient_checkpointing_recomputes_blocks_and_changes_nothing_else(tmp_p
     plain, checkpointed = grads(False), grads(True)
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-7)
+
+
+def test_learning_rate_is_diffusers_cosine_with_warmup(tmp_path, toy_data):
+    """diffusers' get_cosine_schedule_with_warmup: warmup rises from 0 (step s of w: s/w; the hand-written schedule
+    before it rose from 1/w, (s+1)/w), then the same half cosine to 0 at train.steps."""
+    import math
+
+    trainer = Trainer(config(tmp_path, train={"steps": 10, "warmup": 4, "lr": 1.0}), data=toy_data)
+    lrs = []
+    for _ in range(10):
+        lrs.append(trainer.scheduler.get_last_lr()[0])
+        trainer.optimizer.step()
+        trainer.scheduler.step()
+    expected = [s / 4 for s in range(4)] + [0.5 * (1 + math.cos(math.pi * (s - 4) / 6)) for s in range(4, 10)]
+    assert lrs == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_checkpoint_resumes_only_as_it_was_launched(tmp_path, toy_data):
+    """The data each process reads and the checkpoint's layout depend on the engine and the process count."""
+    cfg = config(tmp_path, train={"steps": 2, "checkpoint_every": 1})
+    Trainer(cfg, data=toy_data).train(max_steps=1)
+    progress = tmp_path / "layered" / "checkpoint" / "progress.json"
+    saved = json.loads(progress.read_text())
+    assert (saved["engine"], saved["processes"]) == ("single", 1)
+    progress.write_text(json.dumps({**saved, "engine": "fsdp2", "processes": 2}))
+    with pytest.raises(ValueError, match="written by 2 process\\(es\\) under fsdp2, and this run has 1 under single"):
+        Trainer(cfg, data=toy_data)
+    progress.write_text(json.dumps({k: v for k, v in saved.items() if k not in ("engine", "processes")}))
+    with pytest.raises(ValueError, match="written by an earlier layert2v; finish that run with the version"):
+        Trainer(cfg, data=toy_data)  # the layout before every process took part

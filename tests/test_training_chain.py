@@ -165,3 +165,35 @@ def test_dry_run_names_a_broken_chain(tmp_path, capsys):
         "stage: layered\ninit: runs/nowhere/final\noutput_dir: runs/x\nlora_rank: 4\n")
     assert main(["train", str(tmp_path / "2.yaml"), "--dry-run"]) == 2
     assert "no config in" in capsys.readouterr().err
+
+
+def test_merged_fingerprint_is_made_without_a_copy_and_is_unchanged(monkeypatch):
+    """The export's `result` fingerprint (base_fingerprint of the transformer after merging its LoRA) is made one
+    merged layer at a time: equal to fingerprinting a merged deep copy, as the export did, with no copy made."""
+    import copy
+
+    from helpers import TINY_TRANSFORMER
+
+    from layert2v.layer_weights import MergedWeights, add_transformer_lora, merge_transformer_lora
+    from layert2v.models.transformer import LayeredWanTransformer
+
+    torch.manual_seed(0)
+    transformer = LayeredWanTransformer(**TINY_TRANSFORMER, max_foregrounds=1)
+    add_transformer_lora(transformer, rank=4)
+    with torch.no_grad():  # a trained LoRA: B moved off its zero start
+        for name, p in transformer.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    before = {k: v.clone() for k, v in transformer.state_dict().items()}
+    clone = copy.deepcopy(transformer)
+    merge_transformer_lora(clone)
+    expected = base_fingerprint(clone.state_dict())
+    assert expected != base_fingerprint(transformer.state_dict())  # the LoRA changes the merged weights
+
+    def no_copy(*_):
+        raise AssertionError("the fingerprint copied the transformer")
+
+    monkeypatch.setattr(copy, "deepcopy", no_copy)
+    assert base_fingerprint(MergedWeights(transformer)) == expected
+    after = transformer.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())  # the transformer itself is untouched

@@ -42,7 +42,9 @@ class _Codec:
 
 
 _CODECS = {
-    "libx264": _Codec("libx264", "yuv420p", None, False, {"crf": "12", "preset": "medium"}),
+    # mb-tree off: with it, x264's lookahead (as PyAV 18's wheels build it) reads memory it never wrote, so the same
+    # frames came out as different bits depending on what was encoded before; without it they always match
+    "libx264": _Codec("libx264", "yuv420p", None, False, {"crf": "12", "preset": "medium", "x264-params": "mbtree=0"}),
     # profile "4" is 4444 (prores_ks numbers its profiles 0..5); alpha_bits defaults to 16. vendor apl0 keeps
     # some Apple software from rejecting the file.
     "prores_ks": _Codec("prores_ks", "yuv444p10le", "yuva444p10le", True, {"profile": "4", "vendor": "apl0"}),
@@ -92,7 +94,9 @@ class VideoWriter:
             raise ValueError(f"{spec.encoder} cannot store alpha; pass RGB frames or use prores_ks / libvpx-vp9")
         if spec.subsampled and (h % 2 or w % 2):
             raise ValueError(f"{spec.encoder} ({pix_fmt}) needs even width and height, got {w}x{h}")
-        container_options = {"movflags": "+faststart"} if self.path.suffix.lower() in (".mp4", ".mov") else {}
+        container_options = {"fflags": "+bitexact"}  # no random ids (Matroska's segment UID) nor version strings
+        if self.path.suffix.lower() in (".mp4", ".mov"):
+            container_options["movflags"] = "+faststart"
         self._container = av.open(str(self.path), "w", options=container_options)
         stream = self._container.add_stream(spec.encoder, rate=self.rate, time_base=1 / self.rate)
         stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt

@@ -109,8 +109,10 @@ class Recipe:
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def export(self, directory: Path, steps: int) -> None:
-        """Write the stage's output into ``directory`` after ``steps`` steps."""
+    def export(self, directory: Path, steps: int, state: dict[str, torch.Tensor] | None = None) -> None:
+        """Write the stage's output into ``directory`` after ``steps`` steps. ``state``: the trained module's
+        weights gathered whole when training sharded them (FSDP2, the layered stage only); None: the module
+        holds them."""
         raise NotImplementedError
 
     def carry_init(self, directory: Path) -> None:
@@ -143,7 +145,8 @@ class VaeRecipe(Recipe):
         kl = posterior.kl().mean() / x[0].numel()
         return {"loss": l1 + self.cfg.loss.kl * kl, "l1": l1}
 
-    def export(self, directory: Path, steps: int) -> None:
+    def export(self, directory: Path, steps: int, state: dict[str, torch.Tensor] | None = None) -> None:
+        assert state is None, "only the layered stage trains sharded (Trainer checks)"
         if not self.cfg.decoder_only:
             set_latent_stats(self.vae, self.data, self.cfg)
         self.vae.save_pretrained(directory / "vae")
@@ -179,7 +182,8 @@ class AlphaRecipe(Recipe):
         perc = self.perceptual(pred, alphas)  # unclamped, as every training loss here
         return {"loss": rec + w.lambda_perc * perc, "rec": rec, "perc": perc}
 
-    def export(self, directory: Path, steps: int) -> None:
+    def export(self, directory: Path, steps: int, state: dict[str, torch.Tensor] | None = None) -> None:
+        assert state is None, "only the layered stage trains sharded (Trainer checks)"
         self.vae.save_pretrained(directory / "vae")
         self.alpha_path.save_pretrained(directory / "alpha_path")
         if self.cfg.decoder_only:
@@ -252,7 +256,8 @@ class T2VRecipe(LatentRecipe):
         v = self.model(interpolate_clip(z0, z1, t), t * NUM_TRAIN_TIMESTEPS, context).sample
         return {"loss": F.mse_loss(v.float(), (z1 - z0).float())}
 
-    def export(self, directory: Path, steps: int) -> None:
+    def export(self, directory: Path, steps: int, state: dict[str, torch.Tensor] | None = None) -> None:
+        assert state is None, "only the layered stage trains sharded (Trainer checks)"
         self.vae.save_pretrained(directory / "vae")
         if self.alpha_path is not None:
             self.alpha_path.save_pretrained(directory / "alpha_path")
@@ -356,21 +361,33 @@ class LayeredRecipe(LatentRecipe):
             self._empty_latents[frames_hw] = empty_latent(self.vae, *frames_hw)
         return self._empty_latents[frames_hw]
 
-    def export(self, directory: Path, steps: int) -> None:
+    def export(self, directory: Path, steps: int, state: dict[str, torch.Tensor] | None = None) -> None:
         cfg = self.cfg
+        transformer = self.transformer if state is None else self.holding(state)
         self.vae.save_pretrained(directory / "vae")
         self.alpha_path.save_pretrained(directory / "alpha_path")
         if self.lora_config is not None:
-            export_layer_weights(directory / LAYER_WEIGHTS, self.transformer, self.alpha_path, self.lora_config,
+            export_layer_weights(directory / LAYER_WEIGHTS, transformer, self.alpha_path, self.lora_config,
                                  earlier=self.earlier)
-            merge_transformer_lora(self.transformer)
-        self.transformer.save_pretrained(directory / "transformer")
+            merge_transformer_lora(transformer)
+        transformer.save_pretrained(directory / "transformer")
         pcfg = PipelineConfig(text_encoder=cfg.text_encoder, max_sequence_length=cfg.max_sequence_length,
                               num_frames=cfg.data.frames, height=cfg.data.height, width=cfg.data.width,
                               layer_index_prompts=cfg.layer_index_prompts, **cfg.pipeline)
         meta = {"format": PIPELINE_FORMAT, "version": 1, "config": asdict(pcfg),
                 "trained_from": cfg.init if cfg.init else None, "steps": steps}
         (directory / PIPELINE_FILE).write_text(json.dumps(meta, indent=2))
+
+
+    def holding(self, state: dict[str, torch.Tensor]) -> LayeredWanTransformer:
+        """The trained transformer (its LoRA too) built on the meta device around ``state``, the weights that FSDP
+        gathered: the module to export when the training one is sharded, with no second copy of the weights."""
+        with torch.device("meta"):
+            transformer = LayeredWanTransformer.from_config(self.transformer.config)
+            if self.lora_config is not None:
+                transformer.add_adapter(self.lora_config)
+        transformer.load_state_dict(state, assign=True)
+        return transformer
 
 
 RECIPES: dict[str, type[Recipe]] = {r.stage: r for r in (VaeRecipe, AlphaRecipe, T2VRecipe, LayeredRecipe)}
