@@ -17,9 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from .editing import METHODS
 from .output_dirs import NoSpaceError
 from .preflight import BUILTIN_MODEL, ModelCheck
-from .prompts import derive_prompts
+from .prompts import derive_prompts, full_prompt
 
 if TYPE_CHECKING:
     from .trajectory import Trajectories
@@ -169,18 +170,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --prompts: join the Ray cluster at this address (e.g. auto, or HEAD:6379)")
 
     dc = sub.add_parser("decompose", parents=[common], help="split an existing video into layers",
-                        description="Give a video as the full layer and generate its background, foregrounds and "
-                                    "alpha mattes. Any video FFmpeg reads (mp4, mov, webm ...), any size and length: "
-                                    "its first frames at the model's frame rate are taken (--frames, default the "
-                                    "model's or fewer for a shorter clip), centre-cropped to the aspect of --size "
-                                    "and resized; the mapping is recorded in the manifest's 'input' "
+                        description="Split a video file (anything FFmpeg reads: mp4, mov, webm ...) into a clean "
+                                    "background, foregrounds and their alpha mattes, by one of two methods. "
+                                    "'engine': the data engine's segmentation, matting and clean plate "
+                                    "(docs/DATA_ENGINE.md) at the clip's own size and every frame, streamed in "
+                                    "bounded memory; its default backends need no weights and a static camera with "
+                                    "a moving object, --engine-config names real models instead; prompts are "
+                                    "optional; --frames keeps the first N frames, --size resizes the whole frame. "
+                                    "'model': the video is given to the layered model as its full layer and it "
+                                    "generates the rest, fitted to the model (its first frames at the model's frame "
+                                    "rate, --frames default the model's or fewer for a shorter clip, centre-cropped "
+                                    "to the aspect of --size and resized). The default is engine with the built-in "
+                                    "model, which knows only its procedural world, and model when --model names a "
+                                    "trained model; the manifest records the method and why, and the input mapping "
                                     "(docs/EDITING.md).")
     dc.add_argument("video", help="the video file to decompose")
-    dc.add_argument("--bg", required=True, help="background prompt (what is behind the objects)")
-    dc.add_argument("--fg", action="append", required=True, help="foreground prompt; repeat for more layers")
+    dc.add_argument("--method", choices=METHODS, default=None,
+                    help="engine or model (default: engine for the built-in model, model for a --model)")
+    dc.add_argument("--engine-config", default=None, metavar="ENGINE_YAML",
+                    help="engine: the backends and quality bar (default: all weight-free; configs/engine/paper.yaml "
+                         "names real models in local directories)")
+    dc.add_argument("--bg", default=None, help="background prompt (what is behind the objects); model: required")
+    dc.add_argument("--fg", action="append", default=None,
+                    help="foreground prompt; repeat for more layers; model: required; engine: the objects to find, "
+                         "one layer each (default one), the text prompts of a text-prompted segmenter")
     dc.add_argument("--prompt", default=None,
                     help="full-video prompt (default: built from --fg and --bg as 'fg_1 and fg_2 over bg')")
     add_sampling_arguments(dc, frames=True)
+    dc.set_defaults(seed=None, scheduler=None, device=None)  # model options: with the engine, any given is refused
 
     ed = sub.add_parser("edit", parents=[common], help="regenerate one foreground of a saved layered video",
                         description="Make one foreground layer of a layered output directory again from a new "
@@ -352,14 +369,65 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------- decompose / edit
+MODEL_OPTIONS = ("model", "layer_weights", "seed", "steps", "guidance", "negative", "scheduler", "device", "offload",
+                 "dtype")
+
+
 def cmd_decompose(args: argparse.Namespace) -> int:
+    from .editing import ENGINE, decompose_method
+
+    method, why = decompose_method(args.method, args.model)
+    check_layer_prompts(args.bg, args.fg)
+    if args.prompt is not None and not args.prompt.strip():
+        raise ValueError("the --prompt is empty; describe the video or leave --prompt out")
+    if method == ENGINE:
+        return decompose_with_engine(args, why)
+    if args.engine_config is not None:
+        raise ValueError("--engine-config names the data engine's backends; it goes with --method engine")
+    if not args.bg or not args.fg:
+        raise ValueError("--method model needs the prompts: --bg (the background) and a --fg per foreground")
+    args.seed = 0 if args.seed is None else args.seed
+    args.scheduler, args.device = args.scheduler or "unipc", args.device or "cpu"
+    return decompose_with_model(args, why)
+
+
+def decompose_with_engine(args: argparse.Namespace, why: str) -> int:
+    from .data.engine.config import load_config
+    from .data.engine.decompose import decompose_video
+
+    given = [f"--{name.replace('_', '-')}" for name in MODEL_OPTIONS if getattr(args, name) is not None]
+    if given:
+        raise ValueError(f"{given[0]} is an option of --method model (the generative decomposition); the engine has "
+                         "none: drop it, or pass --method model")
+    config = load_config(args.engine_config).with_resampling(args.size, args.frames, None)
+    prompts: dict[str, Any] = {}
+    if args.prompt or (args.bg and args.fg):
+        prompts["full"] = args.prompt or full_prompt(args.bg, args.fg)
+    if args.bg:
+        prompts["background"] = args.bg
+    if args.fg:
+        prompts["foregrounds"] = args.fg
+    result = decompose_video(args.video, args.out, config, prompts=prompts, object_names=args.fg,
+                             metadata={"method_reason": why}, overwrite=args.overwrite)
+    print(f"wrote {result.num_foregrounds} foreground layer(s), {result.frames} frames {result.size[0]}x"
+          f"{result.size[1]} to {result.path} in {result.seconds:.1f}s")
+    print(f"  method: engine ({why})")
+    print("  backends: " + ", ".join(f"{stage}={b['backend']}" for stage, b in result.backends.items()))
+    print(f"  captions: {result.captions}")
+    s = result.scores
+    coverage = ", ".join(f"{s[f'coverage_{k}']:.1%}" for k in range(1, result.num_foregrounds + 1))
+    print(f"  checks: recomposite {s['recomposite_psnr']:.1f} dB, coverage {coverage}, alpha change per frame "
+          f"{s['alpha_stability']:.3f}")
+    for failure in result.failures:
+        print(f"  warning: {failure} (the layers may be poor; the manifest's engine.failures says so too)")
+    return 0
+
+
+def decompose_with_model(args: argparse.Namespace, why: str) -> int:
     from .data.fit import fit_video, frames_the_model_takes, probe
     from .formats import VIDEO_MANIFEST
     from .output_dirs import check_output_directory
 
-    check_layer_prompts(args.bg, args.fg)
-    if args.prompt is not None and not args.prompt.strip():
-        raise ValueError("the --prompt is empty; describe the video or leave --prompt out")
     check_output_directory(args.out, args.overwrite, marker=VIDEO_MANIFEST)
     length = probe(args.video)[0]  # a file that is not a video: one line, before anything else
     check = model_check(args, args.frames, args.size)
@@ -374,7 +442,9 @@ def cmd_decompose(args: argparse.Namespace) -> int:
     video = pipe.decompose(fitted.frames, args.bg, args.fg, prompt=args.prompt, **sampling_kwargs(args))
     video.metadata["given"] = {"full": {"from": str(Path(args.video).absolute()), "layer": "full"}}
     video.metadata["input"] = fitted.mapping
+    video.metadata["method"], video.metadata["method_reason"] = "model", why
     save_and_report(video, args, check.model, dtype, load_s, start)
+    print(f"  method: model ({why})")
     m = fitted.mapping
     print(f"  input: {m['source']} {m['source_size'][0]}x{m['source_size'][1]}, frames {m['start_frame']}.."
           f"{m['end_frame']} of {m['source_frames']} (every {m['frame_step']:g}), crop {m['crop_box']}")

@@ -88,6 +88,27 @@ def origin(source: LayeredVideo) -> str:
     return directories.pop() if len(directories) == 1 else "in memory"
 
 
+ENGINE, MODEL = "engine", "model"  # the two ways to decompose a video file
+METHODS = (ENGINE, MODEL)
+
+
+def decompose_method(method: str | None, model: str | Path | None) -> tuple[str, str]:
+    """(method, why) of a decomposition: ``method`` when given; else ``engine`` (the data engine's segmentation,
+    matting and clean plate, :mod:`layert2v.data.engine.decompose`) for the built-in model (``model`` None or its
+    directory), which knows only its procedural world, and ``model`` (the generative decomposition,
+    :func:`decompose`) for any other, trained, model."""
+    from .preflight import BUILTIN_MODEL
+
+    if method is not None:
+        if method not in METHODS:
+            raise ValueError(f"unknown decompose method {method!r}; choose {ENGINE} or {MODEL}")
+        return method, "asked for"
+    if model is None or Path(model).resolve() == BUILTIN_MODEL.resolve():
+        return ENGINE, ("the default with the built-in model: it knows only its procedural world and has not learnt "
+                        "decomposition, see its model card")
+    return MODEL, "the default with a trained model: its own generative decomposition"
+
+
 def decompose(pipe: LayerT2VPipeline, video: str | Path, background_prompt: str, foreground_prompts: list[str],
               prompt: str | None = None, **call_kwargs: Any) -> LayeredVideo:
     """Layers of a video file (:meth:`LayerT2VPipeline.decompose` of its fitted frames).

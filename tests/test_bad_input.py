@@ -102,7 +102,7 @@ def test_sequence_longer_than_the_rope_table_is_refused_up_front(tmp_path, capsy
     (["generate", P, "--out", "o", "--guidance", "nan"], "argument --guidance: must be a finite number"),
     (["generate", P], "the following arguments are required: --out"),
     (["generate", P, "--out", "o", "--scheduler", "ddim"], "argument --scheduler: invalid choice"),
-    (["decompose", "v.mp4", "--fg", "f", "--out", "o"], "required: --bg"),
+    (["decompose", "v.mp4", "--method", "magic", "--out", "o"], "argument --method: invalid choice"),
     (["edit", "d", "--fg", "f", "--out", "o"], "required: --regenerate"),
     (["train"], "required: config"),
     (["info"], "required: PATH"),
@@ -458,17 +458,19 @@ def test_a_full_disk_is_one_line_naming_the_device_and_leaves_nothing(saved_mode
     from layert2v import output_dirs
     from layert2v.io import codec
 
-    real = codec.write_video
+    real = codec.VideoWriter.write
     calls = []
 
-    def fills_up(path, *args, **kwargs):
-        calls.append(path)
+    def fills_up(writer, frames):  # the third file's encoder finds the disk full
+        if not isinstance(writer.path, Path):  # sizing the result in memory, not writing it
+            return real(writer, frames)
+        calls.append(writer.path)
         if len(calls) == 3:
-            Path(path).write_bytes(b"\0" * 1000)  # a partial file
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        return real(path, *args, **kwargs)
+            Path(writer.path).write_bytes(b"\0" * 1000)  # a partial file
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(writer.path))
+        return real(writer, frames)
 
-    monkeypatch.setattr(codec, "write_video", fills_up)
+    monkeypatch.setattr(codec.VideoWriter, "write", fills_up)
     monkeypatch.setattr(output_dirs, "free_bytes", lambda mount: 50_000)  # what the full disk has left
     argv = ["generate", "a", "--bg", "b", "--fg", "c", "--model", str(saved_model), "--steps", "1", "--out"]
     assert main([*argv, str(tmp_path / "runs" / "o")]) == 2
@@ -479,14 +481,14 @@ def test_a_full_disk_is_one_line_naming_the_device_and_leaves_nothing(saved_mode
                           rf"{re.escape(str(mount))}\); o needs (\d+\.\d) MB and 0\.0 MB is free: free (\d+\.\d) MB "
                           r"or choose another output directory \(--out\); nothing was written", line)
     assert needed, line
-    monkeypatch.setattr(codec, "write_video", real)  # the same output where there is room: the size it said
+    monkeypatch.setattr(codec.VideoWriter, "write", real)  # the same output where there is room: the size it said
     assert main([*argv, str(tmp_path / "room")]) == 0
     written = sum(f.stat().st_size for f in (tmp_path / "room").iterdir())
     assert needed[1] == f"{written / 2**20:.1f}" and needed[2] == f"{(written - 50_000) / 2**20:.1f}"
     video = toy_clip(3, 2)  # the API: the same error, the bytes exact
     written = sum(f.stat().st_size for f in video.save(tmp_path / "toy").iterdir())
     calls.clear()
-    monkeypatch.setattr(codec, "write_video", fills_up)
+    monkeypatch.setattr(codec.VideoWriter, "write", fills_up)
     with pytest.raises(output_dirs.NoSpaceError) as e:
         video.save(tmp_path / "again")
     assert (e.value.needed, e.value.free) == (written, 50_000) and not (tmp_path / "again").exists()

@@ -273,12 +273,13 @@ def test_generate_keep_takes_layers_from_a_directory_and_a_video(saved_scene, di
 def test_decompose_runs_end_to_end_on_a_video_made_outside_the_world(disc_video, tmp_path):
     """31 frames of 95x77 at 24 fps, made with PyAV: fitted to 9 frames of 64x64 at the model's 8 fps."""
     out = tmp_path / "layers"
-    assert main(["decompose", str(disc_video), "--bg", "a red to purple gradient", "--fg",
+    assert main(["decompose", str(disc_video), "--method", "model", "--bg", "a red to purple gradient", "--fg",
                  "a yellow circle moving right", "--out", str(out), "--steps", "2", "--guidance", "1"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["input"]["source"] == "disc.mp4" and manifest["input"]["frame_indices"] == list(range(0, 25, 3))
     assert manifest["input"]["crop_box"] == {"left": 9, "top": 0, "width": 77, "height": 77}
     assert manifest["frames"] == 9 and manifest["size"] == [64, 64] and manifest["conditions"] == ["full"]
+    assert manifest["method"] == "model" and manifest["method_reason"] == "asked for"
     video = LayeredVideo.load(out)
     fitted = fit_video(disc_video, 9, 64, 64, (2, 16), fps=8).frames
     assert np.abs(video.full - fitted).mean() < 0.02 and video.num_foregrounds == 1
@@ -305,25 +306,30 @@ def refused(argv: list[str], out: Path, capsys) -> str:
     return err
 
 
+@pytest.mark.parametrize("method", ["engine", "model"])
 @pytest.mark.parametrize("make, message", [
     (lambda d: d.joinpath("junk.mp4").write_bytes(b"not a video" * 100), "cannot decode junk.mp4 as a video"),
     (lambda d: d.joinpath("empty.mp4").write_bytes(b""), "cannot decode empty.mp4 as a video"),
     (lambda d: None, "no video file at"),
 ])
-def test_decompose_refuses_a_file_that_is_not_a_video(tmp_path, capsys, no_loading, make, message):
+def test_decompose_refuses_a_file_that_is_not_a_video(tmp_path, capsys, no_loading, make, message, method):
     make(tmp_path)
     name = {"cannot decode junk.mp4 as a video": "junk.mp4", "cannot decode empty.mp4 as a video": "empty.mp4"}
     video = tmp_path / name.get(message, "missing.mp4")
-    err = refused(["decompose", str(video), "--bg", "b", "--fg", "f", "--out", str(tmp_path / "o")], tmp_path / "o",
-                  capsys)
+    err = refused(["decompose", str(video), "--method", method, "--bg", "b", "--fg", "f", "--out",
+                   str(tmp_path / "o")], tmp_path / "o", capsys)
     assert message in err
 
 
-def test_decompose_refuses_more_frames_than_the_video_has(tmp_path, capsys, no_loading):
-    short = moving_disc_video(tmp_path / "short.mp4", frames=6)
-    err = refused(["decompose", str(short), "--bg", "b", "--fg", "f", "--frames", "9", "--out", str(tmp_path / "o")],
-                  tmp_path / "o", capsys)
-    assert "short.mp4 has 6 frame(s), fewer than the 9 asked for; pass --frames 5" in err
+@pytest.mark.parametrize("method, message", [
+    ("model", "short.mp4 has 6 frame(s), fewer than the 9 asked for; pass --frames 5"),
+    ("engine", "short.mp4 has 6 frames at 24 fps, fewer than the 9 asked for; pass fewer --frames"),
+])
+def test_decompose_refuses_more_frames_than_the_video_has(tmp_path, capsys, no_loading, method, message):
+    short = moving_disc_video(tmp_path / "short.mp4", frames=6, width=96, height=78)
+    err = refused(["decompose", str(short), "--method", method, "--bg", "b", "--fg", "f", "--frames", "9", "--out",
+                   str(tmp_path / "o")], tmp_path / "o", capsys)
+    assert message in err
 
 
 @pytest.mark.parametrize("layer, message", [

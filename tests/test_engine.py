@@ -96,7 +96,7 @@ def test_bad_inputs_are_rejected_with_reasons_and_the_rest_completes(footage, tm
     assert reasons["empty.mp4"].startswith("load: ")
     assert "lacks key(s) ['background', 'foregrounds']" in reasons["nokeys.mov"]
     assert "no captions" in reasons["nocaption.mov"]
-    assert "found nothing moving" in reasons["still.mov"]
+    assert "no object found: nothing in the clip differs from its clean plate" in reasons["still.mov"]
     assert all("\n" not in r for r in reasons.values())
     assert len(read_metadata(tmp_path / "ds")) == 2
 

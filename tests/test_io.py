@@ -3,6 +3,7 @@ and the codec functions on their own."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -233,20 +234,21 @@ def test_overwrite_refuses_foreign_directory(tmp_path):
 
 
 def _failing_after(n: int):
+    """VideoWriter.write that fails from its (n+1)-th call on: a layer file half written."""
     calls = {"n": 0}
-    real = codec.write_video
+    real = codec.VideoWriter.write
 
-    def write(*args, **kwargs):
+    def write(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] > n:
             raise RuntimeError("disk on fire")
-        return real(*args, **kwargs)
+        return real(self, *args, **kwargs)
 
     return write
 
 
 def test_failure_mid_save_leaves_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(codec, "write_video", _failing_after(3))
+    monkeypatch.setattr(codec.VideoWriter, "write", _failing_after(3))
     with pytest.raises(RuntimeError, match="disk on fire"):
         save_layered_video(make_video(2), tmp_path / "s")
     assert list(tmp_path.iterdir()) == []
@@ -366,6 +368,40 @@ def test_checkerboard():
     assert board.shape == (5, 20, 3) and board.dtype == np.float32
     assert board[0, 0, 0] != board[0, 4, 0] and board[0, 0, 0] == board[0, 8, 0] == board[4, 4, 0]
     assert set(np.unique(board)) == {np.float32(0.6), np.float32(0.8)}
+
+
+def test_a_video_written_in_chunks_reads_back_as_the_one_saved_whole(tmp_path):
+    """LayeredWriter, the streaming writer behind decompose's engine, gives the files save_layered_video gives."""
+    from layert2v.io.layered_dir import LayeredWriter
+
+    video = make_video(2)
+    whole = save_layered_video(video, tmp_path / "whole")
+    with LayeredWriter(tmp_path / "chunks", 2, video.num_frames, video.size, video.fps) as writer:
+        for lo, hi in [(0, 2), (2, 3), (3, video.num_frames)]:
+            writer.add(dataclasses.replace(video, full=video.full[lo:hi], background=video.background[lo:hi],
+                                           foregrounds=[f[lo:hi] for f in video.foregrounds],
+                                           alphas=[a[lo:hi] for a in video.alphas]))
+        writer.finish(video.prompts, video.seed, video.metadata)
+    a, b = LayeredVideo.load(whole), LayeredVideo.load(tmp_path / "chunks")
+    for x, y in [(a.full, b.full), (a.background, b.background), *zip(a.foregrounds, b.foregrounds),
+                 *zip(a.alphas, b.alphas)]:
+        assert np.array_equal(x, y)
+    assert (whole / "manifest.json").read_text() == (tmp_path / "chunks" / "manifest.json").read_text()
+    assert (whole / "preview.png").read_bytes() == (tmp_path / "chunks" / "preview.png").read_bytes()
+
+
+def test_a_chunked_write_left_unfinished_or_short_leaves_nothing(tmp_path):
+    from layert2v.io.layered_dir import LayeredWriter
+
+    video = make_video(1)
+    with pytest.raises(RuntimeError, match="without finish"):
+        with LayeredWriter(tmp_path / "s", 1, video.num_frames, video.size, video.fps) as writer:
+            writer.add(video)
+    with pytest.raises(ValueError, match="frames were written to a video opened for"):
+        with LayeredWriter(tmp_path / "s", 1, video.num_frames + 1, video.size, video.fps) as writer:
+            writer.add(video)
+            writer.finish(video.prompts, video.seed, video.metadata)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_same_frames_give_the_same_bytes_whatever_was_encoded_before(tmp_path):

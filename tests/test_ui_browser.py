@@ -448,6 +448,7 @@ def test_decompose_an_uploaded_video_into_layers(page, app, tmp_path):
     before = page.get_attribute("#layer-views", "data-run")
     page.click("#tabs button[data-tab=edit]")
     page.set_input_files("#dec-file", str(upload))
+    page.select_option("#dec-method", "model")
     page.fill("#dec-background", "a blue background")
     page.fill("#dec-foregrounds", "a red square moving right\n\na small green ball\n")
     page.fill("#edit-steps", "1")
@@ -461,6 +462,7 @@ def test_decompose_an_uploaded_video_into_layers(page, app, tmp_path):
     run = page.request.get(f"{app.url}/api/runs/{run_id}").json()
     assert run["manifest"]["prompts"]["foregrounds"] == ["a red square moving right", "a small green ball"]
     assert run["manifest"]["input"]["source"] == "square.mp4" and run["manifest"]["conditions"] == ["full"]
+    assert run["manifest"]["method"] == "model" and run["manifest"]["method_reason"] == "asked for"
     assert "layert2v-ui-decompose" not in json.dumps(run["manifest"])  # no path of the removed temporary copy
     pipe = app.app.state.jobs.pipeline()
     fitted = fit_video(upload, 5, pipe.config.height, pipe.config.width, pipe.video_multiples, fps=pipe.config.fps)
@@ -469,6 +471,41 @@ def test_decompose_an_uploaded_video_into_layers(page, app, tmp_path):
     show_frame(page, 4)
     shown = canvas_pixels(page, "canvas[data-layer=full]")[..., :3]
     assert np.abs(shown - fitted.frames[4]).max() < 0.01
+
+
+def test_decompose_footage_with_the_engine_the_default_for_the_builtin_model(page, app, tmp_path):
+    """Real footage (matplotlib's gift-box cut-out crossing its Grace Hopper photograph, 96x64, 24 frames): the panel
+    offers the engine first for the built-in model and says why; without prompts the layers come back at the clip's
+    own size and frame count, the progress counts frames, and the matte picks out the box."""
+    from layert2v.data.engine.footage import Shot, shot_frames, write_shot
+    from layert2v.eval.layers import iou
+    from layert2v.io.codec import read_video
+
+    shot = Shot(height=0.35, start=(0.2, 0.45), end=(0.8, 0.6))
+    upload = write_shot(tmp_path / "gift.mp4", shot, (96, 64), 24)
+    truth = shot_frames(shot, (96, 64), 24)
+    before = page.get_attribute("#layer-views", "data-run")
+    page.click("#tabs button[data-tab=edit]")
+    assert page.input_value("#dec-method") == "engine"
+    assert "built-in model" in page.inner_text("#dec-why")
+    page.set_input_files("#dec-file", str(upload))
+    page.fill("#dec-background", "")
+    page.fill("#dec-foregrounds", "")
+    page.fill("#dec-prompt", "")
+    page.click("#dec-go")
+    run_id = new_run(page, before)
+    assert page.inner_text("#edit-status") == "done: frame 24 / 24"
+    layers = page.eval_on_selector_all("#layer-views canvas", "cs => cs.map(c => c.dataset.layer)")
+    assert layers == ["full", "background", "foreground_1", "alpha_1"]
+    m = page.request.get(f"{app.url}/api/runs/{run_id}").json()["manifest"]
+    assert (m["method"], m["frames"], m["size"], m["captions"]) == ("engine", 24, [96, 64], "no captions")
+    assert m["given"]["full"]["from"] == "uploaded to layert2v ui: gift.mp4"
+    made = app.app.state.library.video(run_id)
+    assert np.abs(made.full - read_video(upload)).mean() < 0.02  # the upload itself, every frame, its own size
+    assert iou(made.alphas[0], truth.alphas[0]) >= 0.8
+    show_frame(page, 12)
+    shown = canvas_pixels(page, "canvas[data-layer=alpha_1]")[..., 0]
+    assert np.abs(shown - made.alphas[0][12]).max() < 0.01
 
 
 def test_regenerate_one_foreground_keeps_the_other_layers_files(page, app):

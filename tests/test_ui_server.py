@@ -330,7 +330,7 @@ def test_decompose_requests_are_checked_before_they_queue(server):
         status, data = request(server, "POST", "/api/decompose", *multipart(fields, file))
         return status, json.loads(data)["error"]
 
-    layers = {"background": "a gradient", "foregrounds": json.dumps(["a square"])}
+    layers = {"method": "model", "background": "a gradient", "foregrounds": json.dumps(["a square"])}
     png = io.BytesIO()
     Image.new("RGB", (20, 10), (10, 200, 30)).save(png, format="PNG")
     leftovers = set(Path(tempfile.gettempdir()).glob("layert2v-ui-decompose-*"))
@@ -351,6 +351,15 @@ def test_decompose_requests_are_checked_before_they_queue(server):
     assert status == 400 and "at most 3" in error
     status, error = decompose({**layers, "steps": "0"}, ("still.png", png.getvalue()))
     assert (status, error) == (400, "Steps must be a whole number from 1 to 500 (got '0')")
+    status, error = decompose({**layers, "method": "magic"}, ("still.png", png.getvalue()))
+    assert status == 400 and error.startswith("method: Input should be 'engine' or 'model'")
+    engine = {"method": "engine", "background": "", "foregrounds": "[]"}  # the engine needs no prompts ...
+    status, error = decompose(engine, ("still.png", png.getvalue()))
+    assert status == 400 and "still image; decompose takes a video" in error  # ... but a video
+    status, error = decompose({**engine, "steps": "3"}, ("still.png", png.getvalue()))
+    assert status == 400 and "steps is a setting of the model method" in error
+    status, error = decompose({**engine, "method": ""}, ("still.png", png.getvalue()))  # the built-in: the engine
+    assert status == 400 and "still image" in error
     assert set(Path(tempfile.gettempdir()).glob("layert2v-ui-decompose-*")) == leftovers  # nothing written
     assert not (server["root"] / "runs").exists() or not any((server["root"] / "runs").iterdir())
 

@@ -16,10 +16,20 @@ BINARY_MARGIN = 0.05
 IOU_THRESHOLD = 0.5
 
 
+def mean_squared_error(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean of (a - b)^2 over all pixels, channels and frames."""
+    return float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+
+
+def psnr_of(err: float) -> float:
+    """PSNR in dB of a mean squared error of images in [0, 1]; capped at 100 dB. A clip scored in parts has the PSNR
+    of its parts' mean squared errors averaged by size."""
+    return PSNR_CAP if err <= 10 ** (-PSNR_CAP / 10) else float(-10.0 * np.log10(err))
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB for images in [0, 1] over all pixels, channels and frames; capped at 100 dB."""
-    err = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return PSNR_CAP if err <= 10 ** (-PSNR_CAP / 10) else float(-10.0 * np.log10(err))
+    return psnr_of(mean_squared_error(a, b))
 
 
 def recomposite_psnr(video: LayeredVideo) -> float:
@@ -35,6 +45,12 @@ def fg_leakage(video: LayeredVideo, tolerance: float = LEAK_TOLERANCE) -> float 
     pixels / pixels in R, pooled over frames and foregrounds; None if no foreground covers any pixel.
     A background that is genuinely the subject's colour (a white cat on snow) also counts: compare runs.
     """
+    leaking, covered = fg_leakage_counts(video, tolerance)
+    return leaking / covered if covered else None
+
+
+def fg_leakage_counts(video: LayeredVideo, tolerance: float = LEAK_TOLERANCE) -> tuple[int, int]:
+    """(leaking pixels, pixels in R) of :func:`fg_leakage`: a clip scored in parts pools these."""
     leaking = covered = 0
     for fg, alpha in zip(video.foregrounds, video.alphas):
         for t in range(video.num_frames):
@@ -46,7 +62,7 @@ def fg_leakage(video: LayeredVideo, tolerance: float = LEAK_TOLERANCE) -> float 
             distance = np.linalg.norm(video.background[t][region].astype(np.float64) - mean_colour, axis=-1)
             leaking += int((distance <= tolerance).sum())
             covered += n
-    return leaking / covered if covered else None
+    return leaking, covered
 
 
 def alpha_binariness(video: LayeredVideo, margin: float = BINARY_MARGIN) -> float:
@@ -57,10 +73,16 @@ def alpha_binariness(video: LayeredVideo, margin: float = BINARY_MARGIN) -> floa
 
 def alpha_stability_curve(video: LayeredVideo) -> np.ndarray:
     """Per frame t = 2..T, mean |a_t - a_{t-1}| over pixels and mattes: (T - 1,). Lower is steadier."""
-    curve = np.zeros(video.num_frames - 1)
-    for alpha in video.alphas:
-        curve += [np.abs(alpha[t] - alpha[t - 1]).mean(dtype=np.float64) for t in range(1, video.num_frames)]
-    return curve / video.num_foregrounds
+    return alpha_change_curve(video.alphas)
+
+
+def alpha_change_curve(alphas: list[np.ndarray]) -> np.ndarray:
+    """:func:`alpha_stability_curve` of mattes (T, H, W) given as arrays (a clip scored in parts joins them)."""
+    frames = len(alphas[0])
+    curve = np.zeros(frames - 1)
+    for alpha in alphas:
+        curve += [np.abs(alpha[t] - alpha[t - 1]).mean(dtype=np.float64) for t in range(1, frames)]
+    return curve / len(alphas)
 
 
 def alpha_stability(video: LayeredVideo) -> float:

@@ -70,7 +70,98 @@ def to_integer(frames: np.ndarray, deep: bool = False) -> np.ndarray:
     return out.astype(np.uint16 if deep else np.uint8)
 
 
-_BITEXACT = {"fflags": "+bitexact"}  # no random ids (Matroska's segment UID) nor version strings
+class VideoWriter:
+    """A video file written in chunks of frames, so a long clip never has to be in memory at once
+    (:func:`write_video` is one chunk). Frames are (t, H, W, 3) RGB or (t, H, W, 4) straight RGBA, uint8 or float in
+    [0, 1]; the stream opens on the first chunk, whose size and channels every later chunk must have. ``close`` (or
+    leaving the ``with`` block) flushes the encoder; after an error the file is incomplete and the caller removes it.
+    """
+
+    def __init__(self, path: str | Path | io.BytesIO, fps: float, codec: str = "libx264",
+                 options: dict[str, str] | None = None, container: str | None = None):
+        self.spec = _CODECS.get(codec)
+        if self.spec is None:
+            raise ValueError(f"unsupported codec {codec!r}; choose from {sorted(_CODECS)}")
+        # a file, or a buffer in memory (then `container` names its format: mp4, mov, webm, matroska)
+        self.path = path if isinstance(path, io.BytesIO) else Path(path)
+        self.container, self.options = container, options
+        self.rate = Fraction(fps).limit_denominator(1_000_000)
+        self.shape: tuple[int, int, int] | None = None  # (H, W, C) of the first chunk
+        self.frames = 0
+        self._container: av.container.OutputContainer | None = None
+        self._stream: av.video.stream.VideoStream | None = None
+
+    def _open(self, h: int, w: int, c: int) -> None:
+        spec = self.spec
+        pix_fmt = spec.pix_fmt if c == 3 else spec.alpha_pix_fmt
+        if pix_fmt is None:
+            raise ValueError(f"{spec.encoder} cannot store alpha; pass RGB frames or use prores_ks / libvpx-vp9")
+        if spec.subsampled and (h % 2 or w % 2):
+            raise ValueError(f"{spec.encoder} ({pix_fmt}) needs even width and height, got {w}x{h}")
+        container_options = {"fflags": "+bitexact"}  # no random ids (Matroska's segment UID) nor version strings
+        if isinstance(self.path, io.BytesIO):
+            self._container = av.open(self.path, "w", format=self.container, options=container_options)
+        else:
+            if self.path.suffix.lower() in (".mp4", ".mov"):
+                container_options["movflags"] = "+faststart"
+            self._container = av.open(str(self.path), "w", options=container_options)
+        stream = self._container.add_stream(spec.encoder, rate=self.rate, time_base=1 / self.rate)
+        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+        stream.options = {**spec.options, **(self.options or {})}
+        ctx = stream.codec_context
+        ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = _BT709, _BT709, _BT709, _RANGE_TV
+        self._stream, self.shape = stream, (h, w, c)
+
+    def write(self, frames: np.ndarray) -> None:
+        """Encode a chunk of frames after those written so far."""
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] not in (3, 4) or frames.shape[0] == 0:
+            raise ValueError(f"frames must be (T, H, W, 3) or (T, H, W, 4) with T >= 1, got {frames.shape}")
+        if self.shape is not None and frames.shape[1:] != self.shape:
+            raise ValueError(f"a chunk of shape {frames.shape[1:]} after chunks of {self.shape}; every chunk of a "
+                             "video has one size")
+        data = to_integer(frames, self.spec.deep)  # refuses NaN before the file is created
+        if self.shape is None:
+            self._open(*frames.shape[1:])
+        c = frames.shape[-1]
+        in_fmt = {(3, False): "rgb24", (4, False): "rgba", (3, True): "rgb48le", (4, True): "rgba64le"}[c,
+                                                                                                        self.spec.deep]
+        stream = self._stream
+        for i in range(len(data)):
+            frame = av.VideoFrame.from_ndarray(data[i], format=in_fmt)
+            frame = frame.reformat(format=stream.pix_fmt, src_colorspace=Colorspace.ITU709,
+                                   dst_colorspace=Colorspace.ITU709, src_color_range=ColorRange.JPEG,
+                                   dst_color_range=ColorRange.MPEG, dst_color_trc=_BT709, dst_color_primaries=_BT709,
+                                   interpolation=_SWS_FLAGS)
+            frame.pts = self.frames
+            frame.time_base = 1 / self.rate
+            self._container.mux(stream.encode(frame))
+            self.frames += 1
+
+    def close(self) -> None:
+        """Flush the encoder and close the file (nothing to do when no frame was written)."""
+        if self._container is None:
+            return
+        container, self._container = self._container, None
+        try:
+            container.mux(self._stream.encode(None))
+        finally:
+            container.close()
+
+    def abort(self) -> None:
+        """Close the file without flushing (after an error: the caller removes the incomplete file)."""
+        if self._container is not None:
+            container, self._container = self._container, None
+            container.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, kind, *_exc) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "libx264",
@@ -80,14 +171,9 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "
     `codec` is libx264, prores_ks (4444) or libvpx-vp9; `options` override the codec defaults.
     4:2:0 codecs need even width and height.
     """
-    path = Path(path)
-    checked = _checked(frames, codec)  # before the file is created
-    container_options = dict(_BITEXACT)
-    if path.suffix.lower() in (".mp4", ".mov"):
-        container_options["movflags"] = "+faststart"
-    with av.open(str(path), "w", options=container_options) as container:
-        _mux(container, checked, fps, options)
-    return path
+    with VideoWriter(path, fps, codec, options) as writer:
+        writer.write(frames)
+    return Path(path)
 
 
 _CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".webm": "webm", ".mkv": "matroska"}
@@ -97,57 +183,10 @@ def encoded_size(suffix: str, frames: np.ndarray, fps: float, codec: str = "libx
                  options: dict[str, str] | None = None) -> int:
     """The bytes :func:`write_video` writes for a file of this suffix, encoded in memory (nothing touches the disk;
     +faststart moves an MP4's index to the front without changing its size)."""
-    checked = _checked(frames, codec)
     buffer = io.BytesIO()
-    with av.open(buffer, "w", format=_CONTAINERS[suffix.lower()], options=dict(_BITEXACT)) as container:
-        _mux(container, checked, fps, options)
+    with VideoWriter(buffer, fps, codec, options, container=_CONTAINERS[suffix.lower()]) as writer:
+        writer.write(frames)
     return buffer.getbuffer().nbytes
-
-
-@dataclass(frozen=True)
-class _Checked:
-    spec: _Codec
-    data: np.ndarray  # (T, H, W, C) integers for the encoder
-    in_fmt: str
-    pix_fmt: str
-
-
-def _checked(frames: np.ndarray, codec: str) -> _Checked:
-    spec = _CODECS.get(codec)
-    if spec is None:
-        raise ValueError(f"unsupported codec {codec!r}; choose from {sorted(_CODECS)}")
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] not in (3, 4) or frames.shape[0] == 0:
-        raise ValueError(f"frames must be (T, H, W, 3) or (T, H, W, 4) with T >= 1, got {frames.shape}")
-    t, h, w, c = frames.shape
-    pix_fmt = spec.pix_fmt if c == 3 else spec.alpha_pix_fmt
-    if pix_fmt is None:
-        raise ValueError(f"{spec.encoder} cannot store alpha; pass RGB frames or use prores_ks / libvpx-vp9")
-    if spec.subsampled and (h % 2 or w % 2):
-        raise ValueError(f"{spec.encoder} ({pix_fmt}) needs even width and height, got {w}x{h}")
-    in_fmt = {(3, False): "rgb24", (4, False): "rgba", (3, True): "rgb48le", (4, True): "rgba64le"}[c, spec.deep]
-    return _Checked(spec, to_integer(frames, spec.deep), in_fmt, pix_fmt)
-
-
-def _mux(container: av.container.OutputContainer, checked: _Checked, fps: float,
-         options: dict[str, str] | None) -> None:
-    spec, data, pix_fmt = checked.spec, checked.data, checked.pix_fmt
-    t, h, w, _ = data.shape
-    rate = Fraction(fps).limit_denominator(1_000_000)
-    stream = container.add_stream(spec.encoder, rate=rate, time_base=1 / rate)
-    stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
-    stream.options = {**spec.options, **(options or {})}
-    ctx = stream.codec_context
-    ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = _BT709, _BT709, _BT709, _RANGE_TV
-    for i in range(t):
-        frame = av.VideoFrame.from_ndarray(data[i], format=checked.in_fmt)
-        frame = frame.reformat(format=pix_fmt, src_colorspace=Colorspace.ITU709, dst_colorspace=Colorspace.ITU709,
-                               src_color_range=ColorRange.JPEG, dst_color_range=ColorRange.MPEG,
-                               dst_color_trc=_BT709, dst_color_primaries=_BT709, interpolation=_SWS_FLAGS)
-        frame.pts = i
-        frame.time_base = 1 / rate
-        container.mux(stream.encode(frame))
-    container.mux(stream.encode(None))
 
 
 # ------------------------------------------------------------------------------------------------- read
@@ -258,3 +297,37 @@ def read_frames(path: str | Path, indices: list[int]) -> np.ndarray:
     if decoded <= last:
         raise ValueError(f"{path.name} has {decoded} decodable frames; frame {last} was asked for")
     return np.stack([kept[i] for i in indices])
+
+
+def iter_frames(path: str | Path, indices: list[int], chunk: int) -> Iterator[np.ndarray]:
+    """Decode frames ``indices`` (ascending, repeats allowed) of a video in one pass and yield them as float32 RGB
+    chunks (t, H, W, 3) of ``chunk`` frames (the last may be shorter): a clip of any length in bounded memory."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such video file: {path}")
+    if any(b < a for a, b in zip(indices, indices[1:])):
+        raise ValueError("iter_frames takes ascending frame indices")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    pending: list[np.ndarray] = []
+    at = decoded = 0
+    frames = _decoded_frames(path)
+    try:
+        for frame in frames:
+            if at == len(indices):
+                break
+            if indices[at] == decoded:
+                array = _frame_to_array(frame, alpha=False)
+                while at < len(indices) and indices[at] == decoded:
+                    pending.append(array)
+                    at += 1
+                    if len(pending) == chunk:
+                        yield np.stack(pending)
+                        pending = []
+            decoded += 1
+    finally:
+        frames.close()  # closes the container now, not when the generator is collected
+    if at < len(indices):
+        raise ValueError(f"{path.name} has {decoded} decodable frames; frame {indices[at]} was asked for")
+    if pending:
+        yield np.stack(pending)

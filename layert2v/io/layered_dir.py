@@ -11,11 +11,11 @@ light.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -121,9 +121,16 @@ def checkerboard(h: int, w: int, tile: int = 8) -> np.ndarray:
     return np.repeat(board[..., None], 3, axis=-1)
 
 
-def contact_sheet(video: Layers, rows: int = 4, max_width: int = PREVIEW_MAX_WIDTH) -> Image.Image:
+def preview_frames(num_frames: int, rows: int = 4) -> list[int]:
+    """The frames the contact sheet shows: `rows` evenly spaced ones, first and last included."""
+    return [int(i) for i in np.unique(np.linspace(0, num_frames - 1, min(rows, num_frames)).round().astype(int))]
+
+
+def contact_sheet(video: Layers, rows: int = 4, max_width: int = PREVIEW_MAX_WIDTH,
+                  labels: list[int] | None = None) -> Image.Image:
     """A few evenly spaced frames (rows) x every layer in the layout's order (columns): full | background | fg_k
-    over a checkerboard | alpha_k, so a sample can be judged at a glance without a video player."""
+    over a checkerboard | alpha_k, so a sample can be judged at a glance without a video player. With ``labels``,
+    ``video`` holds only the frames to show (as :class:`LayeredWriter` keeps them), numbered by ``labels``."""
     from PIL import Image, ImageDraw, ImageFont
 
     from .codec import to_integer
@@ -135,7 +142,8 @@ def contact_sheet(video: Layers, rows: int = 4, max_width: int = PREVIEW_MAX_WID
     cell_w = min(max(w, 128), (max_width - gap * (ncols + 1)) // ncols)
     cell_w = max(8, min(cell_w, round(400 * w / h)))  # cap the cell height at ~400 px
     cell_h = max(1, round(cell_w * h / w))
-    frame_ids = np.unique(np.linspace(0, t - 1, min(rows, t)).round().astype(int))
+    frame_ids = preview_frames(t, rows) if labels is None else list(range(t))
+    labels = frame_ids if labels is None else labels
     board = checkerboard(h, w, tile=max(4, min(h, w) // 12))
 
     def cell(segment: Segment, i: int) -> np.ndarray:
@@ -158,9 +166,9 @@ def contact_sheet(video: Layers, rows: int = 4, max_width: int = PREVIEW_MAX_WID
         for c, segment in enumerate(segments):
             img = Image.fromarray(to_integer(cell(segment, i))).resize((cell_w, cell_h), resample)
             sheet.paste(img, (gap + c * (cell_w + gap), y))
-        box = draw.textbbox((gap + 3, y + 2), f"t={i}", font=font)
+        box = draw.textbbox((gap + 3, y + 2), f"t={labels[r]}", font=font)
         draw.rectangle((box[0] - 2, box[1] - 1, box[2] + 2, box[3] + 1), fill=(0, 0, 0))
-        draw.text((gap + 3, y + 2), f"t={i}", fill=(255, 255, 0), font=font)
+        draw.text((gap + 3, y + 2), f"t={labels[r]}", fill=(255, 255, 0), font=font)
     return sheet
 
 
@@ -188,16 +196,16 @@ def _file_names(k: int) -> dict[str, str]:
     return files
 
 
-def _manifest(video: Layers) -> dict[str, Any]:
-    k = video.num_foregrounds
+def _manifest(k: int, frames: int, size: tuple[int, int], fps: float, prompts: dict[str, Any], seed: int | None,
+              metadata: dict[str, Any]) -> dict[str, Any]:
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
-        "prompts": video.prompts,
-        "seed": video.seed,
-        "fps": video.fps,
-        "frames": video.num_frames,
-        "size": list(video.size),
+        "prompts": prompts,
+        "seed": seed,
+        "fps": fps,
+        "frames": frames,
+        "size": list(size),
         "num_foregrounds": k,
         "layer_order": LayerLayout(k).names,
         "premultiplied": False,
@@ -207,11 +215,15 @@ def _manifest(video: Layers) -> dict[str, Any]:
         return json.dumps(a, default=_json_default, sort_keys=True) == json.dumps(b, default=_json_default,
                                                                                   sort_keys=True)
 
-    clashes = [key for key in video.metadata if key in manifest and not same(video.metadata[key], manifest[key])]
+    clashes = [key for key in metadata if key in manifest and not same(metadata[key], manifest[key])]
     if clashes:
         raise ValueError(f"metadata key(s) {clashes} clash with manifest fields {list(_RESERVED)}; rename them")
-    manifest.update({key: v for key, v in video.metadata.items() if key not in manifest})
+    manifest.update({key: v for key, v in metadata.items() if key not in manifest})
     return manifest
+
+
+def _manifest_text(manifest: dict[str, Any]) -> str:
+    return json.dumps(manifest, indent=2, default=_json_default) + "\n"
 
 
 # ---------------------------------------------------------------------------------------- save / load
@@ -220,73 +232,60 @@ def save_layered_video(video: Layers, directory: str | Path, overwrite: bool = F
 
     Everything is written into a hidden sibling directory first and renamed into place at the end, so a crash
     or error never leaves a half-written sample; with overwrite=True the old directory is replaced only once the
-    new one is complete. Returns the directory's path.
+    new one is complete. Returns the directory's path. (:class:`LayeredWriter` with the whole clip as one chunk.)
     """
     target = Path(directory).expanduser().absolute()
-    w, h = video.size
-    if h % 2 or w % 2:
-        raise ValueError(f"video size {w}x{h} must have even width and height for H.264/VP9 (4:2:0); crop or pad it")
+    _check_size(video.size)
     for name, arr in layer_frames(video).items():
         if not np.isfinite(arr).all():
             raise ValueError(f"{name} contains NaN or infinite values; refusing to save")
-    manifest = _manifest(video)
-    manifest_text = json.dumps(manifest, indent=2, default=_json_default)  # fail before touching the disk
+    fields = (video.prompts, video.seed, video.metadata)
+    text = _manifest_text(_manifest(video.num_foregrounds, video.num_frames, video.size, video.fps, *fields))
     extras = {}
     if "trajectory" in video.metadata:  # requested boxes (what `layert2v eval` scores) and their overlay
         from ..trajectory import trajectory_files
 
         extras = trajectory_files(video)
-
     copies = kept_files(video)  # layers read from a saved directory and unchanged since: their files are copied
-
-    plan = _file_plan(video, manifest["files"], copies, extras, manifest_text)
-    with atomic_directory(target, overwrite, marker=MANIFEST) as tmp:
+    with LayeredWriter(target, video.num_foregrounds, video.num_frames, video.size, video.fps, overwrite,
+                       copies) as writer:
         try:
-            for write, _size in plan:
-                write(tmp)
+            writer.add(video)
+            writer.finish(*fields, extras=extras)
         except OSError as e:
             if is_no_space(e):  # say what the whole directory needs (atomic_directory names the device)
                 with contextlib.suppress(Exception):
-                    e.needed = sum(size() for _write, size in plan)
+                    e.needed = _bytes_needed(video, copies, extras, text)
             raise
     return target
 
 
-Planned = tuple[Callable[[Path], object], Callable[[], int]]  # write into a directory; bytes it writes
+def _bytes_needed(video: Layers, copies: dict[str, list[Path]], extras: dict[str, bytes], manifest_text: str) -> int:
+    """The bytes :func:`save_layered_video` writes for ``video``, found without the disk: each file encoded in
+    memory, kept layers' files by their size, the preview, ``extras`` and the manifest."""
+    from .codec import encoded_size
 
+    files = _file_names(video.num_foregrounds)
 
-def _file_plan(video: Layers, files: dict[str, str], copies: dict[str, list[Path]], extras: dict[str, bytes],
-               manifest_text: str) -> list[Planned]:
-    """The files of a saved layered video, in the order they are written, each as (write, size): kept layers'
-    files copied, the others encoded; the manifest last, its presence marking completion."""
-    from .codec import encoded_size, write_video
+    def encoded(name: str, frames: np.ndarray, codec: str) -> int:
+        return encoded_size(Path(files[name]).suffix, frames, video.fps, codec)
 
-    def encoded(name: str, frames: np.ndarray, codec: str) -> Planned:
-        return (lambda d: write_video(d / name, frames, video.fps, codec),
-                lambda: encoded_size(Path(name).suffix, frames, video.fps, codec))
+    def copied(name: str) -> int:
+        return sum(p.stat().st_size for p in copies[name])
 
-    def copied(sources: list[Path], names: list[str]) -> Planned:
-        return lambda d: _copy(sources, d, names), lambda: sum(p.stat().st_size for p in sources)
-
-    def data(name: str, payload: bytes) -> Planned:
-        return lambda d: (d / name).write_bytes(payload), lambda: len(payload)
-
-    plan = []
-    for name, frames in [(FULL, video.full), (BACKGROUND, video.background)]:
-        plan.append(copied(copies[name], [files[name]]) if name in copies else encoded(files[name], frames, "libx264"))
+    total = sum(copied(name) if name in copies else encoded(name, frames, "libx264")
+                for name, frames in ((FULL, video.full), (BACKGROUND, video.background)))
     for i, (fg, a) in enumerate(zip(video.foregrounds, video.alphas), start=1):
-        fg_name, alpha_name = LayerLayout.foreground_name(i), LayerLayout.alpha_name(i)
-        if fg_name in copies:
-            plan.append(copied(copies[fg_name], [files[fg_name], files[f"{fg_name}_webm"], files[alpha_name]]))
+        name = LayerLayout.foreground_name(i)
+        if name in copies:
+            total += copied(name)
             continue
         rgba = np.concatenate([fg, a[..., None]], axis=-1)
-        plan += [encoded(files[fg_name], rgba, "prores_ks"), encoded(files[f"{fg_name}_webm"], rgba, "libvpx-vp9"),
-                 encoded(files[alpha_name], np.repeat(a[..., None], 3, axis=-1), "libx264")]
-    plan.append(encoded(files["composite"], video.composite(), "libx264"))
-    plan.append(data(files["preview"], _png_bytes(contact_sheet(video))))
-    plan += [data(name, payload) for name, payload in extras.items()]
-    plan.append(data(MANIFEST, (manifest_text + "\n").encode("utf-8")))
-    return plan
+        total += (encoded(name, rgba, "prores_ks") + encoded(f"{name}_webm", rgba, "libvpx-vp9")
+                  + encoded(LayerLayout.alpha_name(i), np.repeat(a[..., None], 3, axis=-1), "libx264"))
+    total += encoded("composite", video.composite(), "libx264")
+    total += len(_png_bytes(contact_sheet(video)))
+    return total + sum(len(data) for data in extras.values()) + len(manifest_text.encode("utf-8"))
 
 
 def _png_bytes(image: Image.Image) -> bytes:
@@ -295,6 +294,132 @@ def _png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _check_size(size: tuple[int, int]) -> None:
+    w, h = size
+    if h % 2 or w % 2:
+        raise ValueError(f"video size {w}x{h} must have even width and height for H.264/VP9 (4:2:0); crop or pad it")
+
+
+class LayeredWriter:
+    """A layered directory written chunk by chunk: the files, preview and manifest of :func:`save_layered_video`,
+    for a clip that is never in memory whole (``layert2v decompose --method engine`` streams its windows here).
+
+    ::
+
+        with LayeredWriter(out, num_foregrounds=1, frames=240, size=(1920, 1080), fps=24) as writer:
+            for chunk in chunks:          # LayeredVideo of a few consecutive frames each
+                writer.add(chunk)
+            writer.finish(prompts, seed, metadata)
+
+    Every file is open for the whole run (one encoder per file) in a hidden sibling of ``directory``
+    (:func:`~layert2v.output_dirs.atomic_directory`); ``finish`` writes the preview from the frames it kept and the
+    manifest last, and the directory is renamed into place when the ``with`` block ends. An error, or leaving the
+    block without ``finish``, leaves nothing behind. ``copies`` (layer name -> files, from :func:`kept_files`) are
+    copied instead of encoded.
+    """
+
+    def __init__(self, directory: str | Path, num_foregrounds: int, frames: int, size: tuple[int, int],
+                 fps: float, overwrite: bool = False, copies: dict[str, list[Path]] | None = None):
+        _check_size(size)
+        self.directory = Path(directory).expanduser().absolute()
+        self.k, self.frames, self.size, self.fps = num_foregrounds, frames, tuple(size), fps
+        self.overwrite, self.copies = overwrite, copies or {}
+        self.written = 0
+        self._show = preview_frames(frames)
+        self._kept: list[Layers] = []  # the preview's frames, one single-frame chunk each
+        self._writers: dict[str, Any] = {}
+        self._stack = contextlib.ExitStack()
+        self._tmp: Path | None = None
+        self._finished = False
+
+    def __enter__(self) -> LayeredWriter:
+        from .codec import VideoWriter
+
+        self._tmp = self._stack.enter_context(atomic_directory(self.directory, self.overwrite, marker=MANIFEST))
+        files = _file_names(self.k)
+        for name in (FULL, BACKGROUND):
+            if name not in self.copies:
+                self._writers[name] = VideoWriter(self._tmp / files[name], self.fps, "libx264")
+        for i in range(1, self.k + 1):
+            fg = LayerLayout.foreground_name(i)
+            if fg not in self.copies:
+                self._writers[fg] = VideoWriter(self._tmp / files[fg], self.fps, "prores_ks")
+                self._writers[f"{fg}_webm"] = VideoWriter(self._tmp / files[f"{fg}_webm"], self.fps, "libvpx-vp9")
+                self._writers[LayerLayout.alpha_name(i)] = VideoWriter(self._tmp / files[LayerLayout.alpha_name(i)],
+                                                                       self.fps, "libx264")
+        self._writers["composite"] = VideoWriter(self._tmp / files["composite"], self.fps, "libx264")
+        return self
+
+    def add(self, chunk: Layers) -> None:
+        """Encode the next frames: ``chunk`` holds them as a layered video (its size and foreground count this
+        writer's)."""
+        if self._tmp is None:
+            raise RuntimeError("use LayeredWriter in a with block")
+        if chunk.num_foregrounds != self.k or tuple(chunk.size) != self.size:
+            raise ValueError(f"a chunk of {chunk.num_foregrounds} foreground(s) at {chunk.size[0]}x{chunk.size[1]} "
+                             f"for a video of {self.k} at {self.size[0]}x{self.size[1]}")
+        if self.written + chunk.num_frames > self.frames:
+            raise ValueError(f"more than the {self.frames} frames this video was opened for")
+        for name, arr in layer_frames(chunk).items():
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{name} contains NaN or infinite values; refusing to save")
+        w = self._writers
+        for name, frames in ((FULL, chunk.full), (BACKGROUND, chunk.background)):
+            if name in w:
+                w[name].write(frames)
+        for i, (fg, a) in enumerate(zip(chunk.foregrounds, chunk.alphas), start=1):
+            name = LayerLayout.foreground_name(i)
+            if name in w:
+                rgba = np.concatenate([fg, a[..., None]], axis=-1)
+                w[name].write(rgba)
+                w[f"{name}_webm"].write(rgba)
+                w[LayerLayout.alpha_name(i)].write(np.repeat(a[..., None], 3, axis=-1))
+        w["composite"].write(chunk.composite())
+        for t in range(chunk.num_frames):
+            if self.written + t in self._show:
+                self._kept.append(dataclasses.replace(  # copies: a view would keep the whole chunk alive
+                    chunk, full=chunk.full[t:t + 1].copy(), background=chunk.background[t:t + 1].copy(),
+                    foregrounds=[f[t:t + 1].copy() for f in chunk.foregrounds],
+                    alphas=[a[t:t + 1].copy() for a in chunk.alphas]))
+        self.written += chunk.num_frames
+
+    def finish(self, prompts: dict[str, Any], seed: int | None, metadata: dict[str, Any],
+               extras: dict[str, bytes] | None = None) -> None:
+        """Close the files, copy the kept layers' files, write the preview, ``extras`` (file name -> bytes) and,
+        last, the manifest. The frames written must be the ``frames`` the writer was opened for."""
+        if self.written != self.frames:
+            raise ValueError(f"{self.written} frames were written to a video opened for {self.frames}")
+        text = _manifest_text(_manifest(self.k, self.frames, self.size, self.fps, prompts, seed, metadata))
+        for writer in self._writers.values():
+            writer.close()
+        files = _file_names(self.k)
+        for name, sources in self.copies.items():
+            names = [files[name]] if name in (FULL, BACKGROUND) else \
+                [files[name], files[f"{name}_webm"], files[LayerLayout.alpha_name(Segment.from_name(name).index)]]
+            _copy(sources, self._tmp, names)
+        first = self._kept[0]
+        shown = dataclasses.replace(first, full=np.concatenate([c.full for c in self._kept]),
+                                    background=np.concatenate([c.background for c in self._kept]),
+                                    foregrounds=[np.concatenate([c.foregrounds[i] for c in self._kept])
+                                                 for i in range(self.k)],
+                                    alphas=[np.concatenate([c.alphas[i] for c in self._kept]) for i in range(self.k)])
+        (self._tmp / files["preview"]).write_bytes(_png_bytes(contact_sheet(shown, labels=self._show)))
+        for name, data in (extras or {}).items():
+            (self._tmp / name).write_bytes(data)
+        (self._tmp / MANIFEST).write_text(text, encoding="utf-8")  # last: its presence marks completion
+        self._finished = True
+
+    def __exit__(self, kind, error, trace) -> bool:
+        for writer in self._writers.values():
+            writer.abort()  # closed already when finished; after an error the files go with the directory
+        if kind is None and not self._finished:
+            unfinished = RuntimeError("LayeredWriter left without finish(); nothing was written")
+            self._stack.__exit__(RuntimeError, unfinished, None)  # removes the temporary directory
+            raise unfinished
+        self._stack.__exit__(kind, error, trace)  # renames it into place, or removes it after an error
+        return False
 
 
 def kept_files(video: Layers) -> dict[str, list[Path]]:

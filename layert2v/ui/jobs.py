@@ -57,8 +57,10 @@ class GenerationRequest:
 
 @dataclass
 class DecomposeRequest:
-    """Split an uploaded video into layers (``editing.decompose``). ``video`` is a file in a temporary directory of
-    its own, removed once the request has run or is dropped."""
+    """Split an uploaded video into layers: ``method`` "model" is ``editing.decompose`` with the app's pipeline,
+    "engine" the data engine (``data.engine.decompose.decompose_video``), which streams the layers straight into a
+    new run directory under ``out`` and reports frames where the model reports steps. ``video`` is a file in a
+    temporary directory of its own, removed once the request has run or is dropped."""
 
     video: Path
     prompt: str | None
@@ -70,22 +72,55 @@ class DecomposeRequest:
     frames: int | None  # None: as editing.decompose chooses (the model's, fewer frames for a shorter clip)
     width: int | None
     height: int | None
+    method: str = "model"
+    why: str = ""  # why this method (editing.decompose_method), for the manifest
+    out: Path | None = None  # engine: where the run directory goes (the app's runs directory)
 
     @property
     def name(self) -> str:
         return f"decomposed {self.video.stem}"
 
-    def run(self, pipe: LayerT2VPipeline, callback: StepCallback) -> LayeredVideo:
+    @property
+    def unit(self) -> str:
+        return "frame" if self.method == "engine" else "step"
+
+    def run(self, pipe: LayerT2VPipeline, callback: StepCallback) -> LayeredVideo | Path:
+        if self.method == "engine":
+            return self.run_engine(callback)
         from ..editing import decompose
 
         video = decompose(pipe, self.video, self.background, self.foregrounds, prompt=self.prompt,
                           num_frames=self.frames, height=self.height, width=self.width,
                           num_inference_steps=self.steps, guidance_scale=self.guidance, seed=self.seed,
                           callback_on_step_end=callback)
-        for given in video.metadata.get("given", {}).values():  # not the temporary copy, gone after this run
-            if given.get("from") == str(self.video):
-                given["from"] = f"uploaded to layert2v ui: {self.video.name}"
+        video.metadata["method"], video.metadata["method_reason"] = self.method, self.why
+        self.uploaded(video.metadata)
         return video
+
+    def run_engine(self, callback: StepCallback) -> Path:
+        """The engine's layers written into a new run directory (the upload streamed, never whole in memory)."""
+        from ..data.engine.config import parse_config
+        from ..data.engine.decompose import decompose_video
+        from .library import new_run_directory
+
+        prompts = {key: value for key, value in (("full", self.prompt), ("background", self.background),
+                                                 ("foregrounds", self.foregrounds)) if value}
+        out = new_run_directory(self.out, self.name)
+        metadata = {"method_reason": self.why, "given": {"full": {"from": self.uploaded_as, "layer": "full"}}}
+        decompose_video(self.video, out, parse_config({}), prompts=prompts, object_names=self.foregrounds,
+                        metadata=metadata, progress=False,
+                        on_frames=lambda done, _total: callback(None, done - 1, None, {}))
+        return out
+
+    @property
+    def uploaded_as(self) -> str:
+        """Where the manifest says "full" came from: the upload, not its temporary copy (gone after this run)."""
+        return f"uploaded to layert2v ui: {self.video.name}"
+
+    def uploaded(self, metadata: dict[str, Any]) -> None:
+        for given in metadata.get("given", {}).values():
+            if given.get("from") == str(self.video):
+                given["from"] = self.uploaded_as
 
     def discard(self) -> None:
         shutil.rmtree(self.video.parent, ignore_errors=True)
@@ -139,7 +174,7 @@ class GenerationQueue:
     """Runs generation requests one after the other in a worker thread."""
 
     def __init__(self, load: Callable[[], LayerT2VPipeline],
-                 finish: Callable[[JobRequest, LayeredVideo], str]):
+                 finish: Callable[[JobRequest, LayeredVideo | Path], str]):
         self._load, self._finish = load, finish
         self._pipe: LayerT2VPipeline | None = None
         self.load_error: str | None = None
@@ -170,7 +205,8 @@ class GenerationQueue:
                 raise KeyError(job_id)
             ahead = self._waiting.index(job_id) if job_id in self._waiting else 0
             return {"id": job.id, "state": job.state, "ahead": ahead if job.state == "queued" else 0,
-                    "step": job.step, "steps": job.request.steps, "error": job.error, "run": job.run}
+                    "step": job.step, "steps": job.request.steps, "unit": getattr(job.request, "unit", "step"),
+                    "error": job.error, "run": job.run}
 
     def stop(self) -> None:
         """Let the running request finish and drop the queued ones (their uploads' temporary copies with them)."""

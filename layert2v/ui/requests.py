@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
@@ -188,14 +188,30 @@ class GenerateBody(Shaped):
 
 
 class DecomposeBody(Shaped):
-    """The prompts and numbers of a decomposition (the upload is checked by the route). The video is fitted to the
+    """The method, prompts and numbers of a decomposition (the upload is checked by the route). ``method`` blank:
+    :func:`layert2v.editing.decompose_method`'s default for the app's model. The engine takes the clip at its own
+    size and frames, prompts optional (the foreground rows say how many objects to find); the model fits it to the
     model's size and frames (fewer for a shorter clip) unless the request gives frames or a size."""
 
+    method: Annotated[Literal["engine", "model"] | None, BeforeValidator(_blank_is_none)] = None
     prompt: Text = ""
     background: Text = ""
     foregrounds: Rows = []
 
-    def job(self, model: dict[str, Any], filename: str) -> DecomposeRequest:
+    def job(self, model: dict[str, Any], filename: str, method: str, why: str) -> DecomposeRequest:
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(filename).name).strip("._") or "upload.mp4"
+        if method == "engine":
+            settings = [name for name in ("seed", "steps", "guidance", "frames", "width", "height")
+                        if getattr(self, name) is not None]
+            if settings:
+                raise ValueError(f"{settings[0]} is a setting of the model method; the engine takes the clip at its "
+                                 "own size and frames: leave it blank, or choose the model method")
+            foregrounds = [f.strip() for f in self.foregrounds]
+            for k, f in enumerate(foregrounds, 1):
+                if not f:
+                    raise ValueError(f"foreground {k} is empty; describe it or remove its row")
+            return DecomposeRequest(Path(stem), self.prompt or None, self.background, foregrounds, 0, 0, 0.0, None,
+                                    None, None, method=method, why=why)
         if not self.background:
             raise ValueError("the background prompt is empty; describe what is behind the objects")
         foregrounds = self.foreground_prompts(self.foregrounds, model)
@@ -205,9 +221,8 @@ class DecomposeBody(Shaped):
         frames = width = height = None  # the model's, or fewer frames for a shorter clip (editing.decompose)
         if any(v is not None for v in (self.frames, self.width, self.height)):
             frames, width, height = self.shape(model, len(foregrounds))
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(filename).name).strip("._") or "upload.mp4"
         return DecomposeRequest(Path(stem), self.prompt or None, self.background, foregrounds, seed, steps, guidance,
-                                frames, width, height)
+                                frames, width, height, method=method, why=why)
 
 
 class RegenerateBody(Sampling):

@@ -105,7 +105,9 @@ class App:
         return LayerT2VPipeline.from_pretrained(self.model, layer_weights=self.layer_weights,
                                                 untrained_layers=self.untrained_layers)
 
-    def finish(self, request: JobRequest, video: LayeredVideo) -> str:
+    def finish(self, request: JobRequest, video: LayeredVideo | Path) -> str:
+        if isinstance(video, Path):  # the engine streamed its layers into the run directory itself
+            return self.library.add(video, "generated").id
         video.metadata["model_path"] = str(self.model)
         # atomic: a temporary sibling, then a rename. A regenerated result's kept layers were read from the
         # source directory (LayeredVideo.load records where): save copies their files byte for byte.
@@ -178,9 +180,13 @@ class App:
         return FileResponse(STATIC / "index.html")
 
     def get_model(self) -> dict[str, Any]:
+        from ..editing import decompose_method
+
+        method, why = decompose_method(None, self.model)
         described = {k: v for k, v in self.info().items() if k != "configs"}  # the checks' business, not the page's
         return {**described, "path": str(self.model), "out": str(self.out), "ready": self.jobs.loaded.is_set(),
-                "load_error": self.jobs.load_error, "max_upload_bytes": self.max_upload_bytes}
+                "load_error": self.jobs.load_error, "max_upload_bytes": self.max_upload_bytes,
+                "decompose_method": method, "decompose_why": why}
 
     def runs(self) -> list[dict[str, Any]]:
         return [{"id": e.id, "name": e.path.name, "origin": e.origin} for e in self.library.entries()]
@@ -222,15 +228,20 @@ class App:
             raise refused(400, "foregrounds must be a JSON list of prompts") from None
         except ValidationError as e:
             raise refused(400, one_line(e)) from None
+        from ..editing import decompose_method
+
         try:
-            req = body.job(self.info(), part.filename or "upload.mp4")
+            method, why = decompose_method(body.method, self.model)
+            req = body.job(self.info(), part.filename or "upload.mp4", method, why)
         except ValueError as e:
             raise refused(400, ui_message(e)) from None
         folder = Path(tempfile.mkdtemp(prefix="layert2v-ui-decompose-"))  # the worker removes it after the run
-        req.video = folder / req.video.name
+        req.video, req.out = folder / req.video.name, self.out
         try:
             req.video.write_bytes(data)
-            await run_in_threadpool(_check_video, req.video)
+            frames = await run_in_threadpool(_check_video, req.video)
+            if req.method == "engine":  # the job counts frames
+                req.steps = frames
         except BaseException as e:
             req.discard()
             if isinstance(e, ValueError):  # the temporary copy's path means nothing to the page
@@ -361,9 +372,11 @@ async def _as_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
 
 
-def _check_video(path: Path) -> None:
-    """A file `editing.decompose` can take: a video (layert2v.data.fit.probe) of more than one frame."""
+def _check_video(path: Path) -> int:
+    """A file decompose can take: a video (layert2v.data.fit.probe) of more than one frame; its frame count."""
     from ..data.fit import probe
 
-    if probe(path)[0] < 2:
+    frames = probe(path)[0]
+    if frames < 2:
         raise ValueError(f"{path.name} is a still image; decompose takes a video (MP4, WebM or MOV)")
+    return frames

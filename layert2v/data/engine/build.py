@@ -133,23 +133,37 @@ class Engine:
                          "foreground(s); give one name per foreground")
 
     def step_segmentation(self, clip: Clip) -> None:
-        names = clip.object_names or list(clip.prompts["foregrounds"])
-        masks = self.backend("segmentation").segment(clip.frames, names)
-        if len(masks) != len(names):
-            raise Reject(f"the segmenter returned {len(masks)} mask(s) for {len(names)} object(s)")
-        clip.masks = [np.asarray(m, bool) for m in masks]
+        clip.masks = self.segment(clip.frames, clip.object_names or list(clip.prompts["foregrounds"]))
         clip.backends["segmentation"] = self.config.backend("segmentation")
 
     def step_matting(self, clip: Clip) -> None:
-        clip.alphas, clip.foregrounds = self.backend("matting").matte(clip.frames, clip.masks)
+        clip.alphas, clip.foregrounds = self.matte(clip.frames, clip.masks)
         clip.backends["matting"] = self.config.backend("matting")
 
     def step_removal(self, clip: Clip) -> None:
-        remover = self.backend("removal")
-        clip.background = np.asarray(remover.remove(clip.frames, clip.masks, clip.prompts["background"]), np.float32)
-        if getattr(remover, "last_holes", None) is not None:
-            clip.scores["plate_holes"] = remover.last_holes
+        clip.background = self.remove(clip.frames, clip.masks, clip.prompts["background"])
+        if (holes := self.plate_holes()) is not None:
+            clip.scores["plate_holes"] = holes
         clip.backends["removal"] = self.config.backend("removal")
+
+    # the stages on frames: a whole clip (the steps above) or one window of a streamed one (engine.decompose)
+    def segment(self, frames: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        """One bool mask (T, H, W) per object name (at least one: the weight-free segmenter needs no names)."""
+        masks = self.backend("segmentation").segment(frames, names)
+        if len(masks) != max(1, len(names)):
+            raise Reject(f"the segmenter returned {len(masks)} mask(s) for {len(names)} object(s)")
+        return [np.asarray(m, bool) for m in masks]
+
+    def matte(self, frames: np.ndarray, masks: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        alphas, foregrounds = self.backend("matting").matte(frames, masks)
+        return [np.asarray(a, np.float32) for a in alphas], [np.asarray(f, np.float32) for f in foregrounds]
+
+    def remove(self, frames: np.ndarray, masks: list[np.ndarray], caption: str) -> np.ndarray:
+        return np.asarray(self.backend("removal").remove(frames, masks, caption), np.float32)
+
+    def plate_holes(self) -> float | None:
+        """The removal backend's share of pixels never uncovered (temporal_plate), when it reports one."""
+        return getattr(self.backend("removal"), "last_holes", None)
 
     def step_check(self, clip: Clip) -> None:
         q = self.config.quality

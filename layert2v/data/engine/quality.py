@@ -19,18 +19,54 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ...eval.layers import alpha_stability, fg_leakage, recomposite_psnr
+from ...eval.layers import alpha_change_curve, fg_leakage_counts, mean_squared_error, psnr_of
 from ...video import LayeredVideo
 from .config import Quality
 
 
+class Scores:
+    """The weight-free scores of a clip given in consecutive parts (``layert2v decompose`` streams a long clip in
+    windows): each part is scored with :mod:`layert2v.eval.layers`' definitions and the parts are pooled, so the
+    result is what the whole clip in one piece would score (up to float rounding)."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.squared_error = 0.0  # recomposite MSE x frames
+        self.coverage: list[float] = []  # mean alpha x frames, per foreground
+        self.changes: list[float] = []  # alpha_stability's per-frame-pair values
+        self.leaking = self.covered = 0
+        self._last: list[np.ndarray] | None = None  # the previous part's last mattes
+
+    def add(self, part: LayeredVideo) -> Scores:
+        t = part.num_frames
+        self.frames += t
+        self.squared_error += mean_squared_error(part.composite(), part.full) * t
+        if not self.coverage:
+            self.coverage = [0.0] * part.num_foregrounds
+        for k, alpha in enumerate(part.alphas):
+            self.coverage[k] += float(alpha.mean(dtype=np.float64)) * t
+        if self._last is not None:  # the pair across the seam
+            seam = [np.stack([a0, a[0]]) for a0, a in zip(self._last, part.alphas)]
+            self.changes += alpha_change_curve(seam).tolist()
+        if t > 1:
+            self.changes += alpha_change_curve(part.alphas).tolist()
+        self._last = [a[-1].copy() for a in part.alphas]
+        leaking, covered = fg_leakage_counts(part)
+        self.leaking, self.covered = self.leaking + leaking, self.covered + covered
+        return self
+
+    def scores(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"recomposite_psnr": psnr_of(self.squared_error / self.frames)}
+        for k, total in enumerate(self.coverage, start=1):
+            out[f"coverage_{k}"] = total / self.frames
+        out["alpha_stability"] = float(np.mean(self.changes)) if self.changes else 0.0
+        out["fg_leakage"] = self.leaking / self.covered if self.covered else None
+        return out
+
+
 def weight_free_scores(video: LayeredVideo) -> dict[str, Any]:
-    scores: dict[str, Any] = {"recomposite_psnr": recomposite_psnr(video)}
-    for k, alpha in enumerate(video.alphas, start=1):
-        scores[f"coverage_{k}"] = float(alpha.mean())
-    scores["alpha_stability"] = alpha_stability(video) if video.num_frames > 1 else 0.0
-    scores["fg_leakage"] = fg_leakage(video)
-    return scores
+    """recomposite_psnr, coverage_k, alpha_stability and fg_leakage of a whole clip."""
+    return Scores().add(video).scores()
 
 
 def weight_free_failures(scores: dict[str, Any], quality: Quality) -> list[str]:

@@ -45,7 +45,12 @@ class Captioner(ABC):
 
 
 class Segmenter(ABC):
-    """Finds and tracks each named foreground object through the clip."""
+    """Finds and tracks each named foreground object through the clip.
+
+    Optional: ``prepare(frames, object_names)`` sees frames sampled across a whole clip that :meth:`segment` will
+    then get in consecutive windows (``layert2v decompose`` streams long clips); a backend that models the clip as a
+    whole (a static camera's clean plate) estimates it there and raises :class:`Reject` for a clip it cannot handle.
+    """
 
     uses_model = False
 
@@ -65,7 +70,10 @@ class Matter(ABC):
 
 
 class Remover(ABC):
-    """Removes the foregrounds, giving the clean background video."""
+    """Removes the foregrounds, giving the clean background video.
+
+    Optional: ``prepare(frames, masks)``, as for :class:`Segmenter`: frames sampled across the whole clip, with
+    their masks."""
 
     uses_model = False
 
@@ -93,6 +101,26 @@ class SidecarCaptioner(Captioner):
                      "(write the sidecar or configure captions: {backend: qwen3vl, model: DIR})")
 
 
+STRIP = 64  # rows at a time of a per-pixel median over time: its temporaries stay a strip's size on big frames
+
+
+def median_over_time(frames: np.ndarray, covered: np.ndarray | None = None) -> np.ndarray:
+    """Each pixel's median over the frames (T, H, W, C) -> (H, W, C); with ``covered`` (T, H, W), over the frames
+    where the pixel is not covered (NaN where it is covered in all). Computed STRIP rows at a time: the same values
+    as one ``np.median`` / ``np.nanmedian`` call, without their whole-clip copies (gigabytes at 1080p)."""
+    strips = []
+    for top in range(0, frames.shape[1], STRIP):
+        rows = frames[:, top:top + STRIP]
+        if covered is None:
+            strips.append(np.median(rows, axis=0))
+            continue
+        visible = np.where(~covered[:, top:top + STRIP, :, None], rows, np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN slice: a pixel covered in every frame
+            strips.append(np.nanmedian(visible, axis=0))
+    return np.concatenate(strips, axis=0)
+
+
 def _disk(radius: int) -> np.ndarray:
     yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
     return xx * xx + yy * yy <= radius * radius
@@ -105,33 +133,58 @@ class CleanPlateSegmenter(Segmenter):
     is opened and closed with a disk of `smooth` pixels and its holes filled. One object takes all of it; for
     several, connected components (at least `min_area` of the frame) are followed from frame to frame by
     nearest centroid, largest first. The subject must move off every pixel for at least half the clip.
+
+    A clip in which the whole picture shifts (:func:`camera_shift`: the camera moves, or one object fills the frame)
+    is refused. After :meth:`prepare` (frames sampled across a long clip) the plate is theirs and the
+    tracks carry over from one window to the next.
     """
 
     def __init__(self, threshold: float = 0.1, smooth: int = 1, min_area: float = 0.001):
         self.threshold, self.smooth, self.min_area = threshold, smooth, min_area
+        self.plate: np.ndarray | None = None  # the whole clip's, once prepared
+        self._centroids: list[np.ndarray | None] | None = None  # the tracks, carried across windows once prepared
 
-    def changed(self, frames: np.ndarray) -> np.ndarray:
-        plate = np.median(frames, axis=0)
-        moving = np.abs(frames - plate).max(axis=-1) > self.threshold
+    def changed(self, frames: np.ndarray, plate: np.ndarray | None = None) -> np.ndarray:
+        plate = median_over_time(frames) if plate is None else plate
         disk = _disk(self.smooth) if self.smooth > 0 else None
-        out = np.empty_like(moving)
-        for t, m in enumerate(moving):
+        out = np.empty(frames.shape[:3], bool)
+        for t, frame in enumerate(frames):  # a frame at a time: no (T, H, W, 3) difference in memory
+            m = np.abs(frame - plate).max(axis=-1) > self.threshold
             if disk is not None:
                 m = ndimage.binary_closing(ndimage.binary_opening(m, disk), disk)
             out[t] = ndimage.binary_fill_holes(m)
         return out
 
-    def segment(self, frames: np.ndarray, object_names: list[str]) -> list[np.ndarray]:
-        moving = self.changed(frames)
+    def check_clip(self, frames: np.ndarray, moving: np.ndarray) -> None:
+        """Refuse a clip with nothing moving, or one whose camera moves."""
         if not moving.any():
-            raise Reject("clean-plate difference found nothing moving: the weight-free segmenter needs a static "
-                         "camera and a moving subject (configure segmentation: {backend: sam3, model: DIR})")
+            raise Reject("no object found: nothing in the clip differs from its clean plate by more than "
+                         f"threshold {self.threshold:g}; the weight-free segmenter needs a static camera and a moving "
+                         "subject (configure segmentation: {backend: sam3, model: DIR})")
+        shift = camera_shift(frames)
+        if shift is not None:
+            i, (dy, dx) = shift
+            raise Reject(f"the camera moves: the whole picture shifts by {dx:+d} px across and {dy:+d} px down "
+                         f"between frames {i} and {i + 1} of the clip's sample (or one object fills the frame); "
+                         "the weight-free backends need a static camera and background around the object (configure "
+                         "segmentation: {backend: sam3, model: DIR} and removal: {backend: wan_vace, model: DIR})")
+
+    def prepare(self, frames: np.ndarray, object_names: list[str]) -> None:
+        self.plate = None
+        plate = median_over_time(frames)
+        self.check_clip(frames, self.changed(frames, plate))
+        self.plate, self._centroids = plate, None
+
+    def segment(self, frames: np.ndarray, object_names: list[str]) -> list[np.ndarray]:
+        moving = self.changed(frames, self.plate)
+        if self.plate is None:  # the whole clip: checked here (prepare checked a streamed one)
+            self.check_clip(frames, moving)
         k = max(1, len(object_names))
         if k == 1:
             return [moving]
         t, h, w = moving.shape
         masks = [np.zeros_like(moving) for _ in range(k)]
-        centroids: list[np.ndarray | None] = [None] * k
+        centroids: list[np.ndarray | None] = self._centroids or [None] * k
         for i in range(t):
             labels, n = ndimage.label(moving[i])
             areas = ndimage.sum_labels(np.ones_like(labels), labels, range(1, n + 1)) if n else np.zeros(0)
@@ -149,7 +202,59 @@ class CleanPlateSegmenter(Segmenter):
                 free.remove(pick)
                 masks[track][i] = labels == parts[pick]
                 centroids[track] = np.asarray(centres[pick])
+        if self.plate is not None:
+            self._centroids = centroids
         return masks
+
+
+ANALYSIS_SIDE = 256  # camera_shift looks at frames block-averaged to at most this many pixels a side
+BLOCK_GRID = 4  # ... split into up to 4 x 4 blocks of at least 16 x 16 pixels
+TEXTURE = 0.02  # a block whose grey values vary less than this (std) has nothing to follow
+CONSENSUS = 0.75  # the share of textured blocks shifting together that makes a whole-picture move
+
+
+def camera_shift(frames: np.ndarray) -> tuple[int, tuple[int, int]] | None:
+    """The first pair of consecutive frames (i, i + 1) in which the picture shifts as a whole, as (i, (dy, dx) in
+    pixels, the content's motion), or None when the camera holds still.
+
+    The grey frames, block-averaged to at most ANALYSIS_SIDE pixels a side, are cut into a grid of blocks; each
+    textured block's shift is its phase correlation's peak (zero unless the zero-shift peak is below half of it).
+    When at least CONSENSUS of the textured blocks (and they are at least half of all blocks) shift by the same
+    amount, give or take one pixel, the picture moved as a whole: the camera moved, or one object fills the frame.
+    A moving object with background around it moves only its own blocks.
+    """
+    grey = frames.mean(axis=-1)
+    f = max(1, int(np.ceil(max(grey.shape[1:]) / ANALYSIS_SIDE)))
+    h, w = grey.shape[1] // f * f, grey.shape[2] // f * f
+    small = grey[:, :h, :w].reshape(len(grey), h // f, f, w // f, f).mean(axis=(2, 4))
+    gy, gx = (max(1, min(BLOCK_GRID, n // 16)) for n in small.shape[1:])
+    bh, bw = small.shape[1] // gy, small.shape[2] // gx
+    window = np.outer(np.hanning(bh), np.hanning(bw))
+    blocks = small[:, :gy * bh, :gx * bw].reshape(len(small), gy, bh, gx, bw).transpose(0, 1, 3, 2, 4)
+    blocks = blocks.reshape(len(small), gy * gx, bh, bw)
+    textured = blocks.std(axis=(2, 3)) >= TEXTURE  # (T, blocks)
+    spectra = np.fft.rfft2((blocks - blocks.mean(axis=(2, 3), keepdims=True)) * window)
+    for i in range(len(small) - 1):
+        both = textured[i] & textured[i + 1]
+        if both.sum() < max(1, gy * gx / 2):
+            continue  # mostly plain: nothing to tell a moving camera by
+        shifts = []
+        for b in np.flatnonzero(both):
+            cross = spectra[i, b] * np.conj(spectra[i + 1, b])
+            r = np.fft.irfft2(cross / np.maximum(np.abs(cross), 1e-12), s=(bh, bw))
+            peak = np.unravel_index(int(np.argmax(r)), r.shape)
+            if peak == (0, 0) or r[0, 0] >= 0.5 * r[peak]:
+                shifts.append((0, 0))
+            else:  # the content moved by minus the peak
+                shifts.append(tuple(-((q + n // 2) % n - n // 2) for q, n in zip(peak, r.shape)))
+        moved = [sh for sh in shifts if sh != (0, 0)]
+        if not moved:
+            continue
+        common = max(set(moved), key=moved.count)
+        together = sum(max(abs(a - c) for a, c in zip(sh, common)) <= 1 for sh in moved)
+        if together >= CONSENSUS * len(shifts):
+            return i, (int(common[0] * f), int(common[1] * f))
+    return None
 
 
 def trimap(mask: np.ndarray, band: int) -> np.ndarray:
@@ -162,9 +267,15 @@ def trimap(mask: np.ndarray, band: int) -> np.ndarray:
 
 class TrimapMatter(Matter):
     """A matter that solves alpha per frame inside a trimap band of ``self.band`` pixels around each mask
-    (:meth:`alpha`), then estimates the straight foreground colour with pymatting's multi-level method."""
+    (:meth:`alpha`), then estimates the straight foreground colour with pymatting's multi-level method.
+
+    With ``self.context`` set, each frame is solved only in the box around its mask widened by that many pixels
+    (outside it the trimap says background: alpha 0, colour 0), so the cost follows the object's size, not the
+    frame's; None solves the whole frame (a model that wants the whole picture).
+    """
 
     band: int
+    context: int | None = None
 
     @abstractmethod
     def alpha(self, image: np.ndarray, tri: np.ndarray) -> np.ndarray:
@@ -191,19 +302,29 @@ class TrimapMatter(Matter):
             alpha = np.zeros(mask.shape, np.float32)
             fg = np.zeros(frames.shape, np.float32)
             for t in range(len(frames)):
-                image = frames[t].astype(np.float64)
                 if not mask[t].any():
                     continue
-                tri = trimap(mask[t], self.band)
+                box = self.box(mask[t])
+                image = frames[t][box].astype(np.float64)
+                tri = trimap(mask[t][box], self.band)
                 if (tri == 1).any() and (tri == 0).any():
                     a = self.alpha(image, tri)
                 else:  # thinner than the band, or covering the frame: nothing to learn from, keep the mask
-                    a = mask[t].astype(np.float64)
-                alpha[t] = a
-                fg[t] = np.clip(foreground(image, a), 0.0, 1.0)
+                    a = mask[t][box].astype(np.float64)
+                alpha[t][box] = a
+                fg[t][box] = np.clip(foreground(image, a), 0.0, 1.0)
             alphas.append(alpha)
             foregrounds.append(fg)
         return alphas, foregrounds
+
+    def box(self, mask: np.ndarray) -> tuple[slice, slice]:
+        """The region a frame is solved in: the mask's bounding box widened by ``context`` (or the whole frame)."""
+        if self.context is None:
+            return slice(None), slice(None)
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        margin = self.band + self.context
+        return (slice(max(0, rows[0] - margin), rows[-1] + margin + 1),
+                slice(max(0, cols[0] - margin), cols[-1] + margin + 1))
 
 
 class PymattingMatter(TrimapMatter):
@@ -211,6 +332,7 @@ class PymattingMatter(TrimapMatter):
     (``lbdm``, Zheng & Kambhamettu) or ``knn`` alpha, then its multi-level foreground colour estimation."""
 
     METHODS = ("cf", "lbdm", "knn")
+    context = 16  # pixels around the mask: the closed-form solution depends only on 3x3 neighbourhoods
 
     def __init__(self, method: str = "cf", band: int = 2):
         if method not in self.METHODS:
@@ -228,23 +350,26 @@ class PymattingMatter(TrimapMatter):
 class TemporalPlateRemover(Remover):
     """Static camera: each masked pixel (masks dilated by `dilate` px) takes the median of that pixel over the
     frames where it is uncovered; unmasked pixels keep the input. A pixel covered in every frame takes its
-    nearest uncovered neighbour's plate value, and the share of such pixels is reported as ``plate_holes``."""
+    nearest uncovered neighbour's plate value, and the share of such pixels is reported as ``plate_holes``.
+    After :meth:`prepare` the plate is the one of the frames sampled across the whole clip."""
 
     def __init__(self, dilate: int = 2):
         self.dilate = dilate
         self.last_holes = 0.0
+        self.plate: np.ndarray | None = None  # the whole clip's, once prepared
 
-    def remove(self, frames: np.ndarray, masks: list[np.ndarray], caption: str = "") -> np.ndarray:
-        covered = np.zeros(frames.shape[:3], bool)
+    def covered(self, masks: list[np.ndarray]) -> np.ndarray:
+        covered = np.zeros(masks[0].shape, bool)
         for m in masks:
             covered |= m
         if self.dilate > 0:
             disk = _disk(self.dilate)
             covered = np.stack([ndimage.binary_dilation(c, disk) for c in covered])
-        visible = np.where(~covered[..., None], frames, np.nan)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are the holes, filled below
-            plate = np.nanmedian(visible, axis=0)
+        return covered
+
+    def clean_plate(self, frames: np.ndarray, covered: np.ndarray) -> np.ndarray:
+        """Each pixel's median over the frames where it is uncovered; holes filled from their nearest neighbour."""
+        plate = median_over_time(frames, covered)  # NaN: the holes, filled below
         holes = np.isnan(plate[..., 0])
         self.last_holes = float(holes.mean())
         if holes.all():
@@ -252,6 +377,14 @@ class TemporalPlateRemover(Remover):
         if holes.any():
             _, (iy, ix) = ndimage.distance_transform_edt(holes, return_indices=True)
             plate = plate[iy, ix]
+        return plate.astype(np.float32)
+
+    def prepare(self, frames: np.ndarray, masks: list[np.ndarray]) -> None:
+        self.plate = self.clean_plate(frames, self.covered(masks))
+
+    def remove(self, frames: np.ndarray, masks: list[np.ndarray], caption: str = "") -> np.ndarray:
+        covered = self.covered(masks)
+        plate = self.clean_plate(frames, covered) if self.plate is None else self.plate
         return np.where(covered[..., None], plate[None], frames).astype(np.float32)
 
 

@@ -89,6 +89,9 @@ async function loadModel() {
     $("#width").step = $("#height").step = m.spatial;
     $("#edit-steps").value = m.steps;
     $("#edit-guidance").value = m.guidance;
+    $("#dec-method").value = m.decompose_method;
+    $("#dec-method").dataset.why = m.decompose_why;
+    decMethodChanged();
     if (m.load_error) say(m.load_error, "error");
   } catch (e) {
     say(`could not read the model: ${e.message}`, "error");
@@ -131,12 +134,13 @@ function showJob(job, where = generateProgress) {
     const seen = bar.dataset.seen ? bar.dataset.seen.split(",") : [];
     if (seen[seen.length - 1] !== String(job.step)) bar.dataset.seen = [...seen, job.step].join(",");
   }
+  const unit = job.unit || "step";
   const words = {
     queued: `waiting in the queue: ${job.ahead} generation(s) ahead of this one`,
     loading: "loading the model…",
-    denoising: `denoising: step ${job.step} / ${job.steps}`,
-    saving: `step ${job.step} / ${job.steps}; saving the layers…`,
-    done: `done: step ${job.step} / ${job.steps}`,
+    denoising: `${unit === "frame" ? "decomposing" : "denoising"}: ${unit} ${job.step} / ${job.steps}`,
+    saving: `${unit} ${job.step} / ${job.steps}; saving the layers…`,
+    done: `done: ${unit} ${job.step} / ${job.steps}`,
     error: "failed",
   };
   $(where.status).textContent = words[job.state] || job.state;
@@ -670,6 +674,14 @@ function editNumbers() {
   return { seed: $("#edit-seed").value, steps: $("#edit-steps").value, guidance: $("#edit-guidance").value };
 }
 
+// the engine (the data engine's stages) takes no seed, steps or guidance; its default reason is the server's
+function decMethodChanged() {
+  const engine = $("#dec-method").value === "engine";
+  const why = $("#dec-method").value === state.model?.decompose_method ? ` (${$("#dec-method").dataset.why})` : "";
+  $("#dec-why").textContent = `${engine ? "engine" : "model"}${why}`;
+}
+$("#dec-method").addEventListener("change", decMethodChanged);
+
 $("#dec-go").addEventListener("click", async () => {
   say("");
   const file = $("#dec-file").files[0];
@@ -685,7 +697,10 @@ $("#dec-go").addEventListener("click", async () => {
   form.append("foregrounds", JSON.stringify($("#dec-foregrounds").value.split("\n").map((l) => l.trim())
     .filter((l) => l)));
   form.append("prompt", $("#dec-prompt").value);
-  for (const [key, value] of Object.entries(editNumbers())) form.append(key, value);
+  form.append("method", $("#dec-method").value);
+  if ($("#dec-method").value === "model") {
+    for (const [key, value] of Object.entries(editNumbers())) form.append(key, value);
+  }
   try {
     const job = await (await api("/api/decompose", { method: "POST", body: form })).json();
     startJob(job.id, editProgress);
