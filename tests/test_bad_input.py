@@ -450,6 +450,25 @@ def test_foregrounds_read_from_the_prompt_are_not_called_fg_flags(tmp_path, caps
     assert "pass fewer --fg" in one_line_error(capsys)
 
 
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare to mount a small tmpfs privately")
+def test_a_real_full_disk_is_one_line_and_leaves_nothing(saved_model, tmp_path):
+    """A real 64 KiB tmpfs, mounted in a private namespace for one command: every write fails once the disk is full,
+    the flushes of the other open files too, and the first error is still the one said (it was a raw OSError)."""
+    (tmp_path / "disk").mkdir()
+    script = 'mount -t tmpfs -o size=64k layert2v-test-disk disk || exit 99; "$@"'
+    argv = [sys.executable, "-m", "layert2v.cli", "generate", "a", "--bg", "b", "--fg", "c", "--model",
+            str(saved_model), "--steps", "1", "--size", "64x64", "--out", "disk/out"]
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script + "; rc=$?; ls -A disk; exit $rc", "sh", *argv],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    if proc.returncode == 99:
+        pytest.skip("no tmpfs could be mounted here (unshare -rm)")
+    lines = [line for line in proc.stderr.replace("\r", "\n").splitlines()
+             if line.strip() and "%|" not in line]  # progress bars aside
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("layert2v generate: error: no space left on layert2v-test-disk"), lines[0]
+    assert proc.stdout.strip() == ""  # the disk was left empty
+
+
 def test_a_full_disk_is_one_line_naming_the_device_and_leaves_nothing(saved_model, tmp_path, capsys, monkeypatch):
     """The disk fills during the save (ENOSPC from the encoder, as FFmpeg raises it): exit 2, one line with the
     device, what the output needs and the fix, and no partial directory."""

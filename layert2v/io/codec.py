@@ -8,6 +8,7 @@ interpolation and accurate rounding, RGB <-> 4:2:0 alone costs ~10 dB of PSNR on
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -149,10 +150,12 @@ class VideoWriter:
             container.close()
 
     def abort(self) -> None:
-        """Close the file without flushing (after an error: the caller removes the incomplete file)."""
+        """Close the file without flushing (after an error: the caller removes the incomplete file). Closing can fail
+        in turn (a full disk fails every write); that is not raised, so the first error is the one the caller sees."""
         if self._container is not None:
             container, self._container = self._container, None
-            container.close()
+            with contextlib.suppress(OSError):
+                container.close()
 
     def __enter__(self) -> VideoWriter:
         return self
