@@ -130,6 +130,11 @@ class Assets:
         shutil.copytree(BUILTIN / "vae", self.vae_stage / "vae")
         (root / "a_file").write_text("x")
         (root / "junk.mp4").write_bytes(b"not a video " * 100)
+        self.prompts_bad = root / "prompts_bad.jsonl"  # issue 30: a prompts file with two bad lines of three
+        self.prompts_bad.write_text(json.dumps({"prompt": P}) + "\n" + json.dumps({"prompt": P, "frames": 8}) + "\n"
+                                    + json.dumps({"prompt": P, "colour": "red"}) + "\n")
+        self.prompts_empty = root / "prompts_empty.txt"
+        self.prompts_empty.write_text("\n\n")
         self.yaml = {
             "malformed": write_yaml(root / "malformed.yaml", "stage: layered\noutput_dir: [unclosed\n"),
             "not_mapping": write_yaml(root / "list.yaml", "- stage\n- layered\n"),
@@ -186,9 +191,11 @@ def on_a_full_disk(argv: list[str], scratch: Path) -> list[str]:
 
 
 def run_cli(label: str, argv: list[str], scratch: Path, expect: tuple[int, ...] = (2,),
-            interrupt_after: float | None = None, full_disk: bool = False, keeps: str | None = None) -> Row:
+            interrupt_after: float | None = None, full_disk: bool = False, keeps: str | None = None,
+            lines_said: int = 1) -> Row:
     """`keeps`: a file the refusal names and leaves on purpose (data build's rejects.jsonl): the directory holding
-    it (the dataset, resumable) is not counted as left behind."""
+    it (the dataset, resumable) is not counted as left behind. `lines_said`: the stderr lines a clean refusal has
+    (one, except where a file's bad lines are listed one each before the count)."""
     command = [sys.executable, "-m", "layert2v.cli", *argv]
     if full_disk:
         if shutil.which("unshare") is None:
@@ -214,7 +221,7 @@ def run_cli(label: str, argv: list[str], scratch: Path, expect: tuple[int, ...] 
     tb = "Traceback (most recent call last)" in err
     line = last_line(err) or last_line(out)
     lines = stderr_lines(err)
-    one_line = lines == 1 if expect == (2,) else True
+    one_line = lines == lines_said if expect == (2,) else True
     clean = proc.returncode in expect and not tb and not leftovers and bool(line) and one_line
     return Row(label, str(proc.returncode), line, lines, tb, leftovers, seconds, clean)
 
@@ -307,6 +314,14 @@ def cli_cases(a: Assets) -> list[tuple[str, list[str], dict]]:
         ("generate onto a full disk", [*gen[:-1], "disk/out", "--steps", "1"], {"full_disk": True}),
         ("data build: every video corrupt", ["data", "build", str(a.corrupt), "--out", "ds", "--local"],
          {"keeps": "ds/rejects.jsonl"}),
+        # issue 30: every bad line is listed (its number and reason), then the count; nothing loads or is written
+        ("generate --prompts: 2 bad lines of 3", ["generate", "--prompts", str(a.prompts_bad), "--out", "out"],
+         {"lines_said": 3}),
+        ("generate --prompts: no such file", ["generate", "--prompts", str(a.root / "nope.jsonl"), "--out", "out"], {}),
+        ("generate --prompts: no prompts in the file", ["generate", "--prompts", str(a.prompts_empty),
+                                                        "--out", "out"], {}),
+        ("generate --prompts with --fg", ["generate", "--prompts", str(a.prompts_bad), "--fg", "x",
+                                          "--out", "out"], {}),
     ]
 
 
@@ -407,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
                 (scratch / "nonempty").mkdir()
                 (scratch / "nonempty" / "thesis.tex").write_text("precious")
             rows.append(run_cli(f"`layert2v {label}`", cli_argv, scratch, opts.get("expect", (2,)),
-                                opts.get("interrupt_after"), opts.get("full_disk", False), opts.get("keeps")))
+                                opts.get("interrupt_after"), opts.get("full_disk", False), opts.get("keeps"),
+                                opts.get("lines_said", 1)))
             print(f"{rows[-1].input}: {rows[-1].code} in {rows[-1].seconds:.1f}s", flush=True)
         for label, call in api_cases(assets):
             if args.only and not any(text in label for text in args.only):
