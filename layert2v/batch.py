@@ -10,8 +10,9 @@ bad lines are reported together, one line each with its line number. DIR gets::
 
 A rerun of the same command resumes: a line whose directory holds a manifest with the line's settings is reused,
 any other line is made (again). The same settings give the same files: the manifest carries the settings and no
-timings (those go to the index), every clip starts from an empty prompt cache, and a CPU worker computes with
-:data:`CPU_THREADS` threads whatever the number of workers (torch's CPU sums depend on the thread count).
+timings (the index has each clip's seconds), every clip starts from an empty prompt cache, and a CPU worker
+computes with :data:`CPU_THREADS` threads whatever the number of workers (torch's CPU sums depend on the thread
+count).
 
 The workers (:mod:`layert2v.batch_workers`) run in this process, or as Ray actors with ``--workers N`` > 1 or
 ``--address``. The per-clip checks live in the CLI, above this module; ``cli.cmd_generate`` passes them in.
@@ -173,8 +174,7 @@ def check_lines(args: argparse.Namespace, check: Callable) -> tuple[list[Clip], 
         own = {"prompt": ns.prompt, "background": bg, "foregrounds": list(fgs), "seed": ns.seed,
                "frames": checked.frames, "size": checked.size, "steps": ns.steps, "trajectory": trajectory}
         settings = json.loads(json.dumps({**own, **common}))  # as it reads back from a manifest
-        clips.append(Clip(number, directory_name(number), ns.prompt, bg, tuple(fgs), ns.seed, checked.frames,
-                          checked.size, ns.steps, trajectory, settings))
+        clips.append(Clip(number, directory_name(number), settings))
     if errors:
         for number, error in sorted(errors):
             print(f"{path}:{number}: {error}", file=sys.stderr)
@@ -211,7 +211,7 @@ def write_jsonl(path: Path, records: Iterable[dict]) -> None:
 
 
 def index_entry(clip: Clip, seconds: float | None, reused: bool) -> dict:
-    return {"line": clip.line, "directory": clip.directory, "seed": clip.seed, "settings": clip.settings,
+    return {"line": clip.line, "directory": clip.directory, "seed": clip.settings["seed"], "settings": clip.settings,
             "seconds": seconds, "reused": reused}
 
 

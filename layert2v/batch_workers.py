@@ -29,15 +29,9 @@ class Clip:
 
     line: int
     directory: str  # under DIR
-    prompt: str
-    background: str
-    foregrounds: tuple[str, ...]
-    seed: int
-    frames: int | None  # None: the model's (a Wan2.1 directory records none before it loads)
-    size: tuple[int, int] | None  # (width, height)
-    steps: int | None
-    trajectory: dict | None  # the trajectory file's content
-    settings: dict  # what decides the output; stored in the manifest, compared by a rerun
+    # what decides the output, as it reads back from a manifest (stored there, compared by a rerun): prompt,
+    # background, foregrounds, seed, frames and size (None: the model's), steps, trajectory (the file's content)
+    settings: dict
 
 
 class Worker:
@@ -60,18 +54,19 @@ class Worker:
 
         start = time.perf_counter()
         try:
-            width, height = clip.size or (None, None)
-            trajectories = Trajectories.from_dict(clip.trajectory) if clip.trajectory else None
-            kwargs = self.sampling(argparse.Namespace(**{**vars(self.args), "seed": clip.seed, "steps": clip.steps}))
+            s = clip.settings
+            width, height = s["size"] or (None, None)
+            trajectories = Trajectories.from_dict(s["trajectory"]) if s["trajectory"] else None
+            kwargs = self.sampling(argparse.Namespace(**{**vars(self.args), "seed": s["seed"], "steps": s["steps"]}))
             self.pipe.clear_prompt_cache()  # a clip's embeddings never depend on the clips before it
-            video = self.pipe(clip.prompt, clip.background, list(clip.foregrounds), num_frames=clip.frames,
+            video = self.pipe(s["prompt"], s["background"], list(s["foregrounds"]), num_frames=s["frames"],
                               height=height, width=width, trajectories=trajectories, progress=False, **kwargs)
-            timings = video.metadata.pop("timings")  # the index gets them: the directory stays the same each run
+            del video.metadata["timings"]  # the directory stays the same each run (the index has the seconds)
             video.metadata.update({"model_path": str(self.model), "dtype": self.dtype, SETTINGS_KEY: clip.settings})
             video.save(Path(out) / clip.directory, overwrite=True)  # replaces only a saved clip of other settings
         except Exception as e:  # this line fails; the others go on
             return {"line": clip.line, "failed": f"{type(e).__name__}: {' '.join(str(e).split())}"}
-        return {"line": clip.line, "seconds": round(time.perf_counter() - start, 3), "timings": timings}
+        return {"line": clip.line, "seconds": round(time.perf_counter() - start, 3)}
 
 
 def in_process(clips: list[Clip], args: argparse.Namespace, model: Path, out: Path, load: Callable,
