@@ -109,10 +109,8 @@ class Recipe:
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def export(self, directory: Path, steps: int, state: dict[str, torch.Tensor] | None = None) -> None:
-        """Write the stage's output into ``directory`` after ``steps`` steps. ``state``: the trained module's
-        weights gathered whole when training sharded them (FSDP2, the layered stage only); None: the module
-        holds them."""
+    def export(self, directory: Path, steps: int) -> None:
+        """Write the stage's output into ``directory`` after ``steps`` steps."""
         raise NotImplementedError
 
     def carry_init(self, directory: Path) -> None:
@@ -145,8 +143,7 @@ class VaeRecipe(Recipe):
         kl = posterior.kl().mean() / x[0].numel()
         return {"loss": l1 + self.cfg.loss.kl * kl, "l1": l1}
 
-    def export(self, directory: Path, steps: int, state: dict[str, torch.Tensor] | None = None) -> None:
-        assert state is None, "only the layered stage trains sharded (Trainer checks)"
+    def export(self, directory: Path, steps: int) -> None:
         if not self.cfg.decoder_only:
             set_latent_stats(self.vae, self.data, self.cfg)
         self.vae.save_pretrained(directory / "vae")
@@ -182,8 +179,7 @@ class AlphaRecipe(Recipe):
         perc = self.perceptual(pred, alphas)  # unclamped, as every training loss here
         return {"loss": rec + w.lambda_perc * perc, "rec": rec, "perc": perc}
 
-    def export(self, directory: Path, steps: int, state: dict[str, torch.Tensor] | None = None) -> None:
-        assert state is None, "only the layered stage trains sharded (Trainer checks)"
+    def export(self, directory: Path, steps: int) -> None:
         self.vae.save_pretrained(directory / "vae")
         self.alpha_path.save_pretrained(directory / "alpha_path")
         if self.cfg.decoder_only:
@@ -256,8 +252,7 @@ class T2VRecipe(LatentRecipe):
         v = self.model(interpolate_clip(z0, z1, t), t * NUM_TRAIN_TIMESTEPS, context).sample
         return {"loss": F.mse_loss(v.float(), (z1 - z0).float())}
 
-    def export(self, directory: Path, steps: int, state: dict[str, torch.Tensor] | None = None) -> None:
-        assert state is None, "only the layered stage trains sharded (Trainer checks)"
+    def export(self, directory: Path, steps: int) -> None:
         self.vae.save_pretrained(directory / "vae")
         if self.alpha_path is not None:
             self.alpha_path.save_pretrained(directory / "alpha_path")
@@ -361,9 +356,8 @@ class LayeredRecipe(LatentRecipe):
             self._empty_latents[frames_hw] = empty_latent(self.vae, *frames_hw)
         return self._empty_latents[frames_hw]
 
-    def export(self, directory: Path, steps: int, state: dict[str, torch.Tensor] | None = None) -> None:
-        cfg = self.cfg
-        transformer = self.transformer if state is None else self.holding(state)
+    def export(self, directory: Path, steps: int) -> None:
+        cfg, transformer = self.cfg, self.transformer
         self.vae.save_pretrained(directory / "vae")
         self.alpha_path.save_pretrained(directory / "alpha_path")
         if self.lora_config is not None:

@@ -317,8 +317,10 @@ class Trainer:
             gathered = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True,
                                                                                  cpu_offload=True))
         if acc.is_main_process:
+            if gathered is not None:  # the module to export: the sharded one, whole (only the layered stage shards)
+                self.recipe.transformer = self.recipe.holding(gathered)
             with atomic_directory(self.out / "final", overwrite=True) as tmp:
-                self.recipe.export(tmp, self.step, gathered)
+                self.recipe.export(tmp, self.step)
         acc.wait_for_everyone()
         return self.out / "final"
 
